@@ -1,0 +1,34 @@
+package api
+
+import "context"
+
+// GossipStats are the transport counters the agent exposes on /metrics.
+type GossipStats struct {
+	MessagesSent     uint64
+	MessagesReceived uint64
+	BytesSent        uint64
+	BytesReceived    uint64
+}
+
+// Backend is what the API serves from. The agent implements it on top of
+// agent/cluster and agent/metadata; tests implement it with fakes. All methods
+// are safe for concurrent use.
+type Backend interface {
+	// Self returns the answering node.
+	Self() Node
+	// Nodes returns every known member, the answering node included, sorted
+	// by name.
+	Nodes() []Node
+	// AddService records service on this node's metadata and gossips it.
+	// changed is false when the service was already there. service has
+	// already been validated by the API.
+	AddService(ctx context.Context, service string) (changed bool, err error)
+	// RemoveService is the inverse of AddService.
+	RemoveService(ctx context.Context, service string) (changed bool, err error)
+	// Subscribe returns a channel of events and a function that cancels the
+	// subscription and closes the channel. Slow subscribers lose events
+	// rather than block the cluster.
+	Subscribe() (<-chan Event, func())
+	// GossipStats returns the transport counters.
+	GossipStats() GossipStats
+}

@@ -1,0 +1,136 @@
+// Package api serves the agent's HTTP interface: the seed-compatible REST
+// paths of the original project, the /v1 API, server-sent events, Prometheus
+// metrics and the status page.
+//
+// The types in this file are the wire format. They are shared with
+// agent/client and, through it, with every workstation tool, so they change
+// only in backwards-compatible ways: add fields, never rename them.
+package api
+
+import "time"
+
+// Node statuses as reported by the API. They mirror memberlist's SWIM states.
+const (
+	StatusAlive   = "alive"
+	StatusSuspect = "suspect"
+	StatusFailed  = "failed"
+	StatusLeft    = "left"
+)
+
+// Node is one member of the cluster as seen by the answering agent. It is the
+// one model behind the API, the CLI tables, the inventory and the web page.
+type Node struct {
+	Name       string `json:"name"`
+	Address    string `json:"address"`
+	GossipPort int    `json:"gossip_port"`
+	HTTPPort   int    `json:"http_port"`
+	// Status is one of alive, suspect, failed, left.
+	Status   string   `json:"status"`
+	Services []string `json:"services"`
+	// Monitoring is the last sample the node gossiped about itself.
+	Monitoring Monitoring `json:"monitoring"`
+	// Phi is the accrual suspicion level of this node as computed by the
+	// answering agent (0 for the answering node itself).
+	Phi          float64 `json:"phi"`
+	PhiThreshold float64 `json:"phi_threshold"`
+	// SSHHostKeys are the node's SSH host public keys in authorized_keys
+	// format ("ssh-ed25519 AAAA..."), gossiped so workstations can write a
+	// known_hosts file.
+	SSHHostKeys []string `json:"ssh_host_keys"`
+	// Version is the agent version the node runs.
+	Version string `json:"version"`
+	Arch    string `json:"arch"`
+	Model   string `json:"model"`
+	// RecordVersion is bumped by the node on every change of its record.
+	RecordVersion uint64 `json:"record_version"`
+	// Self is true for the answering agent's own node.
+	Self bool `json:"self,omitempty"`
+}
+
+// Monitoring is a node's resource sample.
+type Monitoring struct {
+	CPUs       int     `json:"cpus"`
+	CPUPercent float64 `json:"cpu_percent"`
+	MemTotal   uint64  `json:"mem_total"`
+	MemUsed    uint64  `json:"mem_used"`
+	Load1      float64 `json:"load1"`
+	Load5      float64 `json:"load5"`
+	Load15     float64 `json:"load15"`
+	// TempC is nil where the hardware has no thermal sensor (containers).
+	TempC           *float64  `json:"temp_c"`
+	DiskUsedPercent float64   `json:"disk_used_percent"`
+	UptimeS         uint64    `json:"uptime_s"`
+	SampledAt       time.Time `json:"sampled_at"`
+}
+
+// Event kinds carried by GET /v1/events.
+const (
+	EventJoin   = "join"
+	EventLeave  = "leave"
+	EventFail   = "fail"
+	EventUpdate = "update"
+)
+
+// Event is one membership or record change, sent as a server-sent event whose
+// "event:" field is Kind and whose "data:" field is this struct as JSON.
+type Event struct {
+	Kind string    `json:"kind"`
+	Node Node      `json:"node"`
+	Time time.Time `json:"time"`
+}
+
+// Error is the body of every /v1 error response.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// ServiceResult is the body of PUT/DELETE /v1/services/{service}.
+type ServiceResult struct {
+	Node     string   `json:"node"`
+	Service  string   `json:"service"`
+	Changed  bool     `json:"changed"`
+	Services []string `json:"services"`
+}
+
+// Seed-compatible shapes, kept as the original project answered them.
+
+// SeedService answers PUT /meta-data/add-service/:service and remove-service.
+type SeedService struct {
+	Service string `json:"service"`
+}
+
+// SeedError is the error body of the seed-compatible paths.
+type SeedError struct {
+	Err string `json:"err"`
+}
+
+// SeedAlive answers GET /nodes/alive: "ip:gossip port" of every alive node,
+// the answering node included.
+type SeedAlive struct {
+	AlivePeers []string `json:"alivePeers"`
+}
+
+// SeedMonitoring answers GET /nodes/monitoring.
+type SeedMonitoring struct {
+	Res []SeedNodeMonitoring `json:"res"`
+}
+
+// SeedNodeMonitoring is one node in GET /nodes/monitoring. CPUs is the CPU
+// busy fraction (0..1), as the original reported it.
+type SeedNodeMonitoring struct {
+	Name      string  `json:"name"`
+	IP        string  `json:"ip"`
+	CountCPUs int     `json:"countCPUs"`
+	CPUs      float64 `json:"cpus"`
+	FreeMem   uint64  `json:"freemem"`
+	TotalMem  uint64  `json:"totalmem"`
+	LoadAvg1  float64 `json:"loadavg1"`
+	LoadAvg5  float64 `json:"loadavg5"`
+	LoadAvg15 float64 `json:"loadavg15"`
+}
+
+// SeedWorkingService answers GET /nodes/workingService/:service: the IPs of
+// the nodes whose services include it.
+type SeedWorkingService struct {
+	Res []string `json:"res"`
+}

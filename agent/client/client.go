@@ -1,0 +1,268 @@
+// Package client is the typed Go client of the rpi-agent HTTP API. Every
+// workstation tool (rpi-inventory, rpi-meta, rpi-launch) and the tests speak
+// to agents through it; none of them import agent internals.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
+)
+
+// DefaultTimeout bounds one request when the caller's context has no deadline.
+const DefaultTimeout = 10 * time.Second
+
+// Client talks to one agent.
+type Client struct {
+	// BaseURL is the agent's address, e.g. "http://192.168.1.20:8080".
+	BaseURL string
+	// Token is sent as "Authorization: Bearer <token>" on writes.
+	Token string
+	// HTTP is the client used; nil means a client with DefaultTimeout.
+	HTTP *http.Client
+}
+
+// New returns a client for the agent at base. base may omit the scheme
+// ("10.0.0.5:8080") and the port (":8080" is assumed).
+func New(base, token string) (*Client, error) {
+	u, err := NormalizeURL(base)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{BaseURL: u, Token: token}, nil
+}
+
+// NormalizeURL turns "host", "host:port" or a full URL into a base URL.
+func NormalizeURL(base string) (string, error) {
+	base = strings.TrimSpace(base)
+	if base == "" {
+		return "", errors.New("empty agent address")
+	}
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", fmt.Errorf("agent address %q: %w", base, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return "", fmt.Errorf("agent address %q: scheme must be http or https", base)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("agent address %q: no host", base)
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), "8080")
+	}
+	return strings.TrimRight(u.Scheme+"://"+u.Host+u.Path, "/"), nil
+}
+
+// StatusError is returned when the agent answered with a non-2xx status.
+type StatusError struct {
+	Code    int
+	Message string
+	URL     string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("agent %s answered %d: %s", e.URL, e.Code, e.Message)
+}
+
+// UnreachableError is returned when no connection to the agent could be made.
+type UnreachableError struct {
+	URL string
+	Err error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("no agent at %s: is rpi-agent running? set RPI_AGENT or --agent (%v)", e.URL, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return &http.Client{Timeout: DefaultTimeout}
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &UnreachableError{URL: c.BaseURL, Err: err}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("read %s %s: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		msg := strings.TrimSpace(string(data))
+		var e struct {
+			Error string `json:"error"`
+			Err   string `json:"err"`
+		}
+		if json.Unmarshal(data, &e) == nil {
+			if e.Error != "" {
+				msg = e.Error
+			} else if e.Err != "" {
+				msg = e.Err
+			}
+		}
+		return &StatusError{Code: resp.StatusCode, Message: msg, URL: c.BaseURL + path}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// Nodes returns every member as seen by the agent.
+func (c *Client) Nodes(ctx context.Context) ([]api.Node, error) {
+	var nodes []api.Node
+	err := c.do(ctx, http.MethodGet, "/v1/nodes", nil, &nodes)
+	return nodes, err
+}
+
+// Node returns one member by name.
+func (c *Client) Node(ctx context.Context, name string) (api.Node, error) {
+	var n api.Node
+	err := c.do(ctx, http.MethodGet, "/v1/nodes/"+url.PathEscape(name), nil, &n)
+	return n, err
+}
+
+// Self returns the agent's own node.
+func (c *Client) Self(ctx context.Context) (api.Node, error) {
+	var n api.Node
+	err := c.do(ctx, http.MethodGet, "/v1/self", nil, &n)
+	return n, err
+}
+
+// AddService records service on the agent's own node.
+func (c *Client) AddService(ctx context.Context, service string) (api.ServiceResult, error) {
+	var r api.ServiceResult
+	err := c.do(ctx, http.MethodPut, "/v1/services/"+url.PathEscape(service), nil, &r)
+	return r, err
+}
+
+// RemoveService removes service from the agent's own node.
+func (c *Client) RemoveService(ctx context.Context, service string) (api.ServiceResult, error) {
+	var r api.ServiceResult
+	err := c.do(ctx, http.MethodDelete, "/v1/services/"+url.PathEscape(service), nil, &r)
+	return r, err
+}
+
+// ServiceNodes returns the nodes whose services include service.
+func (c *Client) ServiceNodes(ctx context.Context, service string) ([]api.Node, error) {
+	var nodes []api.Node
+	err := c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(service), nil, &nodes)
+	return nodes, err
+}
+
+// Health returns nil when the agent answers /healthz with 200.
+func (c *Client) Health(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, "/healthz", nil, nil)
+}
+
+// Events follows GET /v1/events and calls fn for each event until ctx is
+// cancelled, the stream ends, or fn returns an error. It returns nil when ctx
+// was cancelled.
+func (c *Client) Events(ctx context.Context, fn func(api.Event) error) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/v1/events", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := (&http.Client{}).Do(req) // no timeout: the stream is long-lived
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return &UnreachableError{URL: c.BaseURL, Err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &StatusError{Code: resp.StatusCode, Message: resp.Status, URL: c.BaseURL + "/v1/events"}
+	}
+	err = readSSE(resp.Body, func(kind string, data []byte) error {
+		var ev api.Event
+		if err := json.Unmarshal(data, &ev); err != nil {
+			return fmt.Errorf("decode event %q: %w", kind, err)
+		}
+		return fn(ev)
+	})
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// readSSE parses a text/event-stream body, calling fn once per event that has
+// data. Comment lines (":keepalive") are skipped.
+func readSSE(r io.Reader, fn func(kind string, data []byte) error) error {
+	rd := newLineReader(r)
+	var kind string
+	var data []byte
+	for {
+		line, err := rd.ReadLine()
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		switch {
+		case line == "":
+			if len(data) > 0 {
+				if err := fn(kind, data); err != nil {
+					return err
+				}
+			}
+			kind, data = "", nil
+		case strings.HasPrefix(line, ":"):
+		case strings.HasPrefix(line, "event:"):
+			kind = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
+		case strings.HasPrefix(line, "data:"):
+			if len(data) > 0 {
+				data = append(data, '\n')
+			}
+			data = append(data, strings.TrimPrefix(strings.TrimPrefix(line, "data:"), " ")...)
+		}
+	}
+}
