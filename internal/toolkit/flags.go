@@ -1,0 +1,140 @@
+package toolkit
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/client"
+)
+
+// Names of the flags every tool shares.
+const (
+	FlagAgent  = "agent"
+	FlagToken  = "token"
+	FlagConfig = "config"
+	FlagJSON   = "json"
+)
+
+// CommonFlags returns the flags shared by all workstation tools: --agent
+// (repeatable, RPI_AGENT, comma-separated accepted), --token (RPI_TOKEN) and
+// --config (the workstation config path). They belong on the root app; the
+// subcommands see them through the context lineage.
+func CommonFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringSliceFlag{
+			Name:    FlagAgent,
+			Usage:   "agent `URL` to ask (repeatable or comma-separated; tried in order)",
+			EnvVars: []string{"RPI_AGENT"},
+		},
+		&cli.StringFlag{
+			Name:    FlagToken,
+			Usage:   "API `TOKEN` for writes",
+			EnvVars: []string{"RPI_TOKEN"},
+		},
+		&cli.StringFlag{
+			Name:    FlagConfig,
+			Usage:   "workstation config `FILE`",
+			Value:   client.DefaultWorkstationConfigPath(),
+			EnvVars: []string{"RPI_CONFIG"},
+		},
+	}
+}
+
+// JSONFlag is --json, for the commands a person might script.
+func JSONFlag() cli.Flag {
+	return &cli.BoolFlag{Name: FlagJSON, Usage: "print JSON instead of a table"}
+}
+
+// Session is what a tool holds once it has found the cluster.
+type Session struct {
+	// Client talks to the agent that answered.
+	Client *client.Client
+	// Config is the workstation config (empty when the file does not exist).
+	Config *client.WorkstationConfig
+}
+
+// BrowseFunc finds agent base URLs on the LAN. It is nil until mDNS browsing
+// is wired in (see browse.go).
+type BrowseFunc func(ctx context.Context, iface, cluster string) ([]string, error)
+
+// Connect reads the common flags from c, loads the workstation config and
+// returns a session with the first agent that answers. The error is the
+// client's hint (what was tried and what to do) when none answers.
+func Connect(ctx context.Context, c *cli.Context) (*Session, error) {
+	cfg, err := client.LoadWorkstationConfig(c.String(FlagConfig))
+	if err != nil {
+		return nil, err
+	}
+	token := c.String(FlagToken)
+	if token == "" {
+		token = cfg.Token
+	}
+	var browse func(context.Context) ([]string, error)
+	if Browse != nil {
+		browse = func(ctx context.Context) ([]string, error) {
+			return Browse(ctx, cfg.MDNSInterface, ClusterName(cfg))
+		}
+	}
+	cl, err := client.Find(ctx, client.FindOptions{
+		Agents: SplitList(c.StringSlice(FlagAgent)),
+		Token:  token,
+		Config: cfg,
+		Browse: browse,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Session{Client: cl, Config: cfg}, nil
+}
+
+// ClusterName is the cluster name from the config, default "rpi".
+func ClusterName(cfg *client.WorkstationConfig) string {
+	if cfg != nil && cfg.Cluster != "" {
+		return cfg.Cluster
+	}
+	return "rpi"
+}
+
+// SplitList flattens comma-separated values and drops empty ones, so
+// "--agent a,b --agent c" and RPI_AGENT="a, b" both work.
+func SplitList(values []string) []string {
+	var out []string
+	for _, v := range values {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// NodeClient returns a client for n's own agent (its address and HTTP port,
+// with the scheme, token and HTTP client of base). Each agent writes only its
+// own metadata, so writes about a node go to that node.
+func NodeClient(base *client.Client, n api.Node) (*client.Client, error) {
+	if n.Address == "" {
+		return nil, fmt.Errorf("node %s: no address in the cluster view", n.Name)
+	}
+	scheme := "http"
+	if u, err := url.Parse(base.BaseURL); err == nil && u.Scheme != "" {
+		scheme = u.Scheme
+	}
+	port := n.HTTPPort
+	if port == 0 {
+		port = 8080
+	}
+	c, err := client.New(scheme+"://"+net.JoinHostPort(n.Address, strconv.Itoa(port)), base.Token)
+	if err != nil {
+		return nil, fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	c.HTTP = base.HTTP
+	return c, nil
+}

@@ -1,0 +1,278 @@
+// Package inventory turns the live cluster view into what Ansible reads: the
+// dynamic-inventory JSON (--list, --host), a static inventory file, an INI
+// hosts file for the groups a playbook targets, and a known_hosts file from
+// the nodes' gossiped SSH host keys.
+//
+// # Groups
+//
+//   - all: every node the answering agent knows.
+//   - alive, suspect, failed, left: one per status, always present (possibly
+//     empty) so playbooks can target them.
+//   - one per service, holding only the alive nodes that run it. Failed,
+//     suspect and left nodes sit in their status group only.
+//
+// Service names may contain '.' and '-', which Ansible group names may not.
+// GroupName maps a service to its group deterministically: every character
+// other than a lowercase letter, digit or '_' becomes '_', and a name that
+// would collide with "all", "ungrouped" or a status group, or that starts with
+// a digit, gets the prefix "service_". So "web.api-v2" is group
+// "web_api_v2", "alive" is "service_alive" and "9p" is "service_9p". Two
+// services that map to the same group share it.
+package inventory
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
+)
+
+// StatusGroups are the status groups, always present in the inventory.
+var StatusGroups = []string{api.StatusAlive, api.StatusSuspect, api.StatusFailed, api.StatusLeft}
+
+// ServiceGroupPrefix is prepended to a service group that would collide with a
+// reserved group name or start with a digit.
+const ServiceGroupPrefix = "service_"
+
+// DefaultUser is ansible_user when the workstation config names none.
+const DefaultUser = "pi"
+
+var reservedGroups = map[string]bool{
+	"all": true, "ungrouped": true,
+	api.StatusAlive: true, api.StatusSuspect: true, api.StatusFailed: true, api.StatusLeft: true,
+}
+
+// GroupName is the Ansible group of service (see the package doc).
+func GroupName(service string) string {
+	var b strings.Builder
+	for _, r := range service {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_':
+			b.WriteRune(r)
+		case r >= 'A' && r <= 'Z':
+			b.WriteRune(r - 'A' + 'a')
+		default:
+			b.WriteByte('_')
+		}
+	}
+	g := b.String()
+	if g == "" || reservedGroups[g] || (g[0] >= '0' && g[0] <= '9') {
+		g = ServiceGroupPrefix + g
+	}
+	return g
+}
+
+// Options are the connection settings every host gets.
+type Options struct {
+	// User is ansible_user; empty means DefaultUser.
+	User string
+	// SSHKey is ansible_ssh_private_key_file; empty leaves it out.
+	SSHKey string
+}
+
+// HostVars are one host's variables: how Ansible reaches it and the rpi_*
+// facts from its gossiped record.
+type HostVars struct {
+	AnsibleHost   string   `json:"ansible_host"`
+	AnsibleUser   string   `json:"ansible_user"`
+	AnsibleSSHKey string   `json:"ansible_ssh_private_key_file,omitempty"`
+	Status        string   `json:"rpi_status"`
+	Services      []string `json:"rpi_services"`
+	Phi           float64  `json:"rpi_phi"`
+	PhiThreshold  float64  `json:"rpi_phi_threshold"`
+	CPUs          int      `json:"rpi_cpus"`
+	CPUPercent    float64  `json:"rpi_cpu_percent"`
+	MemUsed       uint64   `json:"rpi_mem_used"`
+	MemTotal      uint64   `json:"rpi_mem_total"`
+	Load1         float64  `json:"rpi_load1"`
+	Load5         float64  `json:"rpi_load5"`
+	Load15        float64  `json:"rpi_load15"`
+	TempC         *float64 `json:"rpi_temp_c"`
+	Model         string   `json:"rpi_model"`
+	Arch          string   `json:"rpi_arch"`
+	BusyScore     float64  `json:"rpi_busy_score"`
+	HTTPPort      int      `json:"rpi_http_port"`
+}
+
+// Inventory is the cluster as Ansible sees it.
+type Inventory struct {
+	// Hosts are all node names, sorted.
+	Hosts []string
+	// Groups maps each group to its sorted host names. "all" is not stored;
+	// it is Hosts.
+	Groups map[string][]string
+	// Vars holds every host's variables.
+	Vars map[string]HostVars
+}
+
+// Build makes the inventory of nodes.
+func Build(nodes []api.Node, o Options) *Inventory {
+	user := o.User
+	if user == "" {
+		user = DefaultUser
+	}
+	inv := &Inventory{Groups: map[string][]string{}, Vars: map[string]HostVars{}}
+	for _, g := range StatusGroups {
+		inv.Groups[g] = []string{}
+	}
+	for _, n := range nodes {
+		if n.Name == "" {
+			continue
+		}
+		inv.Hosts = append(inv.Hosts, n.Name)
+		inv.Vars[n.Name] = hostVars(n, user, o.SSHKey)
+		if _, ok := inv.Groups[n.Status]; ok {
+			inv.Groups[n.Status] = append(inv.Groups[n.Status], n.Name)
+		}
+		if n.Status != api.StatusAlive {
+			continue
+		}
+		seen := map[string]bool{}
+		for _, s := range n.Services {
+			g := GroupName(s)
+			if !seen[g] {
+				seen[g] = true
+				inv.Groups[g] = append(inv.Groups[g], n.Name)
+			}
+		}
+	}
+	sort.Strings(inv.Hosts)
+	for _, hosts := range inv.Groups {
+		sort.Strings(hosts)
+	}
+	return inv
+}
+
+func hostVars(n api.Node, user, key string) HostVars {
+	m := n.Monitoring
+	services := append([]string{}, n.Services...)
+	sort.Strings(services)
+	port := n.HTTPPort
+	if port == 0 {
+		port = 8080
+	}
+	return HostVars{
+		AnsibleHost:   n.Address,
+		AnsibleUser:   user,
+		AnsibleSSHKey: key,
+		Status:        n.Status,
+		Services:      services,
+		Phi:           round(n.Phi),
+		PhiThreshold:  n.PhiThreshold,
+		CPUs:          m.CPUs,
+		CPUPercent:    round(m.CPUPercent),
+		MemUsed:       m.MemUsed,
+		MemTotal:      m.MemTotal,
+		Load1:         m.Load1,
+		Load5:         m.Load5,
+		Load15:        m.Load15,
+		TempC:         m.TempC,
+		Model:         n.Model,
+		Arch:          n.Arch,
+		BusyScore:     round(toolkit.BusyScore(n)),
+		HTTPPort:      port,
+	}
+}
+
+// round keeps four decimals: enough for scheduling, stable in golden files.
+func round(f float64) float64 {
+	const k = 1e4
+	if f >= 0 {
+		return float64(int64(f*k+0.5)) / k
+	}
+	return -float64(int64(-f*k+0.5)) / k
+}
+
+// groupNames returns the group names in output order: status groups first,
+// then the service groups sorted.
+func (inv *Inventory) groupNames() []string {
+	names := append([]string{}, StatusGroups...)
+	var svc []string
+	for g := range inv.Groups {
+		if !reservedGroups[g] {
+			svc = append(svc, g)
+		}
+	}
+	sort.Strings(svc)
+	return append(names, svc...)
+}
+
+type listGroup struct {
+	Hosts    []string `json:"hosts"`
+	Children []string `json:"children,omitempty"`
+}
+
+// ListJSON is the answer to "--list" in Ansible's dynamic-inventory
+// protocol, _meta.hostvars included so Ansible never calls --host per host.
+func (inv *Inventory) ListJSON() ([]byte, error) {
+	out := map[string]any{}
+	groups := inv.groupNames()
+	hosts := inv.Hosts
+	if hosts == nil {
+		hosts = []string{}
+	}
+	out["all"] = listGroup{Hosts: hosts, Children: groups}
+	for _, g := range groups {
+		out[g] = listGroup{Hosts: inv.Groups[g]}
+	}
+	vars := inv.Vars
+	if vars == nil {
+		vars = map[string]HostVars{}
+	}
+	out["_meta"] = map[string]any{"hostvars": vars}
+	data, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode inventory: %w", err)
+	}
+	return append(data, '\n'), nil
+}
+
+// HostJSON is the answer to "--host NAME": that host's variables.
+func (inv *Inventory) HostJSON(name string) ([]byte, error) {
+	v, ok := inv.Vars[name]
+	if !ok {
+		return nil, fmt.Errorf("host %q: not in the cluster; known hosts: %s", name, knownList(inv.Hosts))
+	}
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode host %s: %w", name, err)
+	}
+	return append(data, '\n'), nil
+}
+
+type staticGroup struct {
+	Hosts    map[string]any         `json:"hosts,omitempty"`
+	Children map[string]staticGroup `json:"children,omitempty"`
+}
+
+// StaticJSON is the same inventory as a static file for Ansible's yaml
+// inventory plugin (JSON is YAML; name the file *.json), used where a run
+// must see exactly the cluster view it was planned from.
+func (inv *Inventory) StaticJSON() ([]byte, error) {
+	all := staticGroup{Hosts: map[string]any{}, Children: map[string]staticGroup{}}
+	for _, h := range inv.Hosts {
+		all.Hosts[h] = inv.Vars[h]
+	}
+	for _, g := range inv.groupNames() {
+		sg := staticGroup{Hosts: map[string]any{}}
+		for _, h := range inv.Groups[g] {
+			sg.Hosts[h] = struct{}{}
+		}
+		all.Children[g] = sg
+	}
+	data, err := json.MarshalIndent(map[string]staticGroup{"all": all}, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode static inventory: %w", err)
+	}
+	return append(data, '\n'), nil
+}
+
+func knownList(names []string) string {
+	if len(names) == 0 {
+		return "(none)"
+	}
+	return strings.Join(names, ", ")
+}
