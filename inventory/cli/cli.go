@@ -1,0 +1,156 @@
+// Package cli is the rpi-inventory command line: Ansible's dynamic-inventory
+// protocol (--list, --host NAME), "hosts PLAYBOOK" and "known-hosts". It
+// writes to injectable writers so tests capture the output.
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
+	"github.com/rpi-cluster/rpi-cluster/inventory"
+)
+
+// Run runs rpi-inventory with args (args[0] is the program name).
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	app := NewApp(stdout, stderr)
+	args, extra := toolkit.Permute(app, args)
+	if len(extra) > 0 {
+		return fmt.Errorf("rpi-inventory takes no arguments after --: %v", extra)
+	}
+	return app.RunContext(ctx, args)
+}
+
+// NewApp builds the rpi-inventory app writing to stdout and stderr.
+func NewApp(stdout, stderr io.Writer) *cli.App {
+	flags := append(toolkit.CommonFlags(),
+		&cli.BoolFlag{Name: "list", Usage: "print the whole inventory as JSON (Ansible dynamic-inventory protocol)"},
+		&cli.StringFlag{Name: "host", Usage: "print the variables of host `NAME` as JSON"},
+	)
+	return &cli.App{
+		Name:  "rpi-inventory",
+		Usage: "the live rpi-cluster as an Ansible inventory",
+		Description: "Use as a dynamic inventory: ansible-playbook -i rpi-inventory site.yml.\n" +
+			"Groups: all, alive, suspect, failed, left, and one per service (alive nodes only;\n" +
+			"'.' and '-' in service names become '_', reserved names get the prefix service_).",
+		Flags:           flags,
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		HideHelpCommand: true,
+		ExitErrHandler:  func(*cli.Context, error) {},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("unexpected argument %q: use --list, --host NAME, hosts PLAYBOOK or known-hosts", c.Args().First())
+			}
+			if !c.Bool("list") && !c.IsSet("host") {
+				return fmt.Errorf("nothing to do: use --list, --host NAME, hosts PLAYBOOK or known-hosts (see --help)")
+			}
+			s, nodes, err := connect(c)
+			if err != nil {
+				return err
+			}
+			inv := inventory.Build(nodes, options(s))
+			var data []byte
+			if c.Bool("list") {
+				data, err = inv.ListJSON()
+			} else {
+				data, err = inv.HostJSON(c.String("host"))
+			}
+			if err != nil {
+				return err
+			}
+			_, err = stdout.Write(data)
+			return err
+		},
+		Commands: []*cli.Command{
+			{
+				Name:      "hosts",
+				Usage:     "write an INI hosts file for the groups PLAYBOOK's plays target",
+				ArgsUsage: "PLAYBOOK",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `FILE` (atomically) instead of stdout"},
+					&cli.StringSliceFlag{Name: "assign", Usage: "fill `GROUP=N` with the N least busy alive nodes (repeatable)"},
+				},
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 1 {
+						return fmt.Errorf("hosts: want exactly one PLAYBOOK, got %d arguments", c.NArg())
+					}
+					assign, err := inventory.ParseAssign(c.StringSlice("assign"))
+					if err != nil {
+						return err
+					}
+					groups, warnings, err := inventory.PlaybookGroups(c.Args().First())
+					if err != nil {
+						return err
+					}
+					s, nodes, err := connect(c)
+					if err != nil {
+						return err
+					}
+					data, more := inventory.HostsFile(nodes, groups, assign, options(s))
+					warn(stderr, append(warnings, more...))
+					return output(stdout, c.String("output"), data, 0o644)
+				},
+			},
+			{
+				Name:  "known-hosts",
+				Usage: "write the nodes' gossiped SSH host keys in known_hosts format",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `FILE` (atomically); default: known_hosts from the workstation config, else stdout"},
+				},
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 0 {
+						return fmt.Errorf("known-hosts: unexpected argument %q", c.Args().First())
+					}
+					s, nodes, err := connect(c)
+					if err != nil {
+						return err
+					}
+					data, warnings := inventory.KnownHosts(nodes)
+					warn(stderr, warnings)
+					path := c.String("output")
+					if path == "" {
+						path = s.Config.KnownHosts
+					}
+					return output(stdout, path, data, 0o644)
+				},
+			},
+		},
+	}
+}
+
+func options(s *toolkit.Session) inventory.Options {
+	return inventory.Options{User: s.Config.SSHUser, SSHKey: s.Config.SSHKey}
+}
+
+// connect finds an agent and fetches its view of the cluster.
+func connect(c *cli.Context) (*toolkit.Session, []api.Node, error) {
+	s, err := toolkit.Connect(c.Context, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	nodes, err := s.Client.Nodes(c.Context)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return s, nodes, nil
+}
+
+func warn(w io.Writer, warnings []string) {
+	for _, m := range warnings {
+		fmt.Fprintf(w, "warning: %s\n", m)
+	}
+}
+
+func output(stdout io.Writer, path string, data []byte, perm os.FileMode) error {
+	if path == "" || path == "-" {
+		_, err := stdout.Write(data)
+		return err
+	}
+	return toolkit.WriteFileAtomic(path, data, perm)
+}
