@@ -1,0 +1,41 @@
+#!/bin/sh
+# rpi-node-entrypoint: process 1 of a virtual Raspberry Pi container.
+#
+# Containers have no systemd, so this does what the units do on a real card:
+# the first-boot identity step, sshd, then the agent. SIGTERM and SIGINT are
+# forwarded to the agent so it leaves the cluster gracefully; the container
+# exits with the agent's status when the agent ends. Arguments are passed to
+# the agent after its config file and interface.
+set -u
+
+log() { echo "rpi-node-entrypoint: $*" >&2; }
+
+if [ -x /usr/local/sbin/rpi-firstboot ]; then
+	/usr/local/sbin/rpi-firstboot || { log "first-boot step failed"; exit 1; }
+fi
+
+mkdir -p /run/sshd
+if [ -x /usr/sbin/sshd ]; then
+	/usr/sbin/sshd -E /var/log/sshd.log || log "sshd did not start"
+fi
+
+agent=/usr/local/bin/rpi-agent
+if [ -x "$agent" ]; then
+	"$agent" --config /etc/rpi-cluster/agent.yaml --interface eth0 "$@" &
+else
+	# A bare image (no customisation) keeps running for harness tests.
+	log "no agent at $agent; idling"
+	sleep 2147483647 &
+fi
+pid=$!
+trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
+
+# wait returns early (status > 128) when a trapped signal arrives; keep
+# waiting until the child has really gone and report its status.
+while :; do
+	wait "$pid"
+	status=$?
+	kill -0 "$pid" 2>/dev/null || break
+done
+log "agent exited with status $status"
+exit "$status"
