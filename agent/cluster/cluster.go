@@ -1,0 +1,484 @@
+// Package cluster wraps hashicorp/memberlist: SWIM membership, the gossiped
+// node records with their versions and anti-entropy, per-peer phi accrual
+// detectors fed by heartbeats, membership events and timing profiles. It
+// knows nothing about HTTP, flags or files; the agent wires those around it.
+//
+// Data flow. memberlist's node metadata carries only a static digest
+// (protocol version, cluster name, HTTP port). Each node owns one Record;
+// UpdateSelf bumps its Version and queues it in a TransmitLimitedQueue,
+// where a newer record of the same node replaces the older one. Receivers
+// apply a record only if it is newer than theirs and matches the address
+// memberlist knows for that node, then relay it, so updates spread
+// epidemically; push-pull exchanges all records for anti-entropy. Versions
+// start from the wall clock (see Start), so a restarted node outranks its
+// previous run without having to learn its old version first.
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/phi"
+)
+
+// EventType is the kind of an Event.
+type EventType string
+
+// Event types.
+const (
+	EventJoin   EventType = "join"   // a node became alive (new, or back after failing or leaving)
+	EventLeave  EventType = "leave"  // a node left gracefully
+	EventFail   EventType = "fail"   // a node was declared failed by SWIM
+	EventUpdate EventType = "update" // a node's record changed
+)
+
+// Event is a membership or record change, as delivered to subscribers.
+type Event struct {
+	Type   EventType
+	Member Member
+	Time   time.Time
+}
+
+// Conflict is a name claimed by two nodes at different addresses.
+type Conflict struct {
+	Name string
+	// ExistingAddr is the "ip:port" memberlist kept for the name.
+	ExistingAddr string
+	// OtherAddr is the "ip:port" of the node that was refused.
+	OtherAddr string
+	// Time is when the conflict was last seen.
+	Time time.Time
+}
+
+// maxConflicts bounds the conflict list; the oldest entries go first.
+const maxConflicts = 64
+
+// ErrNotStarted is returned by operations that need Start first.
+var ErrNotStarted = errors.New("cluster not started")
+
+// ErrShutdown is returned by operations after Shutdown.
+var ErrShutdown = errors.New("cluster shut down")
+
+// Cluster is this node's view of the cluster. Create it, Subscribe if you
+// need events, then Start and Join. All methods are safe for concurrent use.
+type Cluster struct {
+	conf   Config
+	logger *slog.Logger
+	meta   []byte
+
+	broadcasts *memberlist.TransmitLimitedQueue
+	// numAlive feeds the queue's retransmit limit without calling into
+	// memberlist (which may hold its node lock when asking).
+	numAlive atomic.Int64
+	// malformed counts dropped messages.
+	malformed atomic.Uint64
+
+	// lifeMu serialises Start, Leave and Shutdown.
+	lifeMu     sync.Mutex
+	ml         *memberlist.Memberlist
+	transport  *CountingTransport
+	started    bool
+	stopped    bool
+	shutdownCh chan struct{}
+	wg         sync.WaitGroup
+
+	// mu guards the member table below. Never call memberlist with it held.
+	mu        sync.Mutex
+	self      Record
+	leaving   bool
+	peers     map[string]*peer
+	unknown   int // peers with status "" (records seen before memberlist knew the node)
+	conflicts []Conflict
+
+	subMu      sync.Mutex
+	subs       map[*subscription]struct{}
+	subsClosed bool
+}
+
+// peer is everything this node knows about another node.
+type peer struct {
+	// status is memberlist's verdict: alive, failed or left; "" while only
+	// a record has been heard of and memberlist has not reported the node.
+	status   string
+	addr     string
+	port     int
+	httpPort int
+	// rec is the node's latest applied record; nil until one arrives.
+	rec *Record
+	// pending is a newer record that arrived while the node was not alive
+	// (or not yet known); it is applied when memberlist reports it alive.
+	pending *Record
+	// leaving is set by the node's leave intent, so that the following
+	// memberlist leave is reported as left, not failed.
+	leaving bool
+	det     *phi.Detector
+	lastSeq uint64
+	since   time.Time
+}
+
+// Create validates conf and builds a Cluster. Nothing listens until Start.
+func Create(conf *Config) (*Cluster, error) {
+	if conf == nil {
+		return nil, errors.New("create cluster: nil config")
+	}
+	c := *conf
+	if c.Profile.Name == "" {
+		c.Profile, _ = ProfileByName(DefaultProfileName)
+	}
+	if c.BindAddr == "" {
+		c.BindAddr = "0.0.0.0"
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("create cluster: %w", err)
+	}
+	c.SecretKey = slices.Clone(c.SecretKey)
+	logger := c.Logger
+	if logger == nil {
+		logger = discardLogger()
+	}
+	logger = logger.With("node", c.NodeName)
+
+	m, err := encodeMeta(meta{Proto: protoVersion, Cluster: c.ClusterName, HTTPPort: c.HTTPPort})
+	if err != nil {
+		return nil, fmt.Errorf("create cluster: %w", err)
+	}
+	cl := &Cluster{
+		conf:       c,
+		logger:     logger,
+		meta:       m,
+		shutdownCh: make(chan struct{}),
+		peers:      make(map[string]*peer),
+		subs:       make(map[*subscription]struct{}),
+		self: Record{
+			Name:         c.NodeName,
+			HTTPPort:     c.HTTPPort,
+			Services:     slices.Clone(c.Services),
+			SSHHostKeys:  slices.Clone(c.SSHHostKeys),
+			AgentVersion: c.AgentVersion,
+			Arch:         c.Arch,
+			Model:        c.Model,
+			Monitoring:   c.Monitoring,
+		},
+	}
+	cl.self = cl.self.Clone()
+	cl.numAlive.Store(1)
+	cl.broadcasts = &memberlist.TransmitLimitedQueue{
+		NumNodes:       func() int { return int(cl.numAlive.Load()) },
+		RetransmitMult: c.Profile.RetransmitMult,
+	}
+	return cl, nil
+}
+
+// Start opens the gossip listeners, creates the memberlist and begins
+// sending heartbeats. It does not join anyone: call Join.
+//
+// The record version starts at the current Unix time in nanoseconds. A
+// restarted node therefore outranks the records its previous run left in
+// the cluster without first learning their version from peers (which would
+// need a push-pull to finish before the first broadcast). Pis have no RTC
+// and can boot with a clock behind the last run; for that case a node that
+// is sent its own record with a version at least its own bumps past it
+// (see handleRecord), so the newest record still wins.
+func (c *Cluster) Start() error {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.stopped {
+		return fmt.Errorf("start cluster: %w", ErrShutdown)
+	}
+	if c.started {
+		return errors.New("start cluster: already started")
+	}
+	inner := c.conf.Transport
+	if inner == nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{c.conf.BindAddr},
+			BindPort:  c.conf.BindPort,
+			Logger:    newMemberlistLogger(c.logger),
+		})
+		if err != nil {
+			return fmt.Errorf("start cluster: listen on %s: %w", net.JoinHostPort(c.conf.BindAddr, strconv.Itoa(c.conf.BindPort)), err)
+		}
+		inner = nt
+	}
+	c.transport = NewCountingTransport(inner)
+
+	mc := memberlist.DefaultLANConfig()
+	p := c.conf.Profile
+	mc.Name = c.conf.NodeName
+	mc.Transport = c.transport
+	mc.BindAddr = c.conf.BindAddr
+	mc.BindPort = c.conf.BindPort
+	mc.AdvertiseAddr = c.conf.AdvertiseAddr
+	mc.AdvertisePort = c.conf.AdvertisePort
+	mc.ProbeInterval = p.ProbeInterval
+	mc.ProbeTimeout = p.ProbeTimeout
+	mc.GossipInterval = p.GossipInterval
+	mc.PushPullInterval = p.PushPullInterval
+	mc.TCPTimeout = p.TCPTimeout
+	mc.SuspicionMult = p.SuspicionMult
+	mc.SuspicionMaxTimeoutMult = p.SuspicionMaxTimeoutMult
+	mc.RetransmitMult = p.RetransmitMult
+	mc.IndirectChecks = p.IndirectChecks
+	mc.GossipNodes = p.GossipNodes
+	mc.GossipToTheDeadTime = p.GossipToTheDeadTime
+	mc.DeadNodeReclaimTime = p.DeadNodeReclaimTime
+	mc.Delegate = &delegate{c}
+	mc.Events = &eventDelegate{c}
+	mc.Conflict = &conflictDelegate{c}
+	mc.Alive = &aliveDelegate{c}
+	mc.Merge = &mergeDelegate{c}
+	mc.Logger = newMemberlistLogger(c.logger)
+	if len(c.conf.SecretKey) > 0 {
+		kr, err := memberlist.NewKeyring(nil, c.conf.SecretKey)
+		if err != nil {
+			c.transport.Shutdown()
+			return fmt.Errorf("start cluster: keyring: %w", err)
+		}
+		mc.Keyring = kr
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
+
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		c.transport.Shutdown()
+		return fmt.Errorf("start cluster: create memberlist: %w", err)
+	}
+	c.ml = ml
+	c.started = true
+	local := ml.LocalNode()
+
+	c.mu.Lock()
+	c.self.Addr = local.Addr.String()
+	c.self.GossipPort = int(local.Port)
+	c.self.Version = max(c.self.Version+1, nowVersion())
+	rec := c.self.Clone()
+	c.mu.Unlock()
+	c.queueRecord(rec)
+
+	c.wg.Add(1)
+	go c.heartbeatLoop(nowVersion())
+	c.logger.Info("cluster started", "addr", net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort)),
+		"cluster", c.conf.ClusterName, "profile", p.Name, "encrypted", len(c.conf.SecretKey) > 0)
+	return nil
+}
+
+// nowVersion is the wall clock as a record version.
+func nowVersion() uint64 { return uint64(time.Now().UnixNano()) }
+
+// memberlistOrErr returns the running memberlist.
+func (c *Cluster) memberlistOrErr(op string) (*memberlist.Memberlist, error) {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	switch {
+	case c.stopped:
+		return nil, fmt.Errorf("%s: %w", op, ErrShutdown)
+	case !c.started:
+		return nil, fmt.Errorf("%s: %w", op, ErrNotStarted)
+	}
+	return c.ml, nil
+}
+
+// Join contacts the given "host:port" addresses (port defaults to 7946) and
+// merges state with each. It returns how many were reached; the error says
+// which failed and why (unreachable, wrong key, other cluster).
+func (c *Cluster) Join(addrs []string) (int, error) {
+	ml, err := c.memberlistOrErr("join")
+	if err != nil {
+		return 0, err
+	}
+	n, err := ml.Join(addrs)
+	if err != nil {
+		return n, fmt.Errorf("join %v: %w", addrs, err)
+	}
+	return n, nil
+}
+
+// Leave tells the cluster this node is going away, so peers report it as
+// left rather than failed, and waits up to timeout for the news to go out.
+// Gossip keeps running until Shutdown.
+func (c *Cluster) Leave(timeout time.Duration) error {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	switch {
+	case c.stopped:
+		return fmt.Errorf("leave: %w", ErrShutdown)
+	case !c.started:
+		return fmt.Errorf("leave: %w", ErrNotStarted)
+	}
+	deadline := time.Now().Add(timeout)
+
+	c.mu.Lock()
+	c.leaving = true
+	intent := leaveIntent{Name: c.self.Name, Version: c.self.Version}
+	c.mu.Unlock()
+	msg, err := encodeJSON(msgLeave, intent)
+	if err != nil {
+		return fmt.Errorf("leave: encode intent: %w", err)
+	}
+	// The intent goes out before memberlist's own leave message so peers
+	// can tell this leave from a failure. Waiting for it is bounded by
+	// half the timeout; peers that get it late still turn "failed" into
+	// "left" when it arrives.
+	sent := make(chan struct{})
+	c.broadcasts.QueueBroadcast(&namedBroadcast{key: leaveKey(intent.Name), msg: msg, notify: sent})
+	if c.numAlive.Load() > 1 {
+		select {
+		case <-sent:
+		case <-time.After(timeout / 2):
+		}
+	}
+	if err := c.ml.Leave(time.Until(deadline)); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	c.logger.Info("left cluster")
+	return nil
+}
+
+// Shutdown stops gossip and every goroutine of the Cluster and closes all
+// subscriber channels. Without a prior Leave, peers will declare this node
+// failed. It is safe to call more than once.
+func (c *Cluster) Shutdown() error {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.stopped {
+		return nil
+	}
+	c.stopped = true
+	close(c.shutdownCh)
+	var err error
+	if c.ml != nil {
+		// memberlist shuts our transport down first, then its own loops.
+		if e := c.ml.Shutdown(); e != nil {
+			err = fmt.Errorf("shutdown memberlist: %w", e)
+		}
+	}
+	c.wg.Wait()
+	c.closeSubscribers()
+	c.logger.Info("cluster shut down")
+	return err
+}
+
+// LocalAddr returns the advertised gossip address; empty before Start.
+func (c *Cluster) LocalAddr() (ip string, port int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.self.Addr, c.self.GossipPort
+}
+
+// Stats returns the gossip traffic counted by the transport.
+func (c *Cluster) Stats() Stats {
+	c.lifeMu.Lock()
+	t := c.transport
+	c.lifeMu.Unlock()
+	var s Stats
+	if t != nil {
+		s = t.Stats()
+	}
+	s.MalformedMessages = c.malformed.Load()
+	return s
+}
+
+// Conflicts returns the duplicate names seen, oldest first.
+func (c *Cluster) Conflicts() []Conflict {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.conflicts)
+}
+
+// UpdateSelf changes this node's record: fn mutates a copy under the lock
+// (Name, Addr, GossipPort and Version are restored afterwards: they are not
+// fn's to change), the version is bumped and the record is broadcast at
+// once. Subscribers get an EventUpdate for the local node.
+func (c *Cluster) UpdateSelf(fn func(r *Record)) {
+	c.mu.Lock()
+	r := c.self.Clone()
+	fn(&r)
+	r.Name, r.Addr, r.GossipPort = c.self.Name, c.self.Addr, c.self.GossipPort
+	r.Version = max(c.self.Version+1, nowVersion())
+	c.self = r.Clone()
+	ev := Event{Type: EventUpdate, Member: c.selfMemberLocked(), Time: time.Now()}
+	c.mu.Unlock()
+
+	c.lifeMu.Lock()
+	running := c.started && !c.stopped
+	c.lifeMu.Unlock()
+	if running {
+		c.queueRecord(r)
+	}
+	c.publish(ev)
+}
+
+// queueRecord broadcasts r, replacing any queued older record of its node.
+func (c *Cluster) queueRecord(r Record) {
+	msg, err := encodeRecord(r)
+	if err != nil {
+		c.logger.Error("cannot gossip record", "err", err)
+		return
+	}
+	if len(msg) > maxGossipRecord {
+		c.logger.Warn("record too large for a gossip packet; it spreads by push-pull only",
+			"size", len(msg), "limit", maxGossipRecord)
+	}
+	c.broadcasts.QueueBroadcast(&namedBroadcast{key: recordKey(r.Name), msg: msg})
+}
+
+// maxGossipRecord is about what fits in one encrypted gossip packet
+// (memberlist's 1400-byte UDP buffer less framing and AES-GCM overhead).
+const maxGossipRecord = 1300
+
+// heartbeatLoop sends a heartbeat to every alive peer each
+// HeartbeatInterval until Shutdown.
+//
+// Heartbeats go directly to each peer as one best-effort UDP packet rather
+// than through the gossip queue. Each observer then measures the arrival
+// times of one sender over one path, which is what phi models; gossiped
+// heartbeats arrive after a random number of relay hops, whose jitter would
+// blur phi. It is also cheaper: a gossiped heartbeat is retransmitted
+// RetransmitMult*log10(N+1) times by every node that relays it (12 times at
+// N=100), a direct one is sent once per peer. At N=100 with a 1 s interval
+// that is 100 packets of about 15 bytes plus 29 bytes of encryption
+// overhead: about 4.5 KB/s per node; the wan profile halves it.
+//
+// Sequence numbers start from the wall clock so that a node restarted
+// before peers noticed it was gone is not ignored as a replay.
+func (c *Cluster) heartbeatLoop(seq uint64) {
+	defer c.wg.Done()
+	t := time.NewTicker(c.conf.Profile.HeartbeatInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.shutdownCh:
+			return
+		case <-t.C:
+		}
+		c.mu.Lock()
+		if c.leaving {
+			c.mu.Unlock()
+			continue
+		}
+		seq++
+		msg := encodeHeartbeat(c.self.Name, seq)
+		targets := make([]*memberlist.Node, 0, len(c.peers))
+		for name, p := range c.peers {
+			if p.status == StatusAlive {
+				targets = append(targets, &memberlist.Node{Name: name, Addr: net.ParseIP(p.addr), Port: uint16(p.port)})
+			}
+		}
+		c.mu.Unlock()
+		for _, n := range targets {
+			if err := c.ml.SendBestEffort(n, msg); err != nil {
+				c.logger.Debug("heartbeat not sent", "peer", n.Name, "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,242 @@
+package cluster
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/phi"
+)
+
+// Profile is a named set of gossip and failure-detection timings. Profiles
+// replace scattered constants: the agent picks one by name (--profile), the
+// benchmarks tune them, and every value says why it was chosen.
+type Profile struct {
+	// Name is how the profile is selected: lan, local, wan or test.
+	Name string
+
+	// ProbeInterval is how often memberlist probes one random peer; with
+	// ProbeTimeout it bounds how fast SWIM notices a dead node.
+	ProbeInterval time.Duration
+	// ProbeTimeout is how long to wait for a direct ack before asking
+	// IndirectChecks other nodes to probe; it should exceed the 99th
+	// percentile round trip of the network.
+	ProbeTimeout time.Duration
+	// GossipInterval is how often queued broadcasts (records, SWIM
+	// messages) are sent to GossipNodes random peers.
+	GossipInterval time.Duration
+	// PushPullInterval is how often a full state exchange (membership and
+	// every node record) runs with one random peer: the anti-entropy that
+	// repairs whatever gossip lost.
+	PushPullInterval time.Duration
+	// TCPTimeout bounds stream connections (push-pull, fallback probes).
+	TCPTimeout time.Duration
+	// SuspicionMult scales the suspicion timeout (by log10 of the cluster
+	// size and ProbeInterval) before a suspect node is declared failed.
+	SuspicionMult int
+	// SuspicionMaxTimeoutMult caps the suspicion timeout while few peers
+	// have confirmed the suspicion.
+	SuspicionMaxTimeoutMult int
+	// RetransmitMult scales how many times each broadcast is retransmitted
+	// (RetransmitMult * log10(N+1)).
+	RetransmitMult int
+	// IndirectChecks is how many peers are asked to probe a node that did
+	// not answer a direct probe.
+	IndirectChecks int
+	// GossipNodes is how many random peers receive each gossip round.
+	GossipNodes int
+	// GossipToTheDeadTime is how long dead nodes still receive gossip, so
+	// a node that was wrongly declared dead learns it and refutes.
+	GossipToTheDeadTime time.Duration
+	// DeadNodeReclaimTime is how long after a node is declared failed its
+	// name may be taken by a node at another address. It lets a Pi that
+	// got a new DHCP lease rejoin under its own name; while the old node is
+	// alive (or failed more recently than this) a second node with the same
+	// name is rejected and reported as a conflict.
+	DeadNodeReclaimTime time.Duration
+	// HeartbeatInterval is how often each node sends its phi heartbeat to
+	// every alive peer.
+	HeartbeatInterval time.Duration
+	// Phi tunes the per-peer phi accrual detectors; FirstHeartbeatEstimate
+	// should match HeartbeatInterval.
+	Phi phi.Config
+}
+
+// profiles holds the built-in profiles by name.
+var profiles = map[string]Profile{
+	// lan: Pis on one switched Ethernet or Wi-Fi segment. memberlist's LAN
+	// defaults, which converge in well under a second on such networks, with
+	// a 1 s heartbeat: a hard-stopped Pi is failed by SWIM in about 5 s and
+	// crosses phi 8 about 3.5 s after its last heartbeat (mean 1 s + 2 s
+	// acceptable pause + a few std devs), against 18 s in the original
+	// project. Wi-Fi round trips on a Pi Zero reach 100-300 ms, so the
+	// 500 ms probe timeout and 100 ms deviation floor leave room for them.
+	"lan": {
+		Name:                    "lan",
+		ProbeInterval:           time.Second,
+		ProbeTimeout:            500 * time.Millisecond,
+		GossipInterval:          200 * time.Millisecond,
+		PushPullInterval:        30 * time.Second,
+		TCPTimeout:              10 * time.Second,
+		SuspicionMult:           4,
+		SuspicionMaxTimeoutMult: 6,
+		RetransmitMult:          4,
+		IndirectChecks:          3,
+		GossipNodes:             3,
+		GossipToTheDeadTime:     30 * time.Second,
+		DeadNodeReclaimTime:     10 * time.Second,
+		HeartbeatInterval:       time.Second,
+		Phi: phi.Config{
+			Threshold:              8,
+			WindowSize:             1000,
+			MinStdDev:              100 * time.Millisecond,
+			AcceptablePause:        2 * time.Second,
+			FirstHeartbeatEstimate: time.Second,
+		},
+	},
+	// local: agents on one host or a container network (the e2e virtual
+	// cluster): round trips are sub-millisecond, so everything runs about
+	// five times faster than lan, as memberlist's DefaultLocalConfig does.
+	"local": {
+		Name:                    "local",
+		ProbeInterval:           time.Second,
+		ProbeTimeout:            200 * time.Millisecond,
+		GossipInterval:          100 * time.Millisecond,
+		PushPullInterval:        15 * time.Second,
+		TCPTimeout:              time.Second,
+		SuspicionMult:           3,
+		SuspicionMaxTimeoutMult: 6,
+		RetransmitMult:          2,
+		IndirectChecks:          3,
+		GossipNodes:             3,
+		GossipToTheDeadTime:     15 * time.Second,
+		DeadNodeReclaimTime:     5 * time.Second,
+		HeartbeatInterval:       500 * time.Millisecond,
+		Phi: phi.Config{
+			Threshold:              8,
+			WindowSize:             1000,
+			MinStdDev:              50 * time.Millisecond,
+			AcceptablePause:        time.Second,
+			FirstHeartbeatEstimate: 500 * time.Millisecond,
+		},
+	},
+	// wan: nodes across sites or behind slow, lossy links: memberlist's
+	// WAN defaults (3 s probe timeout, 5 s probes, fewer, slower gossip
+	// rounds) and a patient detector, trading detection time for not
+	// flapping on every congested minute.
+	"wan": {
+		Name:                    "wan",
+		ProbeInterval:           5 * time.Second,
+		ProbeTimeout:            3 * time.Second,
+		GossipInterval:          500 * time.Millisecond,
+		PushPullInterval:        60 * time.Second,
+		TCPTimeout:              30 * time.Second,
+		SuspicionMult:           6,
+		SuspicionMaxTimeoutMult: 6,
+		RetransmitMult:          4,
+		IndirectChecks:          3,
+		GossipNodes:             4,
+		GossipToTheDeadTime:     60 * time.Second,
+		DeadNodeReclaimTime:     30 * time.Second,
+		HeartbeatInterval:       2 * time.Second,
+		Phi: phi.Config{
+			Threshold:              10,
+			WindowSize:             1000,
+			MinStdDev:              500 * time.Millisecond,
+			AcceptablePause:        6 * time.Second,
+			FirstHeartbeatEstimate: 2 * time.Second,
+		},
+	},
+	// test: in-process clusters on loopback. Fast enough that failure,
+	// leave and reclaim complete in about a second so the package tests
+	// stay well under 30 s, yet slow enough that a loaded 2-core CI
+	// machine running -race does not produce false suspicions. Not for
+	// real networks.
+	"test": {
+		Name:                    "test",
+		ProbeInterval:           100 * time.Millisecond,
+		ProbeTimeout:            50 * time.Millisecond,
+		GossipInterval:          20 * time.Millisecond,
+		PushPullInterval:        500 * time.Millisecond,
+		TCPTimeout:              500 * time.Millisecond,
+		SuspicionMult:           3,
+		SuspicionMaxTimeoutMult: 3,
+		RetransmitMult:          3,
+		IndirectChecks:          2,
+		GossipNodes:             3,
+		GossipToTheDeadTime:     time.Second,
+		DeadNodeReclaimTime:     100 * time.Millisecond,
+		HeartbeatInterval:       50 * time.Millisecond,
+		Phi: phi.Config{
+			Threshold:              8,
+			WindowSize:             100,
+			MinStdDev:              20 * time.Millisecond,
+			AcceptablePause:        200 * time.Millisecond,
+			FirstHeartbeatEstimate: 50 * time.Millisecond,
+		},
+	},
+}
+
+// DefaultProfileName is the profile used when none is configured.
+const DefaultProfileName = "lan"
+
+// ProfileNames returns the names of the built-in profiles, sorted.
+func ProfileNames() []string {
+	names := make([]string, 0, len(profiles))
+	for n := range profiles {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// ProfileByName returns a copy of the named built-in profile. An empty name
+// selects DefaultProfileName.
+func ProfileByName(name string) (Profile, error) {
+	if name == "" {
+		name = DefaultProfileName
+	}
+	p, ok := profiles[name]
+	if !ok {
+		return Profile{}, fmt.Errorf("unknown profile %q: valid profiles are %s", name, strings.Join(ProfileNames(), ", "))
+	}
+	return p, nil
+}
+
+// Validate reports the first field of the profile that is out of range.
+func (p Profile) Validate() error {
+	durations := []struct {
+		name string
+		v    time.Duration
+	}{
+		{"probe interval", p.ProbeInterval}, {"probe timeout", p.ProbeTimeout},
+		{"gossip interval", p.GossipInterval}, {"push-pull interval", p.PushPullInterval},
+		{"tcp timeout", p.TCPTimeout}, {"gossip to the dead time", p.GossipToTheDeadTime},
+		{"dead node reclaim time", p.DeadNodeReclaimTime}, {"heartbeat interval", p.HeartbeatInterval},
+	}
+	for _, d := range durations {
+		if d.v <= 0 {
+			return fmt.Errorf("profile %q: %s %v must be positive", p.Name, d.name, d.v)
+		}
+	}
+	ints := []struct {
+		name string
+		v    int
+	}{
+		{"suspicion mult", p.SuspicionMult}, {"suspicion max timeout mult", p.SuspicionMaxTimeoutMult},
+		{"retransmit mult", p.RetransmitMult}, {"indirect checks", p.IndirectChecks}, {"gossip nodes", p.GossipNodes},
+	}
+	for _, i := range ints {
+		if i.v <= 0 {
+			return fmt.Errorf("profile %q: %s %d must be positive", p.Name, i.name, i.v)
+		}
+	}
+	if p.ProbeTimeout >= p.ProbeInterval {
+		return fmt.Errorf("profile %q: probe timeout %v must be shorter than probe interval %v", p.Name, p.ProbeTimeout, p.ProbeInterval)
+	}
+	if err := p.Phi.Validate(); err != nil {
+		return fmt.Errorf("profile %q: %w", p.Name, err)
+	}
+	return nil
+}

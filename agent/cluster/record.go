@@ -1,0 +1,239 @@
+package cluster
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// Member statuses. They mirror SWIM's states, with suspect derived from phi
+// (see Member.Status).
+const (
+	StatusAlive   = "alive"
+	StatusSuspect = "suspect"
+	StatusFailed  = "failed"
+	StatusLeft    = "left"
+)
+
+// Monitoring is a node's resource sample, gossiped inside its record.
+type Monitoring struct {
+	CPUs       int     `json:"c,omitempty"`
+	CPUPercent float64 `json:"cp,omitempty"`
+	MemTotal   uint64  `json:"mt,omitempty"`
+	MemUsed    uint64  `json:"mu,omitempty"`
+	Load1      float64 `json:"l1,omitempty"`
+	Load5      float64 `json:"l5,omitempty"`
+	Load15     float64 `json:"l15,omitempty"`
+	// TempC is nil where the hardware has no thermal sensor.
+	TempC           *float64  `json:"t,omitempty"`
+	DiskUsedPercent float64   `json:"d,omitempty"`
+	UptimeS         uint64    `json:"u,omitempty"`
+	SampledAt       time.Time `json:"at"`
+}
+
+// Record is what a node publishes about itself: the unit of gossip. Only the
+// owner changes it, bumping Version each time; everyone else keeps the
+// highest version they have seen. The JSON field names are short because
+// records travel in UDP packets of about 1.4 KB.
+type Record struct {
+	Name string `json:"n"`
+	// Addr and GossipPort are the owner's advertised gossip address. In a
+	// Member they are memberlist's current view, which wins over the record.
+	Addr       string `json:"a"`
+	GossipPort int    `json:"gp"`
+	HTTPPort   int    `json:"hp,omitempty"`
+	// Services the node runs (from its meta-data.json).
+	Services   []string   `json:"s,omitempty"`
+	Monitoring Monitoring `json:"m"`
+	// SSHHostKeys in authorized_keys format.
+	SSHHostKeys  []string `json:"k,omitempty"`
+	AgentVersion string   `json:"av,omitempty"`
+	Arch         string   `json:"ar,omitempty"`
+	Model        string   `json:"mo,omitempty"`
+	// Version orders the owner's records. It starts from the wall clock in
+	// nanoseconds when the agent starts, so a restarted node always
+	// outranks the records of its previous run (see Cluster.Start).
+	Version uint64 `json:"v"`
+}
+
+// Clone returns a deep copy of r.
+func (r Record) Clone() Record {
+	r.Services = slices.Clone(r.Services)
+	r.SSHHostKeys = slices.Clone(r.SSHHostKeys)
+	if r.Monitoring.TempC != nil {
+		t := *r.Monitoring.TempC
+		r.Monitoring.TempC = &t
+	}
+	return r
+}
+
+// Member is a node as seen by this node: its latest record, its SWIM status
+// and the phi this node computes for it.
+type Member struct {
+	Record
+	// Status is alive, suspect, failed or left. memberlist v0.7 does not
+	// expose its internal suspect state, so suspect means "SWIM still says
+	// alive, but this node's phi detector is past its threshold": the
+	// accrual detector's verdict reported beside SWIM's.
+	Status string
+	// Phi is the suspicion level computed by this node (0 for itself).
+	Phi          float64
+	PhiThreshold float64
+	// Self is true for this node's own entry.
+	Self bool
+}
+
+// Message types: the first byte of every user message and push-pull state.
+const (
+	msgRecord    byte = 1 // a Record as JSON
+	msgHeartbeat byte = 2 // uvarint sequence number + node name
+	msgLeave     byte = 3 // a leaveIntent as JSON
+	msgState     byte = 4 // a pushPullState as JSON
+)
+
+// Size limits. Anything larger is dropped and counted as malformed.
+const (
+	// maxRecordSize bounds one encoded record. Records larger than what
+	// fits in a gossip packet are still exchanged by push-pull and direct
+	// TCP sends, but nothing legitimate approaches this.
+	maxRecordSize = 32 << 10
+	// maxNameLen bounds node names, as DNS labels do.
+	maxNameLen = 253
+	// maxStateSize bounds a push-pull state: 10,000 nodes of 1 KB each
+	// with plenty of room.
+	maxStateSize = 16 << 20
+)
+
+var errMalformed = errors.New("malformed message")
+
+// leaveIntent is broadcast before memberlist's own leave so that peers can
+// tell a graceful leave from a failure: memberlist reports both the same way.
+type leaveIntent struct {
+	Name    string `json:"n"`
+	Version uint64 `json:"v"`
+}
+
+// pushPullState is the user state of a push-pull exchange.
+type pushPullState struct {
+	Cluster string   `json:"c"`
+	Records []Record `json:"r"`
+}
+
+func encodeJSON(t byte, v any) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteByte(t)
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimRight(buf.Bytes(), "\n"), nil
+}
+
+func encodeRecord(r Record) ([]byte, error) {
+	b, err := encodeJSON(msgRecord, r)
+	if err != nil {
+		return nil, fmt.Errorf("encode record of %s: %w", r.Name, err)
+	}
+	if len(b) > maxRecordSize {
+		return nil, fmt.Errorf("encode record of %s: %d bytes exceeds the %d byte limit: gossip fewer services or keys", r.Name, len(b), maxRecordSize)
+	}
+	return b, nil
+}
+
+// decodeRecord parses the body of a msgRecord (without the type byte).
+func decodeRecord(body []byte) (Record, error) {
+	var r Record
+	if len(body) > maxRecordSize {
+		return r, fmt.Errorf("decode record: %d bytes: %w", len(body), errMalformed)
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return r, fmt.Errorf("decode record: %w: %w", errMalformed, err)
+	}
+	if err := checkRecord(r); err != nil {
+		return r, fmt.Errorf("decode record: %w", err)
+	}
+	return r, nil
+}
+
+func checkRecord(r Record) error {
+	if r.Name == "" || len(r.Name) > maxNameLen {
+		return fmt.Errorf("record name %q: %w", r.Name, errMalformed)
+	}
+	if r.Version == 0 {
+		return fmt.Errorf("record of %s has version 0: %w", r.Name, errMalformed)
+	}
+	return nil
+}
+
+func encodeHeartbeat(name string, seq uint64) []byte {
+	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(name))
+	b = append(b, msgHeartbeat)
+	b = binary.AppendUvarint(b, seq)
+	return append(b, name...)
+}
+
+// decodeHeartbeat parses the body of a msgHeartbeat (without the type byte).
+func decodeHeartbeat(body []byte) (name string, seq uint64, err error) {
+	seq, n := binary.Uvarint(body)
+	if n <= 0 {
+		return "", 0, fmt.Errorf("decode heartbeat: bad sequence number: %w", errMalformed)
+	}
+	name = string(body[n:])
+	if name == "" || len(name) > maxNameLen {
+		return "", 0, fmt.Errorf("decode heartbeat: bad node name: %w", errMalformed)
+	}
+	return name, seq, nil
+}
+
+func decodeLeave(body []byte) (leaveIntent, error) {
+	var l leaveIntent
+	if err := json.Unmarshal(body, &l); err != nil {
+		return l, fmt.Errorf("decode leave intent: %w: %w", errMalformed, err)
+	}
+	if l.Name == "" || len(l.Name) > maxNameLen {
+		return l, fmt.Errorf("decode leave intent: bad node name: %w", errMalformed)
+	}
+	return l, nil
+}
+
+func decodeState(buf []byte) (pushPullState, error) {
+	var s pushPullState
+	if len(buf) == 0 || buf[0] != msgState {
+		return s, fmt.Errorf("decode push-pull state: missing type byte: %w", errMalformed)
+	}
+	if len(buf) > maxStateSize {
+		return s, fmt.Errorf("decode push-pull state: %d bytes: %w", len(buf), errMalformed)
+	}
+	if err := json.Unmarshal(buf[1:], &s); err != nil {
+		return s, fmt.Errorf("decode push-pull state: %w: %w", errMalformed, err)
+	}
+	return s, nil
+}
+
+// meta is the node meta digest memberlist carries in every alive message.
+// It is static for the life of the process, so memberlist never has to
+// re-announce it; records change through their own messages.
+type meta struct {
+	// Proto is the version of this package's message format.
+	Proto int `json:"p"`
+	// Cluster is the cluster name; nodes of other clusters are refused.
+	Cluster string `json:"c"`
+	// HTTPPort is the agent API port.
+	HTTPPort int `json:"h,omitempty"`
+}
+
+const protoVersion = 1
+
+func decodeMeta(b []byte) (meta, error) {
+	var m meta
+	if len(b) == 0 {
+		return m, errors.New("node has no metadata: not an rpi-cluster agent")
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return m, fmt.Errorf("decode node metadata: %w", err)
+	}
+	return m, nil
+}

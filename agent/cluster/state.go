@@ -1,0 +1,460 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/phi"
+)
+
+// maxUnknown bounds the records kept for nodes memberlist has not reported
+// yet (a record can overtake the alive message that introduces its node).
+const maxUnknown = 1024
+
+func encodeMeta(m meta) ([]byte, error) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode node metadata: %w", err)
+	}
+	if len(b) > memberlist.MetaMaxSize {
+		return nil, fmt.Errorf("encode node metadata: %d bytes exceeds memberlist's %d: shorten the cluster name", len(b), memberlist.MetaMaxSize)
+	}
+	return b, nil
+}
+
+func (c *Cluster) handleNodeMeta(limit int) []byte {
+	if len(c.meta) > limit {
+		c.logger.Error("node metadata too large", "size", len(c.meta), "limit", limit)
+		return nil
+	}
+	return c.meta
+}
+
+// handleAlive refuses nodes of another cluster or without our metadata.
+func (c *Cluster) handleAlive(n *memberlist.Node) error {
+	if n.Name == c.conf.NodeName && string(n.Meta) == string(c.meta) {
+		return nil
+	}
+	return c.checkMeta(n)
+}
+
+// handleMerge refuses a join with a peer that knows nodes of another cluster.
+func (c *Cluster) handleMerge(peers []*memberlist.Node) error {
+	for _, n := range peers {
+		if err := c.checkMeta(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) checkMeta(n *memberlist.Node) error {
+	m, err := decodeMeta(n.Meta)
+	if err != nil {
+		return fmt.Errorf("node %s at %s: %w", n.Name, n.Address(), err)
+	}
+	if m.Cluster != c.conf.ClusterName {
+		return fmt.Errorf("node %s at %s belongs to cluster %q, not %q", n.Name, n.Address(), m.Cluster, c.conf.ClusterName)
+	}
+	if m.Proto != protoVersion {
+		return fmt.Errorf("node %s at %s speaks protocol %d, this node %d", n.Name, n.Address(), m.Proto, protoVersion)
+	}
+	return nil
+}
+
+func (c *Cluster) handleConflict(existing, other *memberlist.Node) {
+	conf := Conflict{Name: existing.Name, ExistingAddr: existing.Address(), OtherAddr: other.Address(), Time: time.Now()}
+	c.mu.Lock()
+	for i := range c.conflicts {
+		k := &c.conflicts[i]
+		if k.Name == conf.Name && k.ExistingAddr == conf.ExistingAddr && k.OtherAddr == conf.OtherAddr {
+			k.Time = conf.Time // seen again: memberlist reports every alive message
+			c.mu.Unlock()
+			return
+		}
+	}
+	if len(c.conflicts) == maxConflicts {
+		c.conflicts = slices.Delete(c.conflicts, 0, 1)
+	}
+	c.conflicts = append(c.conflicts, conf)
+	c.mu.Unlock()
+	c.logger.Warn("two nodes claim the same name; the second is refused until the first is gone: give each node a unique name",
+		"name", conf.Name, "existing", conf.ExistingAddr, "other", conf.OtherAddr)
+}
+
+// handleNodeJoin: memberlist reports a node alive (new, or back).
+func (c *Cluster) handleNodeJoin(n *memberlist.Node) {
+	if n.Name == c.conf.NodeName {
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	p := c.peers[n.Name]
+	if p == nil {
+		p = &peer{}
+		c.peers[n.Name] = p
+	} else if p.status == "" {
+		c.unknown--
+	}
+	p.status = StatusAlive
+	p.leaving = false
+	p.since = now
+	c.setAddrLocked(p, n)
+	// A node coming (back) to life starts a fresh phi history: the silence
+	// while it was gone is not an inter-arrival time.
+	p.det = phi.New(c.conf.Profile.Phi)
+	p.lastSeq = 0
+	// memberlist just heard from the node: count that as its first
+	// heartbeat, so phi rises even for a node that dies before sending one.
+	p.det.Heartbeat(now)
+	if r := p.pending; r != nil {
+		p.pending = nil
+		c.applyLocked(p, *r)
+	}
+	c.recountLocked()
+	ev := Event{Type: EventJoin, Member: c.memberLocked(n.Name, p, now), Time: now}
+	c.mu.Unlock()
+	c.logger.Info("node joined", "peer", n.Name, "addr", n.Address())
+	c.publish(ev)
+}
+
+// handleNodeLeave: memberlist declared a node dead or left. memberlist v0.7
+// does not say which (Node.State is never filled in), so the node's leave
+// intent decides.
+func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
+	if n.Name == c.conf.NodeName {
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	p := c.peers[n.Name]
+	if p == nil || p.status == "" {
+		c.mu.Unlock()
+		return
+	}
+	typ := EventFail
+	p.status = StatusFailed
+	if p.leaving {
+		typ, p.status = EventLeave, StatusLeft
+	}
+	p.since = now
+	c.recountLocked()
+	ev := Event{Type: typ, Member: c.memberLocked(n.Name, p, now), Time: now}
+	c.mu.Unlock()
+	if typ == EventFail {
+		c.logger.Warn("node failed", "peer", n.Name, "addr", n.Address())
+	} else {
+		c.logger.Info("node left", "peer", n.Name, "addr", n.Address())
+	}
+	c.publish(ev)
+}
+
+// handleNodeUpdate: a node's memberlist metadata or address changed.
+func (c *Cluster) handleNodeUpdate(n *memberlist.Node) {
+	if n.Name == c.conf.NodeName {
+		return
+	}
+	now := time.Now()
+	c.mu.Lock()
+	p := c.peers[n.Name]
+	if p == nil || p.status == "" {
+		c.mu.Unlock()
+		return
+	}
+	c.setAddrLocked(p, n)
+	ev := Event{Type: EventUpdate, Member: c.memberLocked(n.Name, p, now), Time: now}
+	c.mu.Unlock()
+	c.publish(ev)
+}
+
+func (c *Cluster) setAddrLocked(p *peer, n *memberlist.Node) {
+	p.addr = n.Addr.String()
+	p.port = int(n.Port)
+	if m, err := decodeMeta(n.Meta); err == nil {
+		p.httpPort = m.HTTPPort
+	}
+}
+
+// recountLocked refreshes the alive count used for retransmit limits.
+func (c *Cluster) recountLocked() {
+	n := int64(1)
+	for _, p := range c.peers {
+		if p.status == StatusAlive {
+			n++
+		}
+	}
+	c.numAlive.Store(n)
+}
+
+// handleMsg dispatches a user message by its type byte. buf is only valid
+// during the call.
+func (c *Cluster) handleMsg(buf []byte) {
+	if len(buf) == 0 {
+		c.dropMalformed(errors.New("empty message"))
+		return
+	}
+	body := buf[1:]
+	switch buf[0] {
+	case msgHeartbeat:
+		name, seq, err := decodeHeartbeat(body)
+		if err != nil {
+			c.dropMalformed(err)
+			return
+		}
+		c.handleHeartbeat(name, seq, time.Now())
+	case msgRecord:
+		r, err := decodeRecord(body)
+		if err != nil {
+			c.dropMalformed(err)
+			return
+		}
+		c.handleRecord(r, true)
+	case msgLeave:
+		l, err := decodeLeave(body)
+		if err != nil {
+			c.dropMalformed(err)
+			return
+		}
+		c.handleLeaveIntent(l, slices.Clone(buf))
+	default:
+		c.dropMalformed(fmt.Errorf("unknown message type %d", buf[0]))
+	}
+}
+
+func (c *Cluster) dropMalformed(err error) {
+	c.malformed.Add(1)
+	c.logger.Debug("dropped malformed message", "err", err)
+}
+
+func (c *Cluster) handleHeartbeat(name string, seq uint64, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.peers[name]
+	if p == nil || p.status != StatusAlive || seq <= p.lastSeq {
+		return // unknown, gone, duplicate or reordered
+	}
+	p.lastSeq = seq
+	p.det.Heartbeat(now)
+}
+
+// handleRecord applies a record received by gossip (relay true: pass it
+// on when it was news) or push-pull.
+//
+// A record is applied only if memberlist currently knows its node alive at
+// the record's address, and it is newer than what is held — or what is held
+// belongs to an address the node no longer has (it came back with a new
+// DHCP lease). Records of nodes that are not alive wait as pending and are
+// applied if the node comes back; they never bring a node back by
+// themselves. Records from a second node using an existing name carry the
+// wrong address and are dropped.
+func (c *Cluster) handleRecord(r Record, relay bool) {
+	now := time.Now()
+	c.mu.Lock()
+	if r.Name == c.self.Name {
+		c.handleOwnRecordLocked(r)
+		return
+	}
+	p := c.peers[r.Name]
+	if p == nil {
+		if c.unknown >= maxUnknown {
+			c.mu.Unlock()
+			return
+		}
+		p = &peer{}
+		c.peers[r.Name] = p
+		c.unknown++
+	}
+	if p.status != StatusAlive {
+		if p.pending == nil || r.Version > p.pending.Version {
+			p.pending = &r
+		}
+		c.mu.Unlock()
+		return
+	}
+	if !c.applyLocked(p, r) {
+		c.mu.Unlock()
+		return
+	}
+	ev := Event{Type: EventUpdate, Member: c.memberLocked(r.Name, p, now), Time: now}
+	c.mu.Unlock()
+	if relay {
+		c.queueRecord(r)
+	}
+	c.publish(ev)
+}
+
+// applyLocked stores r as p's record if it is newer and matches p's address.
+func (c *Cluster) applyLocked(p *peer, r Record) bool {
+	if r.Addr != p.addr || r.GossipPort != p.port {
+		c.logger.Debug("ignored record for another address", "peer", r.Name,
+			"record_addr", hostPort(r.Addr, r.GossipPort), "member_addr", hostPort(p.addr, p.port))
+		return false
+	}
+	if p.rec != nil && p.rec.Addr == p.addr && p.rec.GossipPort == p.port && r.Version <= p.rec.Version {
+		return false // stale or duplicate
+	}
+	rc := r.Clone()
+	p.rec = &rc
+	return true
+}
+
+// handleOwnRecordLocked deals with a record carrying this node's name. If it
+// is from this address and not older than the current record, it is from a
+// previous run whose clock was ahead: jump past it and rebroadcast. Anything
+// else (another address) is an old incarnation or a name conflict, which
+// memberlist reports. Unlocks c.mu.
+func (c *Cluster) handleOwnRecordLocked(r Record) {
+	if r.Addr != c.self.Addr || r.GossipPort != c.self.GossipPort || r.Version < c.self.Version ||
+		(r.Version == c.self.Version && sameRecord(r, c.self)) {
+		c.mu.Unlock()
+		return
+	}
+	c.self.Version = r.Version + 1
+	rec := c.self.Clone()
+	c.mu.Unlock()
+	c.logger.Info("found own record from a previous run with a newer version; superseding it", "version", rec.Version)
+	c.queueRecord(rec)
+}
+
+func sameRecord(a, b Record) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+// handleLeaveIntent marks a node as leaving, or turns its failure into a
+// leave when the intent arrives after memberlist's verdict.
+func (c *Cluster) handleLeaveIntent(l leaveIntent, raw []byte) {
+	now := time.Now()
+	c.mu.Lock()
+	p := c.peers[l.Name]
+	if l.Name == c.self.Name || p == nil || p.status == "" || p.leaving ||
+		(p.rec != nil && l.Version < p.rec.Version) {
+		c.mu.Unlock()
+		return
+	}
+	p.leaving = true
+	var ev *Event
+	if p.status == StatusFailed {
+		p.status = StatusLeft
+		ev = &Event{Type: EventLeave, Member: c.memberLocked(l.Name, p, now), Time: now}
+	}
+	c.mu.Unlock()
+	c.broadcasts.QueueBroadcast(&namedBroadcast{key: leaveKey(l.Name), msg: raw})
+	if ev != nil {
+		c.logger.Info("node left", "peer", l.Name)
+		c.publish(*ev)
+	}
+}
+
+// handleLocalState returns our own record and those of alive peers.
+// Records of failed or left nodes stay out, so anti-entropy cannot spread
+// what memberlist has already declared gone.
+func (c *Cluster) handleLocalState(join bool) []byte {
+	c.mu.Lock()
+	s := pushPullState{Cluster: c.conf.ClusterName, Records: []Record{c.self.Clone()}}
+	for _, p := range c.peers {
+		if p.status == StatusAlive && p.rec != nil {
+			s.Records = append(s.Records, p.rec.Clone())
+		}
+	}
+	c.mu.Unlock()
+	b, err := encodeJSON(msgState, s)
+	if err != nil {
+		c.logger.Error("cannot encode push-pull state", "err", err)
+		return nil
+	}
+	return b
+}
+
+func (c *Cluster) handleRemoteState(buf []byte, join bool) {
+	s, err := decodeState(buf)
+	if err != nil {
+		c.dropMalformed(err)
+		return
+	}
+	if s.Cluster != c.conf.ClusterName {
+		c.dropMalformed(fmt.Errorf("push-pull state of cluster %q", s.Cluster))
+		return
+	}
+	for _, r := range s.Records {
+		if err := checkRecord(r); err != nil {
+			c.dropMalformed(err)
+			continue
+		}
+		c.handleRecord(r, false)
+	}
+}
+
+// Self returns this node's own entry.
+func (c *Cluster) Self() Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.selfMemberLocked()
+}
+
+func (c *Cluster) selfMemberLocked() Member {
+	return Member{Record: c.self.Clone(), Status: StatusAlive, PhiThreshold: c.conf.Profile.Phi.Threshold, Self: true}
+}
+
+// Members returns every node known, this one included, failed and left
+// nodes too, sorted by name. Phi is as computed by this node.
+func (c *Cluster) Members() []Member {
+	now := time.Now()
+	c.mu.Lock()
+	out := make([]Member, 0, len(c.peers)+1)
+	out = append(out, c.selfMemberLocked())
+	for name, p := range c.peers {
+		if p.status != "" {
+			out = append(out, c.memberLocked(name, p, now))
+		}
+	}
+	c.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Member returns the named node, if known.
+func (c *Cluster) Member(name string) (Member, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if name == c.self.Name {
+		return c.selfMemberLocked(), true
+	}
+	p := c.peers[name]
+	if p == nil || p.status == "" {
+		return Member{}, false
+	}
+	return c.memberLocked(name, p, time.Now()), true
+}
+
+// memberLocked builds the public view of a peer. memberlist's address wins
+// over the record's; a record from an old address is not shown as current.
+func (c *Cluster) memberLocked(name string, p *peer, now time.Time) Member {
+	var r Record
+	if p.rec != nil && p.rec.Addr == p.addr && p.rec.GossipPort == p.port {
+		r = p.rec.Clone()
+	}
+	r.Name, r.Addr, r.GossipPort = name, p.addr, p.port
+	if r.HTTPPort == 0 {
+		r.HTTPPort = p.httpPort
+	}
+	m := Member{Record: r, Status: p.status, PhiThreshold: c.conf.Profile.Phi.Threshold}
+	if p.det != nil {
+		m.Phi = p.det.Phi(now)
+	}
+	if m.Status == StatusAlive && m.Phi >= m.PhiThreshold {
+		m.Status = StatusSuspect
+	}
+	return m
+}
+
+func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }

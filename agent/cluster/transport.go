@@ -1,0 +1,198 @@
+package cluster
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Stats counts gossip traffic at the transport: every UDP packet and every
+// TCP stream memberlist sends or receives, encryption and framing included.
+type Stats struct {
+	// MessagesSent and MessagesReceived count packets plus streams opened.
+	MessagesSent, MessagesReceived uint64
+	BytesSent, BytesReceived       uint64
+	// MalformedMessages counts user messages and push-pull states that
+	// failed to decode or broke a size limit; they are dropped.
+	MalformedMessages uint64
+}
+
+// CountingTransport wraps a memberlist transport and counts its traffic. It
+// is what Cluster uses for Stats and what the benchmarks wrap to measure
+// bandwidth. Counters are atomic.Uint64, which Go aligns on 32-bit ARM too.
+type CountingTransport struct {
+	inner memberlist.NodeAwareTransport
+
+	msgsSent, msgsRecv, bytesSent, bytesRecv atomic.Uint64
+
+	packetCh chan *memberlist.Packet
+	streamCh chan net.Conn
+
+	stopOnce sync.Once
+	stopCh   chan struct{}
+	wg       sync.WaitGroup
+}
+
+var _ memberlist.NodeAwareTransport = (*CountingTransport)(nil)
+
+// NewCountingTransport wraps inner and starts forwarding its incoming
+// packets and streams; Shutdown stops the forwarding and the inner
+// transport.
+func NewCountingTransport(inner memberlist.Transport) *CountingTransport {
+	na, ok := inner.(memberlist.NodeAwareTransport)
+	if !ok {
+		na = shim{inner}
+	}
+	t := &CountingTransport{
+		inner:    na,
+		packetCh: make(chan *memberlist.Packet),
+		streamCh: make(chan net.Conn),
+		stopCh:   make(chan struct{}),
+	}
+	t.wg.Add(2)
+	go t.forwardPackets()
+	go t.forwardStreams()
+	return t
+}
+
+// Stats returns the traffic counted so far.
+func (t *CountingTransport) Stats() Stats {
+	return Stats{
+		MessagesSent:     t.msgsSent.Load(),
+		MessagesReceived: t.msgsRecv.Load(),
+		BytesSent:        t.bytesSent.Load(),
+		BytesReceived:    t.bytesRecv.Load(),
+	}
+}
+
+func (t *CountingTransport) forwardPackets() {
+	defer t.wg.Done()
+	in := t.inner.PacketCh()
+	for {
+		select {
+		case p := <-in:
+			t.msgsRecv.Add(1)
+			t.bytesRecv.Add(uint64(len(p.Buf)))
+			select {
+			case t.packetCh <- p:
+			case <-t.stopCh:
+				return
+			}
+		case <-t.stopCh:
+			return
+		}
+	}
+}
+
+func (t *CountingTransport) forwardStreams() {
+	defer t.wg.Done()
+	in := t.inner.StreamCh()
+	for {
+		select {
+		case c := <-in:
+			t.msgsRecv.Add(1)
+			select {
+			case t.streamCh <- &countingConn{Conn: c, t: t}:
+			case <-t.stopCh:
+				c.Close()
+				return
+			}
+		case <-t.stopCh:
+			return
+		}
+	}
+}
+
+// FinalAdvertiseAddr implements memberlist.Transport.
+func (t *CountingTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
+	return t.inner.FinalAdvertiseAddr(ip, port)
+}
+
+// WriteTo implements memberlist.Transport.
+func (t *CountingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
+	ts, err := t.inner.WriteTo(b, addr)
+	t.countSent(len(b), err)
+	return ts, err
+}
+
+// WriteToAddress implements memberlist.NodeAwareTransport.
+func (t *CountingTransport) WriteToAddress(b []byte, addr memberlist.Address) (time.Time, error) {
+	ts, err := t.inner.WriteToAddress(b, addr)
+	t.countSent(len(b), err)
+	return ts, err
+}
+
+func (t *CountingTransport) countSent(n int, err error) {
+	if err == nil {
+		t.msgsSent.Add(1)
+		t.bytesSent.Add(uint64(n))
+	}
+}
+
+// PacketCh implements memberlist.Transport.
+func (t *CountingTransport) PacketCh() <-chan *memberlist.Packet { return t.packetCh }
+
+// StreamCh implements memberlist.Transport.
+func (t *CountingTransport) StreamCh() <-chan net.Conn { return t.streamCh }
+
+// DialTimeout implements memberlist.Transport.
+func (t *CountingTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
+	return t.dialed(t.inner.DialTimeout(addr, timeout))
+}
+
+// DialAddressTimeout implements memberlist.NodeAwareTransport.
+func (t *CountingTransport) DialAddressTimeout(addr memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	return t.dialed(t.inner.DialAddressTimeout(addr, timeout))
+}
+
+func (t *CountingTransport) dialed(c net.Conn, err error) (net.Conn, error) {
+	if err != nil {
+		return nil, err
+	}
+	t.msgsSent.Add(1)
+	return &countingConn{Conn: c, t: t}, nil
+}
+
+// Shutdown stops forwarding and shuts the inner transport down. It is safe
+// to call more than once.
+func (t *CountingTransport) Shutdown() error {
+	var err error
+	t.stopOnce.Do(func() {
+		err = t.inner.Shutdown()
+		close(t.stopCh)
+		t.wg.Wait()
+	})
+	return err
+}
+
+// countingConn counts the bytes of one stream in both directions.
+type countingConn struct {
+	net.Conn
+	t *CountingTransport
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.t.bytesRecv.Add(uint64(n))
+	return n, err
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.t.bytesSent.Add(uint64(n))
+	return n, err
+}
+
+// shim adapts a plain Transport, as memberlist does internally.
+type shim struct{ memberlist.Transport }
+
+func (s shim) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+	return s.WriteTo(b, a.Addr)
+}
+
+func (s shim) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
+	return s.DialTimeout(a.Addr, timeout)
+}
