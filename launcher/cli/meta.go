@@ -1,0 +1,148 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
+)
+
+// RunMeta runs rpi-meta with args (args[0] is the program name).
+func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	write := func(add bool) cli.ActionFunc {
+		return func(c *cli.Context) error {
+			if c.NArg() != 2 {
+				return fmt.Errorf("usage: rpi-meta %s NODE SERVICE", c.Command.Name)
+			}
+			target, service := c.Args().Get(0), c.Args().Get(1)
+			if err := api.ValidateServiceName(service); err != nil {
+				return fmt.Errorf("%s: %w", c.Command.Name, err)
+			}
+			s, nodes, err := connect(c)
+			if err != nil {
+				return err
+			}
+			node, err := resolveNode(nodes, target)
+			if err != nil {
+				return fmt.Errorf("%s: %w", c.Command.Name, err)
+			}
+			nc, err := toolkit.NodeClient(s.Client, node)
+			if err != nil {
+				return err
+			}
+			var res api.ServiceResult
+			if add {
+				res, err = nc.AddService(c.Context, service)
+			} else {
+				res, err = nc.RemoveService(c.Context, service)
+			}
+			if err != nil {
+				return fmt.Errorf("%s %s on %s: %w", c.Command.Name, service, node.Name, err)
+			}
+			if c.Bool(toolkit.FlagJSON) {
+				return json.NewEncoder(stdout).Encode(res)
+			}
+			state := "unchanged"
+			if res.Changed {
+				state = "changed"
+			}
+			fmt.Fprintf(stdout, "%s: %s (%s); services: %s\n", node.Name, service, state, strings.Join(res.Services, ", "))
+			return nil
+		}
+	}
+	app := &cli.App{
+		Name:            "rpi-meta",
+		Usage:           "read and change which services each node records",
+		Flags:           append(toolkit.CommonFlags(), toolkit.JSONFlag()),
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		HideHelpCommand: true,
+		ExitErrHandler:  func(*cli.Context, error) {},
+		Commands: []*cli.Command{
+			{Name: "add-service", Usage: "record SERVICE on NODE (name or IP)", ArgsUsage: "NODE SERVICE", Action: write(true)},
+			{Name: "remove-service", Usage: "remove SERVICE from NODE (name or IP)", ArgsUsage: "NODE SERVICE", Action: write(false)},
+			{
+				Name:  "list",
+				Usage: "list the nodes and their services",
+				Action: func(c *cli.Context) error {
+					if c.NArg() != 0 {
+						return fmt.Errorf("list: unexpected argument %q", c.Args().First())
+					}
+					_, nodes, err := connect(c)
+					if err != nil {
+						return err
+					}
+					sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
+					if c.Bool(toolkit.FlagJSON) {
+						return json.NewEncoder(stdout).Encode(nodes)
+					}
+					tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tSERVICES")
+					for _, n := range nodes {
+						svcs := strings.Join(n.Services, ",")
+						if svcs == "" {
+							svcs = "-"
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, n.Address, n.Status, svcs)
+					}
+					return tw.Flush()
+				},
+			},
+		},
+	}
+	args, extra := toolkit.Permute(app, args)
+	if len(extra) > 0 {
+		return fmt.Errorf("rpi-meta takes no arguments after --: %v", extra)
+	}
+	return app.RunContext(ctx, args)
+}
+
+func connect(c *cli.Context) (*toolkit.Session, []api.Node, error) {
+	s, err := toolkit.Connect(c.Context, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	nodes, err := s.Client.Nodes(c.Context)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return s, nodes, nil
+}
+
+// resolveNode finds target by node name, else by address. An address shared
+// by several nodes is ambiguous.
+func resolveNode(nodes []api.Node, target string) (api.Node, error) {
+	var byAddr []api.Node
+	for _, n := range nodes {
+		if n.Name == target {
+			return n, nil
+		}
+		if n.Address == target {
+			byAddr = append(byAddr, n)
+		}
+	}
+	switch len(byAddr) {
+	case 1:
+		return byAddr[0], nil
+	case 0:
+		names := make([]string, len(nodes))
+		for i, n := range nodes {
+			names[i] = n.Name
+		}
+		sort.Strings(names)
+		return api.Node{}, fmt.Errorf("no node named or addressed %q; known nodes: %s", target, strings.Join(names, ", "))
+	}
+	var names []string
+	for _, n := range byAddr {
+		names = append(names, n.Name)
+	}
+	return api.Node{}, fmt.Errorf("address %s is shared by %s; give the node name", target, strings.Join(names, ", "))
+}

@@ -1,0 +1,24 @@
+// Command rpi-launch deploys a service on the least busy nodes of an
+// rpi-cluster: placement, templates rendered with the live cluster, the
+// service's install playbook, and the result recorded on each node.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rpi-cluster/rpi-cluster/launcher/cli"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := cli.RunLaunch(ctx, os.Args, os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "rpi-launch: %v\n", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,397 @@
+package launcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/client"
+	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
+	"github.com/rpi-cluster/rpi-cluster/inventory"
+)
+
+// Playbook names inside playbooks/<service>/.
+const (
+	InstallPlaybook   = "install.yml"
+	UninstallPlaybook = "uninstall.yml"
+)
+
+// BuildDirVar is the extra-var naming the directory a service's rendered
+// templates are in; playbooks copy files from "{{ rpi_build_dir }}/...".
+const BuildDirVar = "rpi_build_dir"
+
+// Launcher deploys and removes services. Its fields are set by the caller;
+// Client and Runner are required.
+type Launcher struct {
+	// Client is the agent asked for the cluster view. Writes go to each
+	// node's own agent, reached with Client's scheme and token.
+	Client *client.Client
+	// Cluster is the cluster name given to templates.
+	Cluster string
+	// Playbooks and Templates are the roots holding <service>/ folders.
+	Playbooks, Templates string
+	// BuildDir is where <service>/ renders go; default "build".
+	BuildDir string
+	// Inventory are the connection settings of the run's inventory.
+	Inventory inventory.Options
+	// Runner runs ansible-playbook.
+	Runner *Runner
+	// ExtraArgs go to every ansible-playbook run (after "--").
+	ExtraArgs []string
+	// Out receives the plan and the results; nil discards them.
+	Out io.Writer
+}
+
+// Outcome is what a launch or removal did.
+type Outcome struct {
+	Plan *Plan
+	// Rendered are the files rendered for the service.
+	Rendered []RenderedFile
+	// Succeeded are the chosen nodes where the playbook succeeded and the
+	// metadata was updated.
+	Succeeded []string
+	// Failed maps chosen nodes that were not changed to why.
+	Failed map[string]string
+	// Reapplied are the dependent services re-rendered and re-applied.
+	Reapplied []string
+}
+
+// PartialError is returned when the playbook or the metadata write did not
+// succeed on every chosen node; the Outcome says which did.
+type PartialError struct {
+	Action  string
+	Service string
+	Failed  map[string]string
+}
+
+func (e *PartialError) Error() string {
+	names := make([]string, 0, len(e.Failed))
+	for n := range e.Failed {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = n + ": " + e.Failed[n]
+	}
+	return fmt.Sprintf("%s %s: not done on %d node(s): %s", e.Action, e.Service, len(names), strings.Join(parts, "; "))
+}
+
+func (l *Launcher) out() io.Writer {
+	if l.Out == nil {
+		return io.Discard
+	}
+	return l.Out
+}
+
+func (l *Launcher) buildDir(service string) string {
+	root := l.BuildDir
+	if root == "" {
+		root = "build"
+	}
+	return filepath.Join(root, service)
+}
+
+func (l *Launcher) playbook(service, name string) (string, error) {
+	p := filepath.Join(l.Playbooks, service, name)
+	if _, err := os.Stat(p); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("service %s: no playbook %s (set --playbooks or RPI_PLAYBOOKS to the folder holding %s/%s)", service, p, service, name)
+		}
+		return "", fmt.Errorf("service %s: %w", service, err)
+	}
+	return p, nil
+}
+
+// Launch places service on the n least busy eligible nodes, renders its
+// templates, runs its install playbook on them and records the service on
+// the nodes where the play succeeded. Dependent services are then
+// re-rendered and re-applied. With dryRun it prints the plan and the
+// rendered files and changes nothing.
+func (l *Launcher) Launch(ctx context.Context, service string, n int, dryRun bool) (*Outcome, error) {
+	if err := api.ValidateServiceName(service); err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	book, err := l.playbook(service, InstallPlaybook)
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	pol, err := LoadPolicy(l.Playbooks, service)
+	if err != nil {
+		return nil, fmt.Errorf("launch: %w", err)
+	}
+	nodes, err := l.Client.Nodes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("launch %s: list nodes: %w", service, err)
+	}
+	plan, err := PlanLaunch(nodes, service, n, pol)
+	if err != nil {
+		var ie *InsufficientError
+		if errors.As(err, &ie) {
+			l.printPlan("launch", ie.Plan)
+		}
+		return nil, err
+	}
+	l.printPlan("launch", plan)
+	chosen := plan.ChosenNodes()
+	names := nodeNames(chosen)
+	after := WithService(nodes, names, service, true)
+	return l.apply(ctx, applySpec{
+		action: "launch", service: service, book: book, plan: plan, dryRun: dryRun,
+		invView: after, renderView: after, changed: names, add: true, before: nodes,
+	})
+}
+
+// Remove takes service off the n busiest nodes running it: it runs the
+// uninstall playbook on them, removes the service from the metadata of the
+// nodes where the play succeeded, and re-applies dependents.
+func (l *Launcher) Remove(ctx context.Context, service string, n int, dryRun bool) (*Outcome, error) {
+	if err := api.ValidateServiceName(service); err != nil {
+		return nil, fmt.Errorf("remove: %w", err)
+	}
+	book, err := l.playbook(service, UninstallPlaybook)
+	if err != nil {
+		return nil, fmt.Errorf("remove: %w", err)
+	}
+	nodes, err := l.Client.Nodes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("remove %s: list nodes: %w", service, err)
+	}
+	plan, err := PlanRemove(nodes, service, n)
+	if err != nil {
+		return nil, err
+	}
+	l.printPlan("remove", plan)
+	names := nodeNames(plan.ChosenNodes())
+	// The uninstall play targets the service group, so the run's inventory
+	// still has the chosen nodes in it; templates see the cluster after.
+	return l.apply(ctx, applySpec{
+		action: "remove", service: service, book: book, plan: plan, dryRun: dryRun,
+		invView: nodes, renderView: WithService(nodes, names, service, false), changed: names, add: false, before: nodes,
+	})
+}
+
+type applySpec struct {
+	action, service, book string
+	plan                  *Plan
+	dryRun                bool
+	invView, renderView   []api.Node
+	changed               []string
+	add                   bool
+	before                []api.Node
+}
+
+func (l *Launcher) apply(ctx context.Context, s applySpec) (*Outcome, error) {
+	out := &Outcome{Plan: s.plan, Failed: map[string]string{}}
+	chosen := s.plan.ChosenNodes()
+	data := NewTemplateData(l.Cluster, s.renderView, chosen)
+	dependents, err := Dependents(l.Playbooks, s.service)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", s.action, s.service, err)
+	}
+	if s.dryRun {
+		files, err := Render(filepath.Join(l.Templates, s.service), "", data)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", s.action, s.service, err)
+		}
+		out.Rendered = files
+		l.printFiles(s.service, files, true)
+		for _, d := range dependents {
+			if err := l.reapply(ctx, d, s.renderView, true); err != nil {
+				return out, err
+			}
+		}
+		fmt.Fprintln(l.out(), "dry run: nothing was run or recorded")
+		return out, nil
+	}
+
+	res, err := l.run(ctx, s.service, s.book, s.invView, chosen, data)
+	if res != nil {
+		out.Rendered = res.files
+	}
+	if err != nil {
+		return out, fmt.Errorf("%s %s: %w", s.action, s.service, err)
+	}
+	for _, node := range chosen {
+		if !res.result.Succeeded(node.Name) {
+			out.Failed[node.Name] = hostFailure(res.result, node.Name)
+			continue
+		}
+		if err := l.record(ctx, node, s.service, s.add); err != nil {
+			out.Failed[node.Name] = err.Error()
+			continue
+		}
+		out.Succeeded = append(out.Succeeded, node.Name)
+	}
+	verb := map[bool]string{true: "recorded on", false: "removed from"}[s.add]
+	fmt.Fprintf(l.out(), "%s %s: %s %d of %d node(s): %s\n", s.action, s.service, verb, len(out.Succeeded), len(chosen), strings.Join(out.Succeeded, ", "))
+
+	if len(out.Succeeded) > 0 {
+		view := WithService(s.before, out.Succeeded, s.service, s.add)
+		for _, d := range dependents {
+			if err := l.reapply(ctx, d, view, false); err != nil {
+				return out, err
+			}
+			out.Reapplied = append(out.Reapplied, d)
+		}
+	}
+	if len(out.Failed) > 0 {
+		return out, &PartialError{Action: s.action, Service: s.service, Failed: out.Failed}
+	}
+	return out, nil
+}
+
+// reapply re-renders dependent's templates with view and re-runs its
+// install playbook on the alive nodes running it.
+func (l *Launcher) reapply(ctx context.Context, dependent string, view []api.Node, dryRun bool) error {
+	data := NewTemplateData(l.Cluster, view, nil)
+	targets := data.Service(dependent)
+	data.Targets, data.Self = targets, targets
+	if len(targets) == 0 {
+		fmt.Fprintf(l.out(), "dependent %s runs on no alive node; nothing to re-apply\n", dependent)
+		return nil
+	}
+	fmt.Fprintf(l.out(), "dependent %s: re-applying on %s\n", dependent, strings.Join(nodeNames(targets), ", "))
+	if dryRun {
+		files, err := Render(filepath.Join(l.Templates, dependent), "", data)
+		if err != nil {
+			return fmt.Errorf("re-apply %s: %w", dependent, err)
+		}
+		l.printFiles(dependent, files, true)
+		return nil
+	}
+	book, err := l.playbook(dependent, InstallPlaybook)
+	if err != nil {
+		return fmt.Errorf("re-apply %s: %w", dependent, err)
+	}
+	res, err := l.run(ctx, dependent, book, view, targets, data)
+	if err != nil {
+		return fmt.Errorf("re-apply %s: %w", dependent, err)
+	}
+	failed := map[string]string{}
+	for _, t := range targets {
+		if !res.result.Succeeded(t.Name) {
+			failed[t.Name] = hostFailure(res.result, t.Name)
+		}
+	}
+	if len(failed) > 0 {
+		return &PartialError{Action: "re-apply", Service: dependent, Failed: failed}
+	}
+	return nil
+}
+
+type runOutcome struct {
+	files  []RenderedFile
+	result *RunResult
+}
+
+// run renders service's templates into its build directory, writes the
+// run's inventory from view and runs book limited to targets.
+func (l *Launcher) run(ctx context.Context, service, book string, view, targets []api.Node, data TemplateData) (*runOutcome, error) {
+	dir, err := filepath.Abs(l.buildDir(service))
+	if err != nil {
+		return nil, err
+	}
+	files, err := Render(filepath.Join(l.Templates, service), dir, data)
+	if err != nil {
+		return nil, err
+	}
+	l.printFiles(service, files, false)
+	tmp, err := os.MkdirTemp("", "rpi-launch-*")
+	if err != nil {
+		return nil, fmt.Errorf("write run inventory: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	inv, err := inventory.Build(view, l.Inventory).StaticJSON()
+	if err != nil {
+		return nil, err
+	}
+	invPath := filepath.Join(tmp, "inventory.json")
+	if err := os.WriteFile(invPath, inv, 0o600); err != nil {
+		return nil, fmt.Errorf("write run inventory: %w", err)
+	}
+	res, err := l.Runner.Run(ctx, RunSpec{
+		Playbook:  book,
+		Inventory: invPath,
+		Limit:     nodeNames(targets),
+		ExtraVars: map[string]any{BuildDirVar: dir, "rpi_service": service},
+		Args:      l.ExtraArgs,
+	})
+	if err != nil {
+		return &runOutcome{files: files}, err
+	}
+	return &runOutcome{files: files, result: res}, nil
+}
+
+// record adds or removes service in node's metadata through node's own
+// agent.
+func (l *Launcher) record(ctx context.Context, node api.Node, service string, add bool) error {
+	c, err := toolkit.NodeClient(l.Client, node)
+	if err != nil {
+		return err
+	}
+	if add {
+		_, err = c.AddService(ctx, service)
+	} else {
+		_, err = c.RemoveService(ctx, service)
+	}
+	if err != nil {
+		return fmt.Errorf("playbook succeeded but recording failed: %w", err)
+	}
+	return nil
+}
+
+func hostFailure(r *RunResult, host string) string {
+	s, ok := r.Hosts[host]
+	if !ok {
+		return "not in the play recap (no task ran on it)"
+	}
+	return fmt.Sprintf("playbook failed (failed=%d unreachable=%d)", s.Failed, s.Unreachable)
+}
+
+func (l *Launcher) printPlan(action string, p *Plan) {
+	w := l.out()
+	fmt.Fprintf(w, "plan: %s %s on %d node(s), %d eligible\n", action, p.Service, len(p.Chosen), len(p.Eligible))
+	for i, c := range p.Eligible {
+		mark := "eligible"
+		if i < len(p.Chosen) {
+			mark = "chosen  "
+		}
+		fmt.Fprintf(w, "  %s %-20s %-15s busy %.3f phi %.2f\n", mark, c.Node.Name, c.Node.Address, c.Score, c.Node.Phi)
+	}
+	for _, x := range p.Excluded {
+		fmt.Fprintf(w, "  excluded %-20s %-15s %s\n", x.Node.Name, x.Node.Address, x.Reason)
+	}
+}
+
+func (l *Launcher) printFiles(service string, files []RenderedFile, content bool) {
+	w := l.out()
+	if len(files) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "rendered %s: %d file(s)\n", service, len(files))
+	for _, f := range files {
+		fmt.Fprintf(w, "  %s\n", f.Path)
+		if content {
+			fmt.Fprintf(w, "--- %s/%s\n%s", service, f.Path, f.Content)
+			if len(f.Content) > 0 && f.Content[len(f.Content)-1] != '\n' {
+				fmt.Fprintln(w)
+			}
+		}
+	}
+}
+
+func nodeNames(nodes []api.Node) []string {
+	out := make([]string, len(nodes))
+	for i, n := range nodes {
+		out[i] = n.Name
+	}
+	return out
+}

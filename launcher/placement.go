@@ -1,0 +1,149 @@
+package launcher
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
+)
+
+// Candidate is a node with its busy score.
+type Candidate struct {
+	Node  api.Node
+	Score float64
+}
+
+// Exclusion is a node left out of a plan and why.
+type Exclusion struct {
+	Node   api.Node
+	Reason string
+}
+
+// Plan is which nodes a launch or removal acts on.
+type Plan struct {
+	Service string
+	// Chosen are the nodes acted on, in order of choice.
+	Chosen []Candidate
+	// Eligible are all nodes that qualified, Chosen first.
+	Eligible []Candidate
+	// Excluded are the nodes that did not qualify.
+	Excluded []Exclusion
+}
+
+// ChosenNodes returns the chosen nodes.
+func (p *Plan) ChosenNodes() []api.Node {
+	out := make([]api.Node, len(p.Chosen))
+	for i, c := range p.Chosen {
+		out[i] = c.Node
+	}
+	return out
+}
+
+// InsufficientError says a plan could not find enough nodes.
+type InsufficientError struct {
+	Service string
+	Want    int
+	Plan    *Plan
+	Remove  bool
+}
+
+func (e *InsufficientError) Error() string {
+	verb := "launch"
+	what := "candidates"
+	if e.Remove {
+		verb, what = "remove", "nodes run it"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s: want %d nodes, only %d %s", verb, e.Service, e.Want, len(e.Plan.Eligible), what)
+	if len(e.Plan.Excluded) > 0 && !e.Remove {
+		b.WriteString("; excluded: ")
+		for i, x := range e.Plan.Excluded {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "%s (%s)", x.Node.Name, x.Reason)
+		}
+	}
+	return b.String()
+}
+
+// PlanLaunch picks the n least busy nodes for service: alive, not already
+// running it, and with a suspicion below the threshold (the policy's, else
+// the one each node reports). Lower busy score first, ties by name. Fewer
+// than n candidates is an *InsufficientError carrying the plan.
+func PlanLaunch(nodes []api.Node, service string, n int, pol Policy) (*Plan, error) {
+	p := &Plan{Service: service}
+	for _, node := range sortedByName(nodes) {
+		threshold := pol.PhiThreshold
+		if threshold == 0 {
+			threshold = node.PhiThreshold
+		}
+		switch {
+		case node.Status != api.StatusAlive:
+			p.Excluded = append(p.Excluded, Exclusion{node, "status " + node.Status})
+		case slices.Contains(node.Services, service):
+			p.Excluded = append(p.Excluded, Exclusion{node, "already runs " + service})
+		case threshold > 0 && node.Phi >= threshold:
+			p.Excluded = append(p.Excluded, Exclusion{node, fmt.Sprintf("phi %.2f >= threshold %.2f", node.Phi, threshold)})
+		default:
+			p.Eligible = append(p.Eligible, Candidate{node, toolkit.BusyScore(node)})
+		}
+	}
+	sort.SliceStable(p.Eligible, func(i, j int) bool { return p.Eligible[i].Score < p.Eligible[j].Score })
+	return p, choose(p, n, false)
+}
+
+// PlanRemove picks the n busiest nodes running service (any status: a
+// failed node's record is cleaned up too), ties by name.
+func PlanRemove(nodes []api.Node, service string, n int) (*Plan, error) {
+	p := &Plan{Service: service}
+	for _, node := range sortedByName(nodes) {
+		if slices.Contains(node.Services, service) {
+			p.Eligible = append(p.Eligible, Candidate{node, toolkit.BusyScore(node)})
+		} else {
+			p.Excluded = append(p.Excluded, Exclusion{node, "does not run " + service})
+		}
+	}
+	sort.SliceStable(p.Eligible, func(i, j int) bool { return p.Eligible[i].Score > p.Eligible[j].Score })
+	return p, choose(p, n, true)
+}
+
+func choose(p *Plan, n int, remove bool) error {
+	if n < 1 {
+		return fmt.Errorf("plan %s: node count %d: must be at least 1", p.Service, n)
+	}
+	if len(p.Eligible) < n {
+		return &InsufficientError{Service: p.Service, Want: n, Plan: p, Remove: remove}
+	}
+	p.Chosen = p.Eligible[:n]
+	return nil
+}
+
+func sortedByName(nodes []api.Node) []api.Node {
+	out := append([]api.Node(nil), nodes...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// WithService returns a copy of nodes where the named nodes run (add) or no
+// longer run (!add) service: the cluster as it will be after the change.
+func WithService(nodes []api.Node, names []string, service string, add bool) []api.Node {
+	out := make([]api.Node, len(nodes))
+	for i, n := range nodes {
+		n.Services = slices.Clone(n.Services)
+		if slices.Contains(names, n.Name) {
+			has := slices.Contains(n.Services, service)
+			if add && !has {
+				n.Services = append(n.Services, service)
+			}
+			if !add && has {
+				n.Services = slices.DeleteFunc(n.Services, func(s string) bool { return s == service })
+			}
+		}
+		out[i] = n
+	}
+	return out
+}
