@@ -1,0 +1,375 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
+)
+
+// fakeMDNS is an in-process MDNS: tests announce peers to whoever browses.
+type fakeMDNS struct {
+	mu          sync.Mutex
+	advertising []Peer // currently advertised
+	goodbyes    []Peer // withdrawn announcements
+	browsers    map[int]func(Peer)
+	nextID      int
+	advertErr   error // returned by the next Advertise call, once
+}
+
+func newFake() *fakeMDNS { return &fakeMDNS{browsers: make(map[int]func(Peer))} }
+
+func (f *fakeMDNS) Advertise(ctx context.Context, self Peer, _ []net.Interface) error {
+	f.mu.Lock()
+	if err := f.advertErr; err != nil {
+		f.advertErr = nil
+		f.mu.Unlock()
+		return err
+	}
+	f.advertising = append(f.advertising, self)
+	f.mu.Unlock()
+	<-ctx.Done()
+	f.mu.Lock()
+	f.advertising = slices.DeleteFunc(f.advertising, func(p Peer) bool { return p.Instance == self.Instance })
+	f.goodbyes = append(f.goodbyes, self)
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeMDNS) Browse(ctx context.Context, _ []net.Interface, found func(Peer)) error {
+	f.mu.Lock()
+	id := f.nextID
+	f.nextID++
+	f.browsers[id] = found
+	f.mu.Unlock()
+	<-ctx.Done()
+	f.mu.Lock()
+	delete(f.browsers, id)
+	f.mu.Unlock()
+	return nil
+}
+
+// announce delivers p to every browser, as an mDNS answer would.
+func (f *fakeMDNS) announce(p Peer) {
+	f.mu.Lock()
+	browsers := make([]func(Peer), 0, len(f.browsers))
+	for _, b := range f.browsers {
+		browsers = append(browsers, b)
+	}
+	f.mu.Unlock()
+	for _, b := range browsers {
+		b(p)
+	}
+}
+
+func (f *fakeMDNS) state() (advertising, goodbyes []Peer, browsers int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.advertising), slices.Clone(f.goodbyes), len(f.browsers)
+}
+
+// joins records the Join calls of a Discovery.
+type joins struct {
+	mu      sync.Mutex
+	calls   [][]string
+	members map[string]bool
+	fail    bool
+}
+
+func (j *joins) join(addrs []string) (int, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.calls = append(j.calls, slices.Clone(addrs))
+	if j.fail {
+		return 0, errors.New("connection refused")
+	}
+	for _, a := range addrs {
+		j.members[a] = true
+	}
+	return len(addrs), nil
+}
+
+func (j *joins) isMember(addr string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.members[addr]
+}
+
+func (j *joins) snapshot() [][]string {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return slices.Clone(j.calls)
+}
+
+// testLogger writes discovery's log into the test log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+var selfPeer = Peer{
+	Instance: "pi-a", Cluster: "home", Version: "v1.0.0",
+	Addrs: []net.IP{net.ParseIP("192.0.2.1")}, GossipPort: 7946, HTTPPort: 8080,
+}
+
+func peer(i int, cluster string) Peer {
+	return Peer{
+		Instance: fmt.Sprintf("pi-%d", i), Cluster: cluster, Version: "v1.0.0",
+		Addrs: []net.IP{net.ParseIP(fmt.Sprintf("192.0.2.%d", 10+i))}, GossipPort: 7946, HTTPPort: 8080,
+	}
+}
+
+// start builds and starts a Discovery on the fake, with a fake interface so
+// the test does not depend on the machine's network.
+func start(t *testing.T, f *fakeMDNS, j *joins, quiet time.Duration) *Discovery {
+	t.Helper()
+	d, err := New(Config{Self: selfPeer, Quiet: quiet, Join: j.join, IsMember: j.isMember, Logger: testLogger(t)}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.ifaces = []net.Interface{{Index: 99, Name: "fake0", Flags: net.FlagUp | net.FlagMulticast}}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Shutdown)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if adv, _, browsers := f.state(); len(adv) != 1 || browsers != 1 {
+			return fmt.Errorf("advertising %d, browsing %d; want 1 and 1", len(adv), browsers)
+		}
+		return nil
+	})
+	return d
+}
+
+func TestBurstIsJoinedOnce(t *testing.T) {
+	f, j := newFake(), &joins{members: map[string]bool{}}
+	start(t, f, j, 200*time.Millisecond)
+
+	var want []string
+	for i := range 5 {
+		p := peer(i, "home")
+		f.announce(p)
+		f.announce(p) // answers repeat; must not add joins
+		want = append(want, p.GossipAddr())
+	}
+	slices.Sort(want)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if calls := j.snapshot(); len(calls) == 0 {
+			return errors.New("no join yet")
+		}
+		return nil
+	})
+	calls := j.snapshot()
+	if len(calls) != 1 || !slices.Equal(calls[0], want) {
+		t.Fatalf("joins = %q; want one join with %q", calls, want)
+	}
+
+	// Peers that are members by now are not joined again when re-announced.
+	for i := range 5 {
+		f.announce(peer(i, "home"))
+	}
+	// A new peer after the batch gets a join of its own, for it alone.
+	late := peer(9, "home")
+	f.announce(late)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if calls := j.snapshot(); len(calls) < 2 {
+			return errors.New("late peer not joined")
+		}
+		return nil
+	})
+	if calls := j.snapshot(); len(calls) != 2 || !slices.Equal(calls[1], []string{late.GossipAddr()}) {
+		t.Fatalf("joins = %q; want the second to hold only %s", calls, late.GossipAddr())
+	}
+}
+
+func TestOtherClusterAndSelfIgnored(t *testing.T) {
+	f, j := newFake(), &joins{members: map[string]bool{}}
+	start(t, f, j, 50*time.Millisecond)
+
+	f.announce(selfPeer)
+	f.announce(peer(1, "office"))
+	f.announce(Peer{Instance: "no-addr", Cluster: "home", GossipPort: 7946})
+	good := peer(2, "home")
+	f.announce(good)
+
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if len(j.snapshot()) == 0 {
+			return errors.New("no join yet")
+		}
+		return nil
+	})
+	if calls := j.snapshot(); len(calls) != 1 || !slices.Equal(calls[0], []string{good.GossipAddr()}) {
+		t.Fatalf("joins = %q; want only %s (not self, not cluster office)", calls, good.GossipAddr())
+	}
+}
+
+// TestSameNameOtherAddressIsJoined: a node that advertises our name from
+// another address is not us; joining lets the cluster report the conflict.
+func TestSameNameOtherAddressIsJoined(t *testing.T) {
+	f, j := newFake(), &joins{members: map[string]bool{}}
+	start(t, f, j, 50*time.Millisecond)
+	twin := selfPeer
+	twin.Addrs = []net.IP{net.ParseIP("192.0.2.200")}
+	f.announce(twin)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if calls := j.snapshot(); len(calls) != 1 || calls[0][0] != "192.0.2.200:7946" {
+			return fmt.Errorf("joins = %q; want the twin joined", calls)
+		}
+		return nil
+	})
+}
+
+func TestFailedJoinIsRetriedOnNextAnswer(t *testing.T) {
+	f, j := newFake(), &joins{members: map[string]bool{}, fail: true}
+	start(t, f, j, 20*time.Millisecond)
+	p := peer(1, "home")
+	f.announce(p)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if len(j.snapshot()) != 1 {
+			return errors.New("first join not attempted")
+		}
+		return nil
+	})
+	j.mu.Lock()
+	j.fail = false
+	j.mu.Unlock()
+	f.announce(p) // the next browse round answers again
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if !j.isMember(p.GossipAddr()) {
+			return fmt.Errorf("%s not joined after a failed attempt; joins %q", p.GossipAddr(), j.snapshot())
+		}
+		return nil
+	})
+}
+
+// TestSteadyTrickleStillJoins: peers arriving just faster than the quiet
+// period must not postpone the join forever.
+func TestSteadyTrickleStillJoins(t *testing.T) {
+	f, j := newFake(), &joins{members: map[string]bool{}}
+	const quiet = 100 * time.Millisecond
+	start(t, f, j, quiet)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(quiet / 2):
+				f.announce(peer(i%200, "home"))
+			}
+		}
+	}()
+	testutil.WaitFor(t, 10*quiet*maxQuietFactor, func() error {
+		if len(j.snapshot()) == 0 {
+			return errors.New("a steady trickle of peers postponed every join")
+		}
+		return nil
+	})
+}
+
+func TestAdvertiseFailureIsRetried(t *testing.T) {
+	f, j := newFake(), &joins{members: map[string]bool{}}
+	f.advertErr = errors.New("interface not ready")
+	start(t, f, j, 50*time.Millisecond) // waits until advertising
+}
+
+func TestShutdownStopsEverything(t *testing.T) {
+	before := runtime.NumGoroutine()
+	f, j := newFake(), &joins{members: map[string]bool{}}
+	d, err := New(Config{Self: selfPeer, Quiet: time.Hour, Join: j.join, Logger: testLogger(t)}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Shutdown() // before Start: harmless
+	d, _ = New(Config{Self: selfPeer, Quiet: time.Hour, Join: j.join, Logger: testLogger(t)}, f)
+	d.ifaces = []net.Interface{{Index: 99, Name: "fake0"}}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err == nil {
+		t.Error("second Start succeeded")
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if adv, _, browsers := f.state(); len(adv) != 1 || browsers != 1 {
+			return fmt.Errorf("advertising %d, browsing %d", len(adv), browsers)
+		}
+		return nil
+	})
+	f.announce(peer(1, "home")) // pending behind an hour of quiet
+
+	d.Shutdown()
+	d.Shutdown()
+	adv, goodbyes, browsers := f.state()
+	if len(adv) != 0 || browsers != 0 {
+		t.Fatalf("after Shutdown: advertising %d, browsing %d", len(adv), browsers)
+	}
+	if len(goodbyes) != 1 || goodbyes[0].Instance != selfPeer.Instance {
+		t.Fatalf("goodbyes = %v; want one for %s", goodbyes, selfPeer.Instance)
+	}
+	if calls := j.snapshot(); len(calls) != 0 {
+		t.Fatalf("joined during or after Shutdown: %q", calls)
+	}
+	if err := d.Start(); err == nil {
+		t.Error("Start after Shutdown succeeded")
+	}
+	// Shutdown waits for its goroutines, so the count is back at once.
+	if after := runtime.NumGoroutine(); after > before {
+		buf := make([]byte, 1<<16)
+		t.Fatalf("%d goroutines before, %d after Shutdown:\n%s", before, after, buf[:runtime.Stack(buf, true)])
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	join := func([]string) (int, error) { return 0, nil }
+	cases := map[string]struct {
+		c    Config
+		m    MDNS
+		want string
+	}{
+		"no mdns":    {Config{Self: selfPeer, Join: join}, nil, "no mDNS"},
+		"no name":    {Config{Self: Peer{Cluster: "c", GossipPort: 1}, Join: join}, newFake(), "Instance"},
+		"no cluster": {Config{Self: Peer{Instance: "a", GossipPort: 1}, Join: join}, newFake(), "Cluster"},
+		"bad port":   {Config{Self: Peer{Instance: "a", Cluster: "c", GossipPort: 70000}, Join: join}, newFake(), "GossipPort 70000"},
+		"no join":    {Config{Self: selfPeer}, newFake(), "Join"},
+		"neg quiet":  {Config{Self: selfPeer, Join: join, Quiet: -time.Second}, newFake(), "Quiet"},
+	}
+	for name, tc := range cases {
+		if _, err := New(tc.c, tc.m); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one mentioning %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestGossipAddr(t *testing.T) {
+	cases := []struct {
+		p    Peer
+		want string
+	}{
+		{Peer{Addrs: []net.IP{net.ParseIP("fe80::1"), net.ParseIP("10.0.0.5")}, GossipPort: 7946}, "10.0.0.5:7946"},
+		{Peer{Addrs: []net.IP{net.ParseIP("2001:db8::1")}, GossipPort: 7946}, "[2001:db8::1]:7946"},
+		{Peer{Addrs: []net.IP{net.IPv4zero}, GossipPort: 7946}, ""},
+		{Peer{GossipPort: 7946}, ""},
+		{Peer{Addrs: []net.IP{net.ParseIP("10.0.0.5")}}, ""},
+	}
+	for _, tc := range cases {
+		if got := tc.p.GossipAddr(); got != tc.want {
+			t.Errorf("GossipAddr(%v) = %q, want %q", tc.p.Addrs, got, tc.want)
+		}
+	}
+}
