@@ -1,0 +1,336 @@
+package discovery
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/internal/netns"
+	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
+)
+
+// Environment of TestHelperProcess, the agent stand-in run inside a network
+// namespace by TestMDNSBetweenNamespaces.
+const (
+	envHelper  = "RPIT_DISC_HELPER"
+	envName    = "RPIT_DISC_NAME"
+	envCluster = "RPIT_DISC_CLUSTER"
+	envIface   = "RPIT_DISC_IFACE"
+	envIP      = "RPIT_DISC_IP"
+	envPort    = "RPIT_DISC_PORT"
+)
+
+// Lines the helper prints: a peer its browse saw (before any filtering), a
+// Join call, and the end of a clean shutdown.
+const (
+	lineSeen    = "SEEN "
+	lineJoin    = "JOIN "
+	lineStopped = "STOPPED"
+)
+
+// seenPeer is Peer as the helper prints it.
+type seenPeer struct {
+	Instance, Cluster, Version string
+	Addrs                      []string
+	GossipPort, HTTPPort       int
+}
+
+// TestHelperProcess runs a real Discovery on real mDNS (zeroconf) until
+// SIGTERM, printing what it sees and joins. It does nothing unless started
+// by TestMDNSBetweenNamespaces.
+func TestHelperProcess(t *testing.T) {
+	if os.Getenv(envHelper) != "1" {
+		return
+	}
+	var outMu sync.Mutex
+	say := func(format string, args ...any) {
+		outMu.Lock()
+		defer outMu.Unlock()
+		fmt.Fprintf(os.Stdout, format+"\n", args...)
+	}
+	fail := func(err error) {
+		say("ERROR %v", err)
+		os.Exit(1)
+	}
+	port, _ := strconv.Atoi(os.Getenv(envPort))
+	self := Peer{
+		Instance:   os.Getenv(envName),
+		Cluster:    os.Getenv(envCluster),
+		Version:    "test-1.2.3",
+		Addrs:      []net.IP{net.ParseIP(os.Getenv(envIP))},
+		GossipPort: port,
+		HTTPPort:   port + 1000,
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("node", self.Instance)
+	rec := &printingMDNS{MDNS: NewZeroconf(logger), say: say}
+	d, err := New(Config{
+		Self:      self,
+		Interface: os.Getenv(envIface),
+		Quiet:     200 * time.Millisecond,
+		Join: func(addrs []string) (int, error) {
+			b, _ := json.Marshal(addrs)
+			say("%s%s", lineJoin, b)
+			return len(addrs), nil
+		},
+		Logger: logger,
+	}, rec)
+	if err != nil {
+		fail(err)
+	}
+	if err := d.Start(); err != nil {
+		fail(err)
+	}
+	// The parent ends the helper with SIGTERM; the timeout only guards
+	// against a parent that died without doing so.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	<-ctx.Done()
+	t0 := time.Now()
+	d.Shutdown()
+	logger.Info("discovery shut down", "took", time.Since(t0))
+	say(lineStopped)
+}
+
+// printingMDNS reports every browse answer before discovery filters it.
+type printingMDNS struct {
+	MDNS
+	say func(string, ...any)
+}
+
+func (p *printingMDNS) Browse(ctx context.Context, ifaces []net.Interface, found func(Peer)) error {
+	return p.MDNS.Browse(ctx, ifaces, func(peer Peer) {
+		sp := seenPeer{Instance: peer.Instance, Cluster: peer.Cluster, Version: peer.Version,
+			GossipPort: peer.GossipPort, HTTPPort: peer.HTTPPort}
+		for _, a := range peer.Addrs {
+			sp.Addrs = append(sp.Addrs, a.String())
+		}
+		b, _ := json.Marshal(sp)
+		p.say("%s%s", lineSeen, b)
+		found(peer)
+	})
+}
+
+// helper is a running TestHelperProcess as seen from the test.
+type helper struct {
+	name  string
+	mu    sync.Mutex
+	seen  map[string]seenPeer // by instance
+	joins []string            // every address passed to Join
+	lines []string
+	done  chan error // the exit status, once
+	stop  context.CancelFunc
+	cmd   *exec.Cmd
+}
+
+func (h *helper) snapshot() (map[string]seenPeer, []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	seen := make(map[string]seenPeer, len(h.seen))
+	for k, v := range h.seen {
+		seen[k] = v
+	}
+	return seen, slices.Clone(h.joins)
+}
+
+func startHelper(t *testing.T, ns *netns.NS, name, cluster, iface, ip string, port int) *helper {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := ns.Command(ctx, exe, "-test.run=^TestHelperProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(),
+		envHelper+"=1", envName+"="+name, envCluster+"="+cluster,
+		envIface+"="+iface, envIP+"="+ip, envPort+"="+strconv.Itoa(port))
+	// "ip netns exec" execs the helper in its own process, so the signal
+	// reaches the helper itself, which then sends its mDNS goodbye.
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	cmd.Stderr = &testLogWriter{t: t, prefix: name + ": "}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &helper{name: name, seen: map[string]seenPeer{}, done: make(chan error, 1), cmd: cmd}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start helper %s: %v", name, err)
+	}
+	scanned := make(chan struct{})
+	go func() {
+		defer close(scanned)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			line := sc.Text()
+			h.mu.Lock()
+			h.lines = append(h.lines, line)
+			switch {
+			case strings.HasPrefix(line, lineSeen):
+				var sp seenPeer
+				if json.Unmarshal([]byte(line[len(lineSeen):]), &sp) == nil {
+					h.seen[sp.Instance] = sp
+				}
+			case strings.HasPrefix(line, lineJoin):
+				var addrs []string
+				if json.Unmarshal([]byte(line[len(lineJoin):]), &addrs) == nil {
+					h.joins = append(h.joins, addrs...)
+				}
+			}
+			h.mu.Unlock()
+		}
+	}()
+	go func() {
+		<-scanned
+		h.done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-h.done:
+		case <-time.After(20 * time.Second):
+			t.Errorf("helper %s did not exit", name)
+		}
+	})
+	h.stop = cancel
+	return h
+}
+
+// wait stops the helper with SIGTERM, waits for it to exit and returns its
+// output.
+func (h *helper) wait(t *testing.T) []string {
+	t.Helper()
+	h.stop()
+	select {
+	case err := <-h.done:
+		h.done <- err // for the cleanup
+		// Wait reports the cancellation even after a clean exit, so judge
+		// by the exit status.
+		if st := h.cmd.ProcessState; st == nil || !st.Success() {
+			t.Errorf("helper %s: %v", h.name, err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("helper %s did not stop within 20s of SIGTERM", h.name)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.lines)
+}
+
+type testLogWriter struct {
+	t      *testing.T
+	prefix string
+	mu     sync.Mutex
+}
+
+func (w *testLogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		w.t.Log(w.prefix + l)
+	}
+	return len(p), nil
+}
+
+// TestMDNSBetweenNamespaces runs real mDNS between two network namespaces
+// joined by a veth pair: node-a in one, node-b and node-c (another cluster)
+// in the other. a and b must find and join each other; c is seen but never
+// joined; node-d, started later, is found by and finds a and b. Packets exist only on the veth pair: the namespaces have no other
+// interface but their loopback.
+func TestMDNSBetweenNamespaces(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real mDNS test skipped in -short mode")
+	}
+	netns.Require(t)
+	pid := strconv.Itoa(os.Getpid())
+	nsA := netns.Create(t, "rpit-disc-"+pid+"-a")
+	nsB := netns.Create(t, "rpit-disc-"+pid+"-b")
+	ifA, ifB := netns.Link(t, nsA, nsB, "10.201.0.1/24", "10.201.0.2/24")
+
+	a := startHelper(t, nsA, "node-a", "test", ifA, "10.201.0.1", 7946)
+	b := startHelper(t, nsB, "node-b", "test", ifB, "10.201.0.2", 7946)
+	c := startHelper(t, nsB, "node-c", "other", ifB, "10.201.0.2", 7947)
+
+	expect := func(h *helper, want seenPeer, joined string) func() error {
+		return func() error {
+			seen, joins := h.snapshot()
+			got, ok := seen[want.Instance]
+			switch {
+			case !ok:
+				return fmt.Errorf("%s has not seen %s (seen: %v)", h.name, want.Instance, seen)
+			case got.Cluster != want.Cluster || got.GossipPort != want.GossipPort ||
+				got.HTTPPort != want.HTTPPort || got.Version != want.Version ||
+				!slices.Contains(got.Addrs, want.Addrs[0]):
+				return fmt.Errorf("%s saw %+v, want %+v", h.name, got, want)
+			case joined != "" && !slices.Contains(joins, joined):
+				return fmt.Errorf("%s has not joined %s (joins: %q)", h.name, joined, joins)
+			}
+			return nil
+		}
+	}
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		for _, check := range []func() error{
+			expect(a, seenPeer{Instance: "node-b", Cluster: "test", Version: "test-1.2.3", Addrs: []string{"10.201.0.2"}, GossipPort: 7946, HTTPPort: 8946}, "10.201.0.2:7946"),
+			expect(b, seenPeer{Instance: "node-a", Cluster: "test", Version: "test-1.2.3", Addrs: []string{"10.201.0.1"}, GossipPort: 7946, HTTPPort: 8946}, "10.201.0.1:7946"),
+			// c is heard by a (so its absence from a's joins is the filter
+			// at work, not silence), and c hears a but joins nobody.
+			expect(a, seenPeer{Instance: "node-c", Cluster: "other", Version: "test-1.2.3", Addrs: []string{"10.201.0.2"}, GossipPort: 7947, HTTPPort: 8947}, ""),
+			expect(c, seenPeer{Instance: "node-a", Cluster: "test", Version: "test-1.2.3", Addrs: []string{"10.201.0.1"}, GossipPort: 7946, HTTPPort: 8946}, ""),
+		} {
+			if err := check(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	// A late-comer: node-d starts in a's namespace once a and b have
+	// settled. Both must find it, and it must find both.
+	d := startHelper(t, nsA, "node-d", "test", ifA, "10.201.0.1", 7948)
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		for _, check := range []func() error{
+			expect(b, seenPeer{Instance: "node-d", Cluster: "test", Version: "test-1.2.3", Addrs: []string{"10.201.0.1"}, GossipPort: 7948, HTTPPort: 8948}, "10.201.0.1:7948"),
+			expect(a, seenPeer{Instance: "node-d", Cluster: "test", Version: "test-1.2.3", Addrs: []string{"10.201.0.1"}, GossipPort: 7948, HTTPPort: 8948}, "10.201.0.1:7948"),
+			expect(d, seenPeer{Instance: "node-a", Cluster: "test", Version: "test-1.2.3", Addrs: []string{"10.201.0.1"}, GossipPort: 7946, HTTPPort: 8946}, "10.201.0.1:7946"),
+			expect(d, seenPeer{Instance: "node-b", Cluster: "test", Version: "test-1.2.3", Addrs: []string{"10.201.0.2"}, GossipPort: 7946, HTTPPort: 8946}, "10.201.0.2:7946"),
+		} {
+			if err := check(); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	for _, h := range []*helper{a, b, c, d} {
+		lines := h.wait(t)
+		if !slices.Contains(lines, lineStopped) {
+			t.Errorf("helper %s did not shut down cleanly; output:\n%s", h.name, strings.Join(lines, "\n"))
+		}
+	}
+	_, joinsA := a.snapshot()
+	_, joinsB := b.snapshot()
+	_, joinsC := c.snapshot()
+	if slices.Contains(joinsA, "10.201.0.2:7947") || slices.Contains(joinsB, "10.201.0.2:7947") {
+		t.Errorf("a peer of another cluster was joined: a %q, b %q", joinsA, joinsB)
+	}
+	if slices.Contains(joinsA, "10.201.0.1:7946") || slices.Contains(joinsB, "10.201.0.2:7946") {
+		t.Errorf("a node joined itself: a %q, b %q", joinsA, joinsB)
+	}
+	if len(joinsC) != 0 {
+		t.Errorf("node-c (cluster other) joined %q", joinsC)
+	}
+}
