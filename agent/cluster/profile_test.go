@@ -1,0 +1,106 @@
+package cluster
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestProfiles(t *testing.T) {
+	names := ProfileNames()
+	if strings.Join(names, ",") != "lan,local,test,wan" {
+		t.Fatalf("ProfileNames() = %v", names)
+	}
+	for _, n := range names {
+		p, err := ProfileByName(n)
+		if err != nil || p.Name != n {
+			t.Fatalf("ProfileByName(%q) = %q, %v", n, p.Name, err)
+		}
+		if err := p.Validate(); err != nil {
+			t.Errorf("profile %s invalid: %v", n, err)
+		}
+		if p.Phi.FirstHeartbeatEstimate != p.HeartbeatInterval {
+			t.Errorf("profile %s: phi first estimate %v differs from heartbeat interval %v", n, p.Phi.FirstHeartbeatEstimate, p.HeartbeatInterval)
+		}
+	}
+	if p, _ := ProfileByName(""); p.Name != "lan" {
+		t.Errorf("default profile %q, want lan", p.Name)
+	}
+	_, err := ProfileByName("fast")
+	if err == nil || !strings.Contains(err.Error(), "lan, local, test, wan") {
+		t.Errorf("unknown profile error %v, want it to list the valid names", err)
+	}
+	p, _ := ProfileByName("lan")
+	p.ProbeTimeout = 2 * time.Second
+	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "probe timeout") {
+		t.Errorf("probe timeout > interval: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{NodeName: "pi1", ClusterName: "rpi"}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for field, mutate := range map[string]func(*Config){
+		"node name":    func(c *Config) { c.NodeName = "" },
+		"cluster name": func(c *Config) { c.ClusterName = "" },
+		"bind address": func(c *Config) { c.BindAddr = "pi.local" },
+		"advertise":    func(c *Config) { c.AdvertiseAddr = "x" },
+		"bind port":    func(c *Config) { c.BindPort = 70000 },
+		"http port":    func(c *Config) { c.HTTPPort = -1 },
+		"secret key":   func(c *Config) { c.SecretKey = make([]byte, 10) },
+		"heartbeat":    func(c *Config) { c.Profile, _ = ProfileByName("lan"); c.Profile.HeartbeatInterval = 0 },
+		"phi config":   func(c *Config) { c.Profile, _ = ProfileByName("lan"); c.Profile.Phi.Threshold = -1 },
+		"node name is": func(c *Config) { c.NodeName = strings.Repeat("a", 300) },
+	} {
+		c := ok
+		mutate(&c)
+		err := c.Validate()
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: Validate() = %v", field, err)
+		}
+		if _, err := Create(&c); err == nil {
+			t.Errorf("%s: Create accepted an invalid config", field)
+		}
+	}
+}
+
+func TestCodecRoundTripAndLimits(t *testing.T) {
+	temp := 48.5
+	r := Record{Name: "pi1", Addr: "10.0.0.5", GossipPort: 7946, HTTPPort: 8080, Services: []string{"web"},
+		Monitoring:  Monitoring{CPUs: 4, Load1: 0.25, TempC: &temp, SampledAt: time.Unix(1700000000, 0).UTC()},
+		SSHHostKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ"}, Version: 42}
+	b, err := encodeRecord(r)
+	if err != nil || b[0] != msgRecord {
+		t.Fatalf("encode: %v", err)
+	}
+	got, err := decodeRecord(b[1:])
+	if err != nil || !sameRecord(got, r) || *got.Monitoring.TempC != 48.5 {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	if len(b) > maxGossipRecord {
+		t.Errorf("a typical record is %d bytes, more than fits a gossip packet", len(b))
+	}
+	big := r
+	big.Services = []string{strings.Repeat("s", maxRecordSize)}
+	if _, err := encodeRecord(big); err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Errorf("oversized record: %v", err)
+	}
+	name, seq, err := decodeHeartbeat(encodeHeartbeat("pi1", 1<<62)[1:])
+	if err != nil || name != "pi1" || seq != 1<<62 {
+		t.Errorf("heartbeat round trip: %q %d %v", name, seq, err)
+	}
+	if _, _, err := decodeHeartbeat([]byte{5}); err == nil {
+		t.Error("heartbeat without a name accepted")
+	}
+	if _, err := decodeRecord([]byte(`{"n":"x"}`)); err == nil {
+		t.Error("record with version 0 accepted")
+	}
+	c := r.Clone()
+	c.Services[0] = "changed"
+	*c.Monitoring.TempC = 0
+	if r.Services[0] != "web" || *r.Monitoring.TempC != 48.5 {
+		t.Error("Clone shares memory with the original")
+	}
+}
