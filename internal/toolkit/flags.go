@@ -60,8 +60,7 @@ type Session struct {
 	Config *client.WorkstationConfig
 }
 
-// BrowseFunc finds agent base URLs on the LAN. It is nil until mDNS browsing
-// is wired in (see browse.go).
+// BrowseFunc finds agent base URLs on the LAN.
 type BrowseFunc func(ctx context.Context, iface, cluster string) ([]string, error)
 
 // Connect reads the common flags from c, loads the workstation config and
@@ -76,14 +75,17 @@ func Connect(ctx context.Context, c *cli.Context) (*Session, error) {
 	if token == "" {
 		token = cfg.Token
 	}
+	agents := SplitList(c.StringSlice(FlagAgent))
+	// The LAN is browsed only when no agent is named anywhere: an agent the
+	// user named that is down gets the hint, not a surprise multicast.
 	var browse func(context.Context) ([]string, error)
-	if Browse != nil {
+	if Browse != nil && len(agents) == 0 && len(cfg.Agents) == 0 {
 		browse = func(ctx context.Context) ([]string, error) {
 			return Browse(ctx, cfg.MDNSInterface, ClusterName(cfg))
 		}
 	}
 	cl, err := client.Find(ctx, client.FindOptions{
-		Agents: SplitList(c.StringSlice(FlagAgent)),
+		Agents: agents,
 		Token:  token,
 		Config: cfg,
 		Browse: browse,
