@@ -199,10 +199,12 @@ type Report struct {
 	Warnings    []string
 }
 
-func (r *Report) wrote(p string)                  { r.Written = append(r.Written, p) }
-func (r *Report) wroteAll(paths ...string)        { r.Written = append(r.Written, paths...) }
-func (r *Report) wroteBoot(name string)           { r.Written = append(r.Written, "boot:"+name) }
-func (r *Report) warn(format string, args ...any) { r.Warnings = append(r.Warnings, fmt.Sprintf(format, args...)) }
+func (r *Report) wrote(p string)           { r.Written = append(r.Written, p) }
+func (r *Report) wroteAll(paths ...string) { r.Written = append(r.Written, paths...) }
+func (r *Report) wroteBoot(name string)    { r.Written = append(r.Written, "boot:"+name) }
+func (r *Report) warn(format string, args ...any) {
+	r.Warnings = append(r.Warnings, fmt.Sprintf(format, args...))
+}
 
 // Customize turns the root filesystem fsys (and the boot partition boot,
 // when there is one) into an rpi-cluster node: see the package

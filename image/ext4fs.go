@@ -73,14 +73,20 @@ func checkExt4(image string, offset int64) error {
 // debugfsBanner is the version line debugfs prints on stderr.
 var debugfsBanner = regexp.MustCompile(`^debugfs \d`)
 
-// run runs debugfs with commands; write opens the filesystem read-write.
-// It returns stdout; any unexpected stderr line is an error.
+// run runs debugfs with commands (at least one); write opens the
+// filesystem read-write. It returns stdout; any unexpected stderr line is an
+// error.
 func (e *Ext4FS) run(write bool, cmds ...string) ([]byte, error) {
-	script := filepath.Join(e.tmp, "cmds")
-	if err := os.WriteFile(script, []byte(strings.Join(cmds, "\n")+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("debugfs: %w", err)
+	// A single command goes on the command line: with -f, debugfs echoes
+	// each command on stdout, mixing it into what cat prints.
+	args := []string{"-R", cmds[0], e.dev}
+	if len(cmds) > 1 {
+		script := filepath.Join(e.tmp, "cmds")
+		if err := os.WriteFile(script, []byte(strings.Join(cmds, "\n")+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("debugfs: %w", err)
+		}
+		args = []string{"-f", script, e.dev}
 	}
-	args := []string{"-f", script, e.dev}
 	if write {
 		args = append([]string{"-w"}, args...)
 	}

@@ -62,7 +62,7 @@ func (db *colonDB) ids(i int) map[int]bool {
 }
 
 func (db *colonDB) set(i int, fields []string) { db.lines[i] = strings.Join(fields, ":") }
-func (db *colonDB) add(fields ...string)      { db.lines = append(db.lines, strings.Join(fields, ":")) }
+func (db *colonDB) add(fields ...string)       { db.lines = append(db.lines, strings.Join(fields, ":")) }
 
 // save writes the database back, keeping the file's mode and owner.
 func (db *colonDB) save(fsys FS, perm fs.FileMode, gid int) error {
