@@ -167,3 +167,14 @@ func testNodes() []Node {
 		},
 	}
 }
+
+// update changes one node in place.
+func (f *fakeBackend) update(name string, fn func(*Node)) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i := range f.nodes {
+		if f.nodes[i].Name == name {
+			fn(&f.nodes[i])
+		}
+	}
+}

@@ -15,11 +15,20 @@ import (
 // testServer serves a fakeBackend holding testNodes over real HTTP.
 func testServer(t *testing.T, token string, nodes ...Node) (*httptest.Server, *fakeBackend, *Server) {
 	t.Helper()
+	return testServerWith(t, token, nil, nodes...)
+}
+
+// testServerWith lets configure adjust the Server before it serves.
+func testServerWith(t *testing.T, token string, configure func(*Server), nodes ...Node) (*httptest.Server, *fakeBackend, *Server) {
+	t.Helper()
 	if nodes == nil {
 		nodes = testNodes()
 	}
 	f := newFakeBackend("pi-1", nodes...)
 	s := NewServer(f, Options{Token: token, Version: "v1.2.3"})
+	if configure != nil {
+		configure(s)
+	}
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(func() {
 		s.Shutdown()

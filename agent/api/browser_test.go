@@ -1,0 +1,118 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"html"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/internal/browser"
+)
+
+// pageReady is true once the page's script has rendered /v1/nodes and its
+// event stream is connected.
+const pageReady = `document.getElementById('live').dataset.state === 'live' &&
+	document.getElementById('updated').textContent.startsWith('updated')`
+
+func needBrowser(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping the browser test in -short mode")
+	}
+	if _, err := browser.Find(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+}
+
+var rowRE = regexp.MustCompile(`(?s)<tr class="node [^"]*">.*?<span class="node-name">(.*?)</span>.*?<span class="badge [a-z]+">(.*?)</span>.*?<span class="phi-text">(.*?)</span>.*?</tr>`)
+
+func TestStatusPageInBrowser(t *testing.T) {
+	needBrowser(t)
+	nodes := testNodes()[:3]
+	nodes[1].Name = `<img src=x onerror=alert(1)>` // gossiped input: must stay text
+	ts, _, _ := testServer(t, "", nodes...)
+
+	dom, err := browser.DumpDOM(context.Background(), ts.URL+"/", browser.Options{WaitFor: pageReady})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := rowRE.FindAllStringSubmatch(dom, -1)
+	type row struct{ name, status, phi string }
+	var got []row
+	for _, r := range rows {
+		got = append(got, row{html.UnescapeString(r[1]), r[2], r[3]})
+	}
+	want := []row{
+		{"<img src=x onerror=alert(1)>", "alive", "0.84 / 8"},
+		{"pi-1", "alive", "0.00 / 8"},
+		{"pi-3", "suspect", "6.10 / 8"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("page shows %d rows %q, want %d\n%s", len(got), got, len(want), dom)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("row %d = %q, want %q", i, got[i], want[i])
+		}
+	}
+	if strings.Contains(dom, "<img src=x") || strings.Contains(dom, "<img src=\"x\"") {
+		t.Errorf("gossiped node name was inserted as HTML")
+	}
+	if !strings.Contains(dom, `<span class="node-name">&lt;img src=x onerror=alert(1)&gt;</span>`) {
+		t.Errorf("gossiped node name not shown as text")
+	}
+	if !strings.Contains(dom, `<div class="notice alone" id="alone" hidden="">`) {
+		t.Errorf("alone notice shown for a 3-node cluster")
+	}
+}
+
+// The page follows the event stream: a node that fails shows as failed
+// without a reload, and on a phone the table becomes cards.
+func TestStatusPageLiveUpdatesOnPhone(t *testing.T) {
+	needBrowser(t)
+	ts, f, _ := testServer(t, "", testNodes()[:3]...)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	b, err := browser.Start(ctx, browser.Options{Width: 390, Height: 844, Mobile: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	p, err := b.Open(ctx, ts.URL+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitFor(ctx, pageReady); err != nil {
+		t.Fatal(err)
+	}
+	var cards bool
+	if err := p.Eval(ctx, `getComputedStyle(document.querySelector('.nodes thead')).display === 'none' &&
+		getComputedStyle(document.querySelector('.nodes tr.node')).display === 'block'`, &cards); err != nil || !cards {
+		t.Errorf("phone layout is not cards (%v)", err)
+	}
+
+	f.update("pi-3", func(n *Node) { n.Status, n.Phi = StatusFailed, 11.5 })
+	node := f.Nodes()[2]
+	f.publish(Event{Kind: EventFail, Node: node, Time: time.Now()})
+	if err := p.WaitFor(ctx, `[...document.querySelectorAll('#rows tr')].some(tr =>
+		tr.querySelector('.node-name').textContent === 'pi-3' &&
+		tr.querySelector('.badge').textContent === 'failed' &&
+		tr.querySelector('.phi-text').textContent === '11.50 / 8')`); err != nil {
+		t.Fatal(err)
+	}
+	var counts string
+	if err := p.Eval(ctx, `[...document.querySelectorAll('#counts li')].map(li => li.textContent).join(', ')`, &counts); err != nil {
+		t.Fatal(err)
+	}
+	if counts != "3 nodes, 2 alive, 0 suspect, 1 failed, 0 left" {
+		t.Errorf("counts = %q", counts)
+	}
+	if ex := p.Exceptions(); len(ex) > 0 {
+		exs, _ := json.Marshal(ex)
+		t.Errorf("page threw: %s", exs)
+	}
+}

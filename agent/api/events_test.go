@@ -1,0 +1,203 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
+)
+
+// sseEvent is one parsed server-sent event, or a comment.
+type sseEvent struct {
+	kind, data, comment string
+}
+
+// readSSE parses a text/event-stream into out until the stream ends; it
+// closes out and reports how the stream ended on done.
+func readSSE(r io.Reader, out chan<- sseEvent, done chan<- error) {
+	defer close(out)
+	sc := bufio.NewScanner(r)
+	var ev sseEvent
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if ev != (sseEvent{}) {
+				out <- ev
+			}
+			ev = sseEvent{}
+		case strings.HasPrefix(line, ":"):
+			out <- sseEvent{comment: line[1:]}
+		case strings.HasPrefix(line, "event: "):
+			ev.kind = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			ev.data = strings.TrimPrefix(line, "data: ")
+		}
+	}
+	done <- sc.Err()
+}
+
+func openStream(t *testing.T, ctx context.Context, u string) (chan sseEvent, chan error) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(ctx, "GET", u+"/v1/events", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream; charset=utf-8" {
+		t.Fatalf("GET /v1/events = %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	events := make(chan sseEvent, 16)
+	done := make(chan error, 1)
+	go readSSE(resp.Body, events, done)
+	return events, done
+}
+
+// next returns the next event that is not a comment.
+func next(t *testing.T, events <-chan sseEvent) sseEvent {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatal("event stream ended")
+			}
+			if ev.comment == "" {
+				return ev
+			}
+		case <-timeout:
+			t.Fatal("no event within 5s")
+		}
+	}
+}
+
+func TestEventsStreamAndShutdown(t *testing.T) {
+	ts, f, s := testServer(t, "")
+	events, done := openStream(t, context.Background(), ts.URL)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if n := f.subscribers(); n != 1 {
+			return fmt.Errorf("%d subscribers, want 1", n)
+		}
+		return nil
+	})
+
+	node := testNodes()[2]
+	node.Phi = 9.5
+	node.Status = StatusFailed
+	when := time.Date(2025, 5, 1, 12, 0, 5, 0, time.UTC)
+	f.publish(Event{Kind: EventFail, Node: node, Time: when})
+	f.publish(Event{Kind: EventJoin, Node: testNodes()[3], Time: when})
+
+	ev := next(t, events)
+	if ev.kind != "fail" {
+		t.Errorf("event kind %q, want fail", ev.kind)
+	}
+	var got Event
+	if err := json.Unmarshal([]byte(ev.data), &got); err != nil {
+		t.Fatalf("event data %q: %v", ev.data, err)
+	}
+	if got.Kind != EventFail || got.Node.Name != "pi-3" || got.Node.Phi != 9.5 || !got.Time.Equal(when) {
+		t.Errorf("event = %+v", got)
+	}
+	if ev := next(t, events); ev.kind != "join" || !strings.Contains(ev.data, `"name":"pi-4"`) {
+		t.Errorf("second event = %+v", ev)
+	}
+
+	s.Shutdown()
+	s.Shutdown() // idempotent
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("stream ended with %v, want a clean end", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("event stream still open after Shutdown")
+	}
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if n := f.subscribers(); n != 0 {
+			return fmt.Errorf("%d subscriptions still open after Shutdown", n)
+		}
+		return nil
+	})
+	a := call(t, "GET", ts.URL+"/v1/events", "", nil)
+	a.expect(t, 503, "")
+	errorBody(t, a, "error")
+}
+
+// An http.Server with an open stream shuts down promptly once the API's
+// Shutdown has run first, as the agent does.
+func TestEventsDoNotBlockHTTPShutdown(t *testing.T) {
+	f := newFakeBackend("pi-1", testNodes()...)
+	s := NewServer(f, Options{})
+	ts := httptest.NewServer(s.Handler())
+	_, done := openStream(t, context.Background(), ts.URL)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if f.subscribers() != 1 {
+			return errors.New("stream not subscribed yet")
+		}
+		return nil
+	})
+	s.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ts.Config.Shutdown(ctx); err != nil {
+		t.Fatalf("http.Server.Shutdown: %v", err)
+	}
+	<-done
+	ts.Close()
+}
+
+func TestEventsKeepaliveAndClientGone(t *testing.T) {
+	ts, f, _ := testServerWith(t, "", func(s *Server) { s.keepalive = 20 * time.Millisecond })
+	ctx, cancel := context.WithCancel(context.Background())
+	events, _ := openStream(t, ctx, ts.URL)
+
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		select {
+		case ev := <-events:
+			if ev.comment == "keepalive" {
+				return nil
+			}
+			return fmt.Errorf("got %+v, still waiting for a keepalive", ev)
+		default:
+			return errors.New("no keepalive yet")
+		}
+	})
+
+	// The client goes away: the server notices and drops the subscription.
+	cancel()
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if n := f.subscribers(); n != 0 {
+			return fmt.Errorf("%d subscriptions still open after the client left", n)
+		}
+		return nil
+	})
+}
+
+func TestEventsStreamLimit(t *testing.T) {
+	ts, f, _ := testServerWith(t, "", func(s *Server) { s.streams = make(chan struct{}, 2) })
+	openStream(t, context.Background(), ts.URL)
+	openStream(t, context.Background(), ts.URL)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if n := f.subscribers(); n != 2 {
+			return fmt.Errorf("%d subscribers, want 2", n)
+		}
+		return nil
+	})
+	a := call(t, "GET", ts.URL+"/v1/events", "", nil)
+	a.expect(t, 503, "")
+	if a.header.Get("Retry-After") == "" {
+		t.Error("no Retry-After on a refused stream")
+	}
+}
