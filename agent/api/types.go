@@ -77,6 +77,8 @@ type Event struct {
 	Kind string    `json:"kind"`
 	Node Node      `json:"node"`
 	Time time.Time `json:"time"`
+	// Desired is set on "desired" events only.
+	Desired *DesiredService `json:"desired,omitempty"`
 }
 
 // Error is the body of every /v1 error response.
@@ -133,4 +135,31 @@ type SeedNodeMonitoring struct {
 // the nodes whose services include it.
 type SeedWorkingService struct {
 	Res []string `json:"res"`
+}
+
+// EventDesired is sent on /v1/events when a service's desired replica count
+// changes; Event.Desired carries the new value and Event.Node is empty.
+const EventDesired = "desired"
+
+// DesiredService is how many replicas of a service the cluster should run.
+// It lives in the cluster itself (gossiped, last writer wins by Version then
+// UpdatedBy), so it survives the loss of any node.
+type DesiredService struct {
+	Service   string    `json:"service"`
+	Replicas  int       `json:"replicas"`
+	Version   uint64    `json:"version"`
+	UpdatedBy string    `json:"updated_by"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// DesiredState answers GET /v1/desired.
+type DesiredState struct {
+	Services []DesiredService `json:"services"`
+}
+
+// DesiredChange is the body of PUT /v1/desired/{service}: either an absolute
+// Replicas count or a Delta to add (negative lowers it; never below 0).
+type DesiredChange struct {
+	Replicas *int `json:"replicas,omitempty"`
+	Delta    *int `json:"delta,omitempty"`
 }
