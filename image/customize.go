@@ -256,6 +256,9 @@ func Customize(fsys FS, boot BootFS, o Options) (*Report, error) {
 		return nil, err
 	}
 	r.wroteAll("/etc/passwd", "/etc/group", "/etc/shadow")
+	if acc.gshadow.found {
+		r.wrote("/etc/gshadow")
+	}
 
 	steps := []func(FS, BootFS, Options, *Report, []byte) error{
 		installAgent, installLoginUser, installSSH, installFirstboot, installWiFi,

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/urfave/cli/v2"
@@ -19,7 +21,8 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := app().RunContext(ctx, os.Args); err != nil {
+	a := app()
+	if err := a.RunContext(ctx, flagsFirst(a, os.Args)); err != nil {
 		fmt.Fprintln(os.Stderr, "rpi-image:", err)
 		os.Exit(1)
 	}
@@ -214,6 +217,47 @@ func app() *cli.App {
 			},
 		},
 	}
+}
+
+// flagsFirst moves a subcommand's flags before its arguments, so that
+// "rpi-image rootfs DIR --ssh-key KEY.pub" works (urfave/cli stops parsing
+// flags at the first argument).
+func flagsFirst(a *cli.App, args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	cmd := a.Command(args[1])
+	if cmd == nil {
+		return args
+	}
+	takesValue := func(name string) bool {
+		for _, f := range cmd.Flags {
+			if slices.Contains(f.Names(), name) {
+				_, isBool := f.(*cli.BoolFlag)
+				return !isBool
+			}
+		}
+		return false
+	}
+	var flags, rest []string
+	for i := 2; i < len(args); i++ {
+		arg := args[i]
+		switch {
+		case arg == "--":
+			rest = append(rest, args[i:]...)
+			i = len(args)
+		case strings.HasPrefix(arg, "-") && arg != "-":
+			flags = append(flags, arg)
+			name := strings.TrimLeft(arg, "-")
+			if !strings.Contains(name, "=") && takesValue(name) && i+1 < len(args) {
+				i++
+				flags = append(flags, args[i])
+			}
+		default:
+			rest = append(rest, arg)
+		}
+	}
+	return append(append(args[:2:2], flags...), rest...)
 }
 
 func writeManifest(fsys *image.DirFS, path string) error {
