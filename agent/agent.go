@@ -1,0 +1,336 @@
+// Package agent is the rpi-agent daemon: it wires configuration, discovery,
+// monitoring and the node's metadata around the cluster library and serves
+// the HTTP API. The cluster library (agent/cluster) knows nothing of flags or
+// HTTP; this package is where they meet.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
+	"github.com/rpi-cluster/rpi-cluster/agent/discovery"
+	"github.com/rpi-cluster/rpi-cluster/agent/metadata"
+	"github.com/rpi-cluster/rpi-cluster/agent/monitor"
+	"github.com/rpi-cluster/rpi-cluster/internal/version"
+)
+
+// Agent is one running rpi-agent. Create builds it without starting
+// anything, Start brings it up, Leave departs the cluster gracefully and
+// Shutdown stops everything; Shutdown is safe to call more than once.
+type Agent struct {
+	conf   *Config
+	logger *slog.Logger
+
+	cluster *cluster.Cluster
+	store   *metadata.Store
+	monitor *monitor.Monitor
+	disc    *discovery.Discovery
+	api     *api.Server
+
+	// mdns is the mDNS implementation; tests replace it to inject peers.
+	mdns discovery.MDNS
+	// profile overrides conf.Profile when set (tests use the fast profile).
+	profile *cluster.Profile
+
+	httpLn  net.Listener
+	httpSrv *http.Server
+
+	// svcMu serialises metadata writes with the record update that follows,
+	// so the gossiped services always match the file.
+	svcMu sync.Mutex
+
+	ctx          context.Context
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+	shutdownLock sync.Mutex
+	shutdown     bool
+}
+
+// Option adjusts an agent at creation, for tests and embedding.
+type Option func(*Agent)
+
+// WithMDNS replaces the real mDNS implementation.
+func WithMDNS(m discovery.MDNS) Option { return func(a *Agent) { a.mdns = m } }
+
+// WithProfile replaces the named timing profile, e.g. with the fast "test"
+// profile in in-process tests.
+func WithProfile(p cluster.Profile) Option {
+	return func(a *Agent) { a.profile = &p }
+}
+
+// Create validates conf and builds an agent. It opens the metadata store
+// (a corrupt meta-data.json stops the agent here, with the file untouched)
+// but does not listen or join yet.
+func Create(conf *Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
+	if err := conf.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	a := &Agent{conf: conf, logger: logger}
+	for _, o := range opts {
+		o(a)
+	}
+
+	name := conf.Name
+	if name == "" {
+		hostname, _ := os.Hostname()
+		ifaces, _ := net.Interfaces()
+		n, err := DefaultNodeName(hostname, ifaces)
+		if err != nil {
+			return nil, err
+		}
+		name = n
+	}
+
+	store, err := metadata.Open(conf.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("open metadata: %w", err)
+	}
+	a.store = store
+
+	profile := a.profile
+	if profile == nil {
+		p, err := cluster.ProfileByName(conf.Profile)
+		if err != nil {
+			return nil, err
+		}
+		profile = &p
+	}
+	if conf.PhiThreshold > 0 {
+		profile.Phi.Threshold = conf.PhiThreshold
+	}
+
+	bindHost, bindPort, _ := splitHostPort(conf.Bind, 7946)
+	var advHost string
+	var advPort int
+	if conf.Advertise != "" {
+		advHost, advPort, _ = splitHostPort(conf.Advertise, 0)
+	}
+	key, _ := conf.SecretKey()
+	hostKeys, err := readHostKeys(conf.SSHHostKeys)
+	if err != nil {
+		logger.Warn("ssh host keys not gossiped", "err", err)
+	}
+
+	a.monitor = monitor.New(monitor.Config{Interval: conf.MonitorInterval, Logger: logger.With("part", "monitor")})
+
+	httpHost, httpPort, _ := splitHostPort(conf.HTTP, 8080)
+	ln, err := net.Listen("tcp", net.JoinHostPort(httpHost, strconv.Itoa(httpPort)))
+	if err != nil {
+		return nil, fmt.Errorf("listen http %s: %w (is another agent running? set http)", conf.HTTP, err)
+	}
+	a.httpLn = ln
+	actualHTTPPort := ln.Addr().(*net.TCPAddr).Port
+
+	c, err := cluster.Create(&cluster.Config{
+		NodeName:      name,
+		ClusterName:   conf.Cluster,
+		BindAddr:      bindHost,
+		BindPort:      bindPort,
+		AdvertiseAddr: advHost,
+		AdvertisePort: advPort,
+		HTTPPort:      actualHTTPPort,
+		Profile:       *profile,
+		SecretKey:     key,
+		Logger:        logger.With("part", "cluster"),
+		Services:      store.Services(),
+		SSHHostKeys:   hostKeys,
+		AgentVersion:  version.String(),
+		Arch:          runtime.GOARCH,
+		Model:         a.monitor.Model(),
+	})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	a.cluster = c
+
+	a.api = api.NewServer(backend{a}, api.Options{
+		Token:   conf.APIToken,
+		Version: version.String(),
+		Logger:  logger.With("part", "api"),
+	})
+	a.httpSrv = &http.Server{
+		Handler:           a.api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+	return a, nil
+}
+
+// Start brings the agent up: gossip, the HTTP API, monitoring, mDNS and the
+// static joins. It returns once everything listens; joining goes on in the
+// background.
+func (a *Agent) Start() error {
+	a.ctx, a.cancel = context.WithCancel(context.Background())
+	if err := a.cluster.Start(); err != nil {
+		a.httpLn.Close()
+		return fmt.Errorf("start gossip: %w", err)
+	}
+	ip, port := a.cluster.LocalAddr()
+	a.logger.Info("gossip started", "name", a.cluster.Self().Name, "addr", net.JoinHostPort(ip, strconv.Itoa(port)),
+		"cluster", a.conf.Cluster, "encrypted", a.conf.Encrypt != "", "profile", a.conf.Profile)
+
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := a.httpSrv.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.logger.Error("http server stopped", "err", err)
+		}
+	}()
+	a.logger.Info("api listening", "url", "http://"+a.HTTPAddr())
+
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.monitor.Run(a.ctx, a.recordSample)
+	}()
+
+	if a.conf.MDNS {
+		m := a.mdns
+		if m == nil {
+			m = discovery.NewZeroconf(a.logger.With("part", "mdns"))
+		}
+		self := a.cluster.Self()
+		d, err := discovery.New(discovery.Config{
+			Self: discovery.Peer{
+				Instance:   self.Name,
+				Cluster:    a.conf.Cluster,
+				Version:    version.String(),
+				Addrs:      []net.IP{net.ParseIP(ip)},
+				GossipPort: port,
+				HTTPPort:   self.HTTPPort,
+			},
+			Interface: a.conf.Interface,
+			Join:      a.cluster.Join,
+			IsMember:  a.isMember,
+			Logger:    a.logger.With("part", "discovery"),
+		}, m)
+		if err != nil {
+			a.Shutdown()
+			return fmt.Errorf("mdns: %w", err)
+		}
+		if err := d.Start(); err != nil {
+			a.Shutdown()
+			return fmt.Errorf("mdns: %w", err)
+		}
+		a.disc = d
+	}
+
+	if len(a.conf.Join) > 0 {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			err := discovery.RetryJoin(a.ctx, a.conf.Join, a.conf.RetryJoinInterval, a.conf.RetryJoinMax, a.cluster.Join, a.logger.With("part", "join"))
+			if err != nil && a.ctx.Err() == nil {
+				a.logger.Error("could not join any of the configured peers", "join", a.conf.Join, "err", err)
+			}
+		}()
+	}
+	return nil
+}
+
+// isMember reports whether a gossip address belongs to a live member already,
+// so mDNS answers for known peers do not cause joins.
+func (a *Agent) isMember(gossipAddr string) bool {
+	for _, m := range a.cluster.Members() {
+		if m.Status != cluster.StatusAlive && m.Status != cluster.StatusSuspect {
+			continue
+		}
+		if net.JoinHostPort(m.Addr, strconv.Itoa(m.GossipPort)) == gossipAddr {
+			return true
+		}
+	}
+	return false
+}
+
+// recordSample puts a monitoring sample into this node's gossiped record.
+func (a *Agent) recordSample(s monitor.Sample) {
+	a.cluster.UpdateSelf(func(r *cluster.Record) {
+		r.Monitoring = cluster.Monitoring{
+			CPUs:            s.CPUs,
+			CPUPercent:      s.CPUPercent,
+			MemTotal:        s.MemTotal,
+			MemUsed:         s.MemUsed,
+			Load1:           s.Load1,
+			Load5:           s.Load5,
+			Load15:          s.Load15,
+			TempC:           s.TempC,
+			DiskUsedPercent: s.DiskUsedPercent,
+			UptimeS:         s.UptimeS,
+			SampledAt:       s.SampledAt,
+		}
+	})
+}
+
+// Reload re-reads what is safe to change while running: the SSH host keys.
+func (a *Agent) Reload() {
+	keys, err := readHostKeys(a.conf.SSHHostKeys)
+	if err != nil {
+		a.logger.Warn("reload ssh host keys", "err", err)
+		return
+	}
+	a.cluster.UpdateSelf(func(r *cluster.Record) { r.SSHHostKeys = keys })
+	a.logger.Info("reloaded", "ssh_host_keys", len(keys))
+}
+
+// HTTPAddr is the address the API listens on, e.g. "127.0.0.1:8080".
+func (a *Agent) HTTPAddr() string { return a.httpLn.Addr().String() }
+
+// Cluster exposes the underlying cluster, for tests and benchmarks.
+func (a *Agent) Cluster() *cluster.Cluster { return a.cluster }
+
+// Name is this node's name.
+func (a *Agent) Name() string { return a.cluster.Self().Name }
+
+// Leave tells the cluster this node is going away, so peers mark it left
+// rather than failed, then stops announcing it over mDNS.
+func (a *Agent) Leave(timeout time.Duration) error {
+	if a.disc != nil {
+		a.disc.Shutdown()
+	}
+	return a.cluster.Leave(timeout)
+}
+
+// Shutdown stops the agent without leaving: peers will see it fail. Call
+// Leave first for a graceful exit. Safe to call many times.
+func (a *Agent) Shutdown() error {
+	a.shutdownLock.Lock()
+	defer a.shutdownLock.Unlock()
+	if a.shutdown {
+		return nil
+	}
+	a.shutdown = true
+
+	// Stop listeners before channels: the API's event streams end first so
+	// the HTTP server's graceful shutdown does not wait on them.
+	if a.disc != nil {
+		a.disc.Shutdown()
+	}
+	a.api.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := a.httpSrv.Shutdown(ctx); err != nil {
+		a.httpSrv.Close()
+	}
+	a.httpLn.Close() // in case Start never served it
+	if a.cancel != nil {
+		a.cancel()
+	}
+	err := a.cluster.Shutdown()
+	a.wg.Wait()
+	return err
+}

@@ -1,0 +1,115 @@
+package agent
+
+import (
+	"context"
+	"slices"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
+)
+
+// backend serves the API from the agent's cluster view and metadata store.
+type backend struct{ a *Agent }
+
+var _ api.Backend = backend{}
+
+func (b backend) Self() api.Node { return toAPINode(b.a.cluster.Self()) }
+
+func (b backend) Nodes() []api.Node {
+	members := b.a.cluster.Members()
+	nodes := make([]api.Node, len(members))
+	for i, m := range members {
+		nodes[i] = toAPINode(m)
+	}
+	return nodes
+}
+
+func (b backend) AddService(_ context.Context, service string) (bool, error) {
+	return b.a.changeServices(service, b.a.store.Add)
+}
+
+func (b backend) RemoveService(_ context.Context, service string) (bool, error) {
+	return b.a.changeServices(service, b.a.store.Remove)
+}
+
+// changeServices writes the metadata file first and gossips the new service
+// list only once it is durable, so peers never see what a crash would lose.
+func (a *Agent) changeServices(service string, change func(string) (bool, error)) (bool, error) {
+	a.svcMu.Lock()
+	defer a.svcMu.Unlock()
+	changed, err := change(service)
+	if err != nil || !changed {
+		return changed, err
+	}
+	services := a.store.Services()
+	a.cluster.UpdateSelf(func(r *cluster.Record) { r.Services = services })
+	a.logger.Info("services changed", "services", services)
+	return true, nil
+}
+
+func (b backend) Subscribe() (<-chan api.Event, func()) {
+	in, cancel := b.a.cluster.Subscribe(64)
+	out := make(chan api.Event, 64)
+	go func() {
+		defer close(out)
+		for ev := range in {
+			select {
+			case out <- api.Event{Kind: string(ev.Type), Node: toAPINode(ev.Member), Time: ev.Time}:
+			default: // the reader is behind: drop rather than block
+			}
+		}
+	}()
+	return out, cancel
+}
+
+func (b backend) GossipStats() api.GossipStats {
+	s := b.a.cluster.Stats()
+	return api.GossipStats{
+		MessagesSent:     s.MessagesSent,
+		MessagesReceived: s.MessagesReceived,
+		BytesSent:        s.BytesSent,
+		BytesReceived:    s.BytesReceived,
+	}
+}
+
+// toAPINode turns the cluster's internal member into the API's model.
+func toAPINode(m cluster.Member) api.Node {
+	mon := m.Monitoring
+	return api.Node{
+		Name:       m.Name,
+		Address:    m.Addr,
+		GossipPort: m.GossipPort,
+		HTTPPort:   m.HTTPPort,
+		Status:     m.Status,
+		Services:   nonNil(slices.Clone(m.Services)),
+		Monitoring: api.Monitoring{
+			CPUs:            mon.CPUs,
+			CPUPercent:      mon.CPUPercent,
+			MemTotal:        mon.MemTotal,
+			MemUsed:         mon.MemUsed,
+			Load1:           mon.Load1,
+			Load5:           mon.Load5,
+			Load15:          mon.Load15,
+			TempC:           mon.TempC,
+			DiskUsedPercent: mon.DiskUsedPercent,
+			UptimeS:         mon.UptimeS,
+			SampledAt:       mon.SampledAt,
+		},
+		Phi:           m.Phi,
+		PhiThreshold:  m.PhiThreshold,
+		SSHHostKeys:   nonNil(slices.Clone(m.SSHHostKeys)),
+		Version:       m.AgentVersion,
+		Arch:          m.Arch,
+		Model:         m.Model,
+		RecordVersion: m.Version,
+		Self:          m.Self,
+	}
+}
+
+// nonNil makes empty lists encode as [] rather than null.
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -1,0 +1,314 @@
+package agent
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
+)
+
+// DefaultConfigPath is where the agent looks for its config file when
+// --config is not given. A missing file at the default path is not an error;
+// a missing file that was asked for explicitly is.
+const DefaultConfigPath = "/etc/rpi-cluster/agent.yaml"
+
+// Config is the agent's configuration. Every field is a key of the YAML config
+// file, a flag and an RPI_ environment variable; they are applied in that
+// order over DefaultConfig, later layers winning. Unknown keys are an error.
+type Config struct {
+	// Name is this node's name in the cluster. Default: the hostname, unless
+	// it is a factory default ("raspberrypi", "localhost"), in which case
+	// "rpi-" and the last three octets of the primary MAC, so that cards
+	// cloned from one image never collide.
+	Name string `yaml:"name"`
+
+	// Cluster is the cluster's name. Agents only join, and mDNS only
+	// considers, peers with the same cluster name.
+	Cluster string `yaml:"cluster"`
+
+	// Bind is the gossip address, HOST:PORT, for both UDP and TCP.
+	Bind string `yaml:"bind"`
+
+	// Advertise is the address peers use to reach this node, when it differs
+	// from what Bind would give (NAT, several interfaces). Empty: derived
+	// from Bind, or the first private address when Bind is 0.0.0.0.
+	Advertise string `yaml:"advertise"`
+
+	// HTTP is the API and status page address, HOST:PORT or :PORT.
+	HTTP string `yaml:"http"`
+
+	// Join lists gossip addresses (HOST or HOST:PORT) to join at start and
+	// to keep retrying until one answers, for networks without multicast.
+	Join []string `yaml:"join"`
+
+	// RetryJoinInterval is the pause between attempts to join Join.
+	RetryJoinInterval time.Duration `yaml:"retry_join_interval"`
+
+	// RetryJoinMax bounds the join attempts; 0 retries until one succeeds.
+	RetryJoinMax int `yaml:"retry_join_max"`
+
+	// MDNS turns mDNS advertising and browsing (_rpi-cluster._tcp) on.
+	MDNS bool `yaml:"mdns"`
+
+	// Interface restricts mDNS to one network interface (e.g. eth0). Empty:
+	// every up, multicast-capable interface.
+	Interface string `yaml:"interface"`
+
+	// DataDir holds meta-data.json, the services this node runs.
+	DataDir string `yaml:"data_dir"`
+
+	// Encrypt is the gossip encryption key, base64 of 16, 24 or 32 bytes
+	// (AES-128/192/256-GCM); `rpi-agent keygen` makes one. Every agent of a
+	// cluster needs the same key; an agent without it cannot join.
+	Encrypt string `yaml:"encrypt"`
+
+	// APIToken, when set, is required as "Authorization: Bearer <token>"
+	// on every API write.
+	APIToken string `yaml:"api_token"`
+
+	// Profile names the gossip timing profile: lan (default), local, wan.
+	Profile string `yaml:"profile"`
+
+	// PhiThreshold is the suspicion level above which a peer is considered
+	// unavailable by the phi accrual detector. 0 keeps the profile's value.
+	PhiThreshold float64 `yaml:"phi_threshold"`
+
+	// MonitorInterval is how often CPU, memory and load are sampled and
+	// gossiped.
+	MonitorInterval time.Duration `yaml:"monitor_interval"`
+
+	// SSHHostKeys is a glob of SSH host public keys to gossip, so that
+	// workstations can write known_hosts instead of disabling checking.
+	SSHHostKeys string `yaml:"ssh_host_keys"`
+
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+}
+
+// DefaultConfig returns the configuration used where nothing else is said.
+func DefaultConfig() *Config {
+	return &Config{
+		Cluster:           "rpi",
+		Bind:              "0.0.0.0:7946",
+		HTTP:              ":8080",
+		RetryJoinInterval: 5 * time.Second,
+		MDNS:              true,
+		DataDir:           "/var/lib/rpi-agent",
+		Profile:           "lan",
+		MonitorInterval:   5 * time.Second,
+		SSHHostKeys:       "/etc/ssh/ssh_host_*_key.pub",
+		LogLevel:          "info",
+	}
+}
+
+// LoadFile reads a YAML config file over c. Unknown keys are an error that
+// names the key and the line.
+func (c *Config) LoadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// LoadDefaultFile loads DefaultConfigPath when it exists.
+func (c *Config) LoadDefaultFile() error {
+	if _, err := os.Stat(DefaultConfigPath); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return c.LoadFile(DefaultConfigPath)
+}
+
+var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+
+// Validate checks every field and returns an error naming the first bad one.
+func (c *Config) Validate() error {
+	if c.Name != "" && !nodeNameRE.MatchString(c.Name) {
+		return fmt.Errorf("name %q: use letters, digits, '_', '.', '-' (at most 63), starting with a letter or digit; it becomes an Ansible host name", c.Name)
+	}
+	if !nodeNameRE.MatchString(c.Cluster) {
+		return fmt.Errorf("cluster %q: use letters, digits, '_', '.', '-' (at most 63)", c.Cluster)
+	}
+	if _, _, err := splitHostPort(c.Bind, 7946); err != nil {
+		return fmt.Errorf("bind: %w", err)
+	}
+	if c.Advertise != "" {
+		host, _, err := splitHostPort(c.Advertise, 0)
+		if err != nil || net.ParseIP(host) == nil {
+			return fmt.Errorf("advertise %q: want an IP address, optionally with :PORT", c.Advertise)
+		}
+	}
+	if _, _, err := splitHostPort(c.HTTP, 8080); err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	for _, j := range c.Join {
+		if _, _, err := splitHostPort(j, 7946); err != nil {
+			return fmt.Errorf("join %q: %w", j, err)
+		}
+	}
+	if c.RetryJoinInterval <= 0 {
+		return fmt.Errorf("retry_join_interval %v: must be positive", c.RetryJoinInterval)
+	}
+	if c.RetryJoinMax < 0 {
+		return fmt.Errorf("retry_join_max %d: must be 0 (forever) or more", c.RetryJoinMax)
+	}
+	if c.DataDir == "" {
+		return errors.New("data_dir: must be set")
+	}
+	if _, err := c.SecretKey(); err != nil {
+		return err
+	}
+	if _, err := cluster.ProfileByName(c.Profile); err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	if c.PhiThreshold < 0 {
+		return fmt.Errorf("phi_threshold %v: must be positive (default 8)", c.PhiThreshold)
+	}
+	if c.MonitorInterval < 100*time.Millisecond {
+		return fmt.Errorf("monitor_interval %v: must be at least 100ms", c.MonitorInterval)
+	}
+	if _, err := ParseLogLevel(c.LogLevel); err != nil {
+		return err
+	}
+	return nil
+}
+
+// SecretKey decodes Encrypt; nil when no key is configured.
+func (c *Config) SecretKey() ([]byte, error) {
+	if c.Encrypt == "" {
+		return nil, nil
+	}
+	key, err := base64.StdEncoding.DecodeString(c.Encrypt)
+	if err != nil {
+		return nil, fmt.Errorf("encrypt: not valid base64: %w (make one with `rpi-agent keygen`)", err)
+	}
+	switch len(key) {
+	case 16, 24, 32:
+		return key, nil
+	}
+	return nil, fmt.Errorf("encrypt: key is %d bytes, want 16, 24 or 32 (make one with `rpi-agent keygen`)", len(key))
+}
+
+// splitHostPort parses "HOST:PORT", ":PORT" or "HOST"; defPort is returned
+// when no port is given.
+func splitHostPort(s string, defPort int) (string, int, error) {
+	if s == "" {
+		return "", 0, errors.New("empty address")
+	}
+	host, portStr, err := net.SplitHostPort(s)
+	if err != nil {
+		// No port: the whole thing is a host (IPv6 literals need brackets).
+		if strings.Contains(err.Error(), "missing port") {
+			return strings.Trim(s, "[]"), defPort, nil
+		}
+		return "", 0, fmt.Errorf("address %q: %w", s, err)
+	}
+	port, err := strconv.Atoi(portStr)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("address %q: port must be a number from 0 to 65535", s)
+	}
+	return host, port, nil
+}
+
+// factoryHostnames are hostnames that many cards share out of the box.
+var factoryHostnames = map[string]bool{"": true, "raspberrypi": true, "localhost": true, "localhost.localdomain": true}
+
+// DefaultNodeName returns hostname, or, when that is a factory default,
+// "rpi-" followed by the last three octets of the primary interface's MAC.
+func DefaultNodeName(hostname string, ifaces []net.Interface) (string, error) {
+	short, _, _ := strings.Cut(hostname, ".")
+	if !factoryHostnames[strings.ToLower(hostname)] && !factoryHostnames[strings.ToLower(short)] {
+		return hostname, nil
+	}
+	mac := PrimaryMAC(ifaces)
+	if mac == nil {
+		return "", fmt.Errorf("hostname %q is a factory default and no network interface has a MAC address: set name", hostname)
+	}
+	return fmt.Sprintf("rpi-%02x%02x%02x", mac[len(mac)-3], mac[len(mac)-2], mac[len(mac)-1]), nil
+}
+
+// PrimaryMAC returns the MAC of eth0 if present, else wlan0, else the first
+// non-loopback interface with a MAC by name; nil if none has one. The same
+// rule is used by the image's first-boot step to set the hostname.
+func PrimaryMAC(ifaces []net.Interface) net.HardwareAddr {
+	byName := map[string]net.HardwareAddr{}
+	var names []string
+	for _, i := range ifaces {
+		if i.Flags&net.FlagLoopback != 0 || len(i.HardwareAddr) < 3 {
+			continue
+		}
+		byName[i.Name] = i.HardwareAddr
+		names = append(names, i.Name)
+	}
+	for _, pref := range []string{"eth0", "wlan0"} {
+		if mac, ok := byName[pref]; ok {
+			return mac
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	sort.Strings(names)
+	return byName[names[0]]
+}
+
+// readHostKeys reads the SSH host public keys matching glob.
+func readHostKeys(glob string) ([]string, error) {
+	if glob == "" {
+		return nil, nil
+	}
+	paths, err := filepath.Glob(glob)
+	if err != nil {
+		return nil, fmt.Errorf("ssh_host_keys %q: %w", glob, err)
+	}
+	sort.Strings(paths)
+	var keys []string
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("read ssh host key: %w", err)
+		}
+		fields := strings.Fields(string(data))
+		if len(fields) < 2 {
+			return nil, fmt.Errorf("read ssh host key %s: not an authorized_keys line", p)
+		}
+		// Keep type and key, drop the comment (often root@hostname).
+		keys = append(keys, fields[0]+" "+fields[1])
+	}
+	return keys, nil
+}
+
+// ParseLogLevel maps debug, info, warn and error to slog levels.
+func ParseLogLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("log_level %q: want debug, info, warn or error", s)
+}
