@@ -4,6 +4,9 @@
 #   make cross        rpi-agent for every Pi: bin/linux-{arm64,armv7,armv6}/rpi-agent
 #   make test         unit and in-process cluster tests (go test -race ./...)
 #   make check        everything CI runs: lint, tests, end-to-end suite
+#   make cluster      the virtual Pi cluster on Docker (N=4 nodes), built from the image
+#   make cluster-down remove everything make cluster made
+#   make e2e          the end-to-end suite on virtual clusters (root, Docker)
 #   make demo         a local 3-agent cluster on 127.0.2.x (no Docker needed)
 
 GO       ?= go
@@ -12,7 +15,9 @@ LDFLAGS  := -s -w -X github.com/rpi-cluster/rpi-cluster/internal/version.Version
 
 export CGO_ENABLED := 0
 
-.PHONY: all build cross test lint check demo clean
+N ?= 4
+
+.PHONY: all build cross test lint check demo cluster cluster-down e2e clean
 
 all: build
 
@@ -40,7 +45,16 @@ lint:
 	$(GO) vet ./...
 	GOOS=linux GOARCH=arm GOARM=6 $(GO) vet ./agent/...
 
-check: lint cross test
+check: lint cross test e2e
+
+cluster: build
+	$(GO) run ./e2e/cmd/rpi-vcluster up -n $(N)
+
+cluster-down:
+	$(GO) run ./e2e/cmd/rpi-vcluster down
+
+e2e: build
+	CGO_ENABLED=1 $(GO) test -tags e2e -count=1 -v -timeout 45m ./e2e/...
 
 demo: build
 	./scripts/local-cluster.sh
