@@ -21,7 +21,18 @@ fi
 
 agent=/usr/local/bin/rpi-agent
 if [ -x "$agent" ]; then
-	"$agent" --config /etc/rpi-cluster/agent.yaml --interface eth0 "$@" &
+	# As under systemd (User=rpi-agent, StateDirectory=rpi-agent): the agent
+	# runs unprivileged and owns its data directory, a volume that may be
+	# fresh or carried over from an earlier container.
+	if id rpi-agent >/dev/null 2>&1; then
+		mkdir -p /var/lib/rpi-agent
+		chown rpi-agent:rpi-agent /var/lib/rpi-agent
+		chmod 0750 /var/lib/rpi-agent
+		setpriv --reuid=rpi-agent --regid=rpi-agent --init-groups \
+			"$agent" --config /etc/rpi-cluster/agent.yaml --interface eth0 "$@" &
+	else
+		"$agent" --config /etc/rpi-cluster/agent.yaml --interface eth0 "$@" &
+	fi
 else
 	# A bare image (no customisation) keeps running for harness tests.
 	log "no agent at $agent; idling"

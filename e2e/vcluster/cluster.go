@@ -60,6 +60,9 @@ type Options struct {
 	Hostname string
 	// AgentArgs are extra rpi-agent arguments for every node.
 	AgentArgs []string
+	// Token is the agents' API token (see ImageAgentConfig), sent by the
+	// clients Client returns.
+	Token string
 	// Docker runs docker; nil uses "docker" on PATH.
 	Docker *Docker
 	// Logger receives progress; nil discards it.
@@ -72,6 +75,8 @@ type Cluster struct {
 	Network string
 	Subnet  netip.Prefix
 	Image   string
+	// Token is the agents' API token, "" when unknown.
+	Token string
 
 	opts Options
 	d    *Docker
@@ -99,9 +104,15 @@ func (n *Node) AgentURL() string {
 	return fmt.Sprintf("http://%s:%d", n.IP, AgentHTTPPort)
 }
 
-// Client returns a typed client for the node's agent.
+// Client returns a typed client for the node's agent, without a token:
+// enough for reads. Cluster.Client adds the token for writes.
 func (n *Node) Client() *client.Client {
 	return &client.Client{BaseURL: n.AgentURL()}
+}
+
+// Client returns a typed client for n's agent carrying the API token.
+func (c *Cluster) Client(n *Node) *client.Client {
+	return &client.Client{BaseURL: n.AgentURL(), Token: c.Token}
 }
 
 func (n *Node) String() string {
@@ -139,6 +150,7 @@ func Create(ctx context.Context, opts Options) (*Cluster, error) {
 		RunID:   opts.RunID,
 		Network: "rpi-vc-" + opts.RunID,
 		Image:   opts.Image,
+		Token:   opts.Token,
 		opts:    opts,
 		d:       opts.Docker,
 		log:     opts.Logger.With("run", opts.RunID),
@@ -192,9 +204,12 @@ func (c *Cluster) createNetwork(ctx context.Context) error {
 	var lastErr error
 	for _, p := range candidates {
 		gw := p.Addr().Next()
-		// --internal: no route out of the network. Nodes talk to each
-		// other and to the host, and nothing (mDNS included) leaves.
-		_, err := c.d.Run(ctx, "network", "create", "--driver", "bridge", "--internal",
+		// Not --internal: Docker's isolation rules for internal networks
+		// drop every packet not addressed to the subnet, multicast (mDNS)
+		// included. Without masquerading, nothing from the nodes gets a
+		// usable route out; link-local multicast is never routed anyway.
+		_, err := c.d.Run(ctx, "network", "create", "--driver", "bridge",
+			"--opt", "com.docker.network.bridge.enable_ip_masquerade=false",
 			"--subnet", p.String(), "--gateway", gw.String(),
 			"--label", LabelRun+"="+c.RunID, c.Network)
 		if err == nil {
@@ -278,6 +293,20 @@ func (c *Cluster) runNode(ctx context.Context, n *Node, container string) error 
 	if _, err := c.d.Run(ctx, args...); err != nil {
 		return fmt.Errorf("start node %d: %w", n.Index, err)
 	}
+	return nil
+}
+
+// Recreate removes the node's container and starts a new one from the same
+// image with the same address and data volume: what replacing a Pi's SD
+// card with a fresh copy of the image while keeping its data looks like.
+func (c *Cluster) Recreate(ctx context.Context, n *Node) error {
+	if _, err := c.d.Run(ctx, "rm", "-f", n.Container); err != nil {
+		return fmt.Errorf("recreate %s: %w", n, err)
+	}
+	if err := c.runNode(ctx, n, n.Container); err != nil {
+		return fmt.Errorf("recreate %s: %w", n, err)
+	}
+	c.log.Info("recreate", "node", n.String())
 	return nil
 }
 
@@ -483,8 +512,11 @@ func (c *Cluster) nftScript(ctx context.Context, n *Node, script string) error {
 
 // Logs returns the node's container output (the entrypoint and the agent).
 func (c *Cluster) Logs(ctx context.Context, n *Node, tail int) (string, error) {
-	cmd := []string{"logs", "--tail", strconv.Itoa(tail), n.Container}
-	return c.d.Run(ctx, cmd...)
+	out, err := run(ctx, nil, "sh", "-c", `"$0" logs --tail "$1" "$2" 2>&1`, c.d.bin(), strconv.Itoa(tail), n.Container)
+	if err != nil {
+		return out, fmt.Errorf("logs of %s: %w", n, err)
+	}
+	return out, nil
 }
 
 // Views asks every node in observers for its /v1/nodes. A node that does not

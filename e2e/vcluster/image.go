@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/rpi-cluster/rpi-cluster/e2e/node"
 )
 
@@ -63,6 +65,10 @@ type ImageOptions struct {
 	// SSHPublicKey is the workstation key allowed to log in as the node
 	// user. Required when RPIImage is set.
 	SSHPublicKey string
+	// ConfigOut is the workstation config rpi-image writes; the cluster's
+	// gossip key and token are kept beside it, so rebuilt images keep them.
+	// Empty: rpi-image's default (the user's ~/.config).
+	ConfigOut string
 	// Logger receives progress; nil discards it.
 	Logger *slog.Logger
 }
@@ -168,7 +174,11 @@ func customise(ctx context.Context, o *ImageOptions, work, root string) error {
 			return fmt.Errorf("build image: stage agent: %w", err)
 		}
 	}
-	out, err := run(ctx, nil, o.RPIImage, "rootfs", root, "--ssh-key", o.SSHPublicKey, "--agent-dir", agentDir)
+	args := []string{"rootfs", "--ssh-key", o.SSHPublicKey, "--agent-dir", agentDir}
+	if o.ConfigOut != "" {
+		args = append(args, "--config-out", o.ConfigOut)
+	}
+	out, err := run(ctx, nil, o.RPIImage, append(args, root)...)
 	if err != nil {
 		return fmt.Errorf("build image: customise root filesystem: %w", err)
 	}
@@ -356,4 +366,25 @@ func sourceURIs(text string) []string {
 		}
 	}
 	return uris
+}
+
+// AgentConfig is the part of a node image's /etc/rpi-cluster/agent.yaml the
+// workstation needs.
+type AgentConfig struct {
+	Cluster  string `yaml:"cluster"`
+	APIToken string `yaml:"api_token"`
+}
+
+// ImageAgentConfig reads the agent configuration baked into image (by
+// rpi-image rootfs): the API token workstation tools send on writes.
+func ImageAgentConfig(ctx context.Context, d *Docker, image string) (AgentConfig, error) {
+	var cfg AgentConfig
+	out, err := d.Run(ctx, "run", "--rm", "--network", "none", "--entrypoint", "cat", image, "/etc/rpi-cluster/agent.yaml")
+	if err != nil {
+		return cfg, fmt.Errorf("read agent config of %s: %w", image, err)
+	}
+	if err := yaml.Unmarshal([]byte(out), &cfg); err != nil {
+		return cfg, fmt.Errorf("read agent config of %s: %w", image, err)
+	}
+	return cfg, nil
 }

@@ -50,18 +50,19 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Prepared, error) {
 		return nil, err
 	}
 	p.Key = key
-	io := ImageOptions{CacheDir: cache, Mirror: o.Mirror, Logger: o.Logger}
+	imgOpts := ImageOptions{CacheDir: cache, Mirror: o.Mirror, Logger: o.Logger}
 	if !o.Bare {
 		o.Logger.Info("building binaries")
 		bins, err := BuildBinaries(ctx, o.RepoRoot, filepath.Join(p.Dir, "bin"))
 		if err != nil {
 			return nil, fmt.Errorf("prepare: %w", err)
 		}
-		io.AgentBinary = bins.Agent
-		io.RPIImage = bins.RPIImage
-		io.SSHPublicKey = key + ".pub"
+		imgOpts.AgentBinary = bins.Agent
+		imgOpts.RPIImage = bins.RPIImage
+		imgOpts.SSHPublicKey = key + ".pub"
+		imgOpts.ConfigOut = filepath.Join(p.Dir, "rpi-image.yaml")
 	}
-	img, err := BuildImage(ctx, o.Docker, io)
+	img, err := BuildImage(ctx, o.Docker, imgOpts)
 	if err != nil {
 		return nil, err
 	}
