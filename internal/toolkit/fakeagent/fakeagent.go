@@ -3,6 +3,11 @@
 // and real HTTP without running agents. All agents share one cluster view; a
 // write to a node's own agent changes that node's record in the view at once
 // (gossip with zero delay) and is recorded for the test to check.
+//
+// The agents also share one desired state (/v1/desired, last writer wins by
+// version) and serve /v1/events: the test injects events with Emit, and a
+// desired-state write emits a "desired" event on every stream. Stop takes
+// one agent down, ending its streams, so tools can be tested failing over.
 package fakeagent
 
 import (
@@ -12,10 +17,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/api"
 )
@@ -38,6 +45,12 @@ type Cluster struct {
 	nodes   []api.Node
 	servers map[string]*httptest.Server
 	writes  []Write
+	desired map[string]api.DesiredService
+	// subs are the open event streams, per agent.
+	subs map[string]map[chan api.Event]struct{}
+	// stopped is closed per agent by Stop; done when the test ends.
+	stopped map[string]chan struct{}
+	done    chan struct{}
 }
 
 // Start starts one agent per node. A node's Address, when set, is the
@@ -46,7 +59,13 @@ type Cluster struct {
 // (connections are refused). The servers close when the test ends.
 func Start(t testing.TB, nodes []api.Node, down ...string) *Cluster {
 	t.Helper()
-	c := &Cluster{servers: map[string]*httptest.Server{}}
+	c := &Cluster{
+		servers: map[string]*httptest.Server{},
+		desired: map[string]api.DesiredService{},
+		subs:    map[string]map[chan api.Event]struct{}{},
+		stopped: map[string]chan struct{}{},
+		done:    make(chan struct{}),
+	}
 	for i := range nodes {
 		n := &nodes[i]
 		if n.Address == "" {
@@ -79,9 +98,114 @@ func Start(t testing.TB, nodes []api.Node, down ...string) *Cluster {
 		t.Cleanup(srv.Close)
 		n.HTTPPort = l.Addr().(*net.TCPAddr).Port
 		c.servers[name] = srv
+		c.stopped[name] = make(chan struct{})
 	}
 	c.nodes = append([]api.Node(nil), nodes...)
+	// Runs before the servers close (cleanups run last-in first-out): open
+	// event streams end so Close does not wait for them.
+	t.Cleanup(func() { close(c.done) })
 	return c
+}
+
+// Stop takes node's agent down: its event streams end and new connections
+// are refused. Stopping an agent twice is fine.
+func (c *Cluster) Stop(node string) {
+	c.mu.Lock()
+	srv := c.servers[node]
+	ch := c.stopped[node]
+	if srv == nil {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.servers, node)
+	close(ch)
+	c.mu.Unlock()
+	srv.Close()
+}
+
+// Update changes node's record in the shared view (bumping its record
+// version) and returns the new record; it emits nothing.
+func (c *Cluster) Update(node string, fn func(*api.Node)) api.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := range c.nodes {
+		if c.nodes[i].Name == node {
+			fn(&c.nodes[i])
+			c.nodes[i].RecordVersion++
+			return c.nodes[i]
+		}
+	}
+	panic("fakeagent: no node " + node)
+}
+
+// Emit sends ev on every open event stream of every agent.
+func (c *Cluster) Emit(ev api.Event) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.emitLocked(ev)
+}
+
+func (c *Cluster) emitLocked(ev api.Event) {
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
+	for _, subs := range c.subs {
+		for ch := range subs {
+			select {
+			case ch <- ev:
+			default: // a slow reader loses events, as with a real agent
+			}
+		}
+	}
+}
+
+// Subscribers returns how many event streams node's agent is serving.
+func (c *Cluster) Subscribers(node string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.subs[node])
+}
+
+// Desired returns the shared desired state, sorted by service.
+func (c *Cluster) Desired() []api.DesiredService {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.desiredLocked()
+}
+
+func (c *Cluster) desiredLocked() []api.DesiredService {
+	out := make([]api.DesiredService, 0, len(c.desired))
+	for _, d := range c.desired {
+		out = append(out, d)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
+	return out
+}
+
+// SetDesired sets a service's desired replica count as if some agent had
+// received the write; it emits a "desired" event.
+func (c *Cluster) SetDesired(service string, replicas int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.changeDesiredLocked("test", service, api.DesiredChange{Replicas: &replicas})
+}
+
+func (c *Cluster) changeDesiredLocked(self, service string, ch api.DesiredChange) api.DesiredService {
+	d := c.desired[service]
+	d.Service = service
+	if ch.Replicas != nil {
+		d.Replicas = *ch.Replicas
+	}
+	if ch.Delta != nil {
+		d.Replicas += *ch.Delta
+	}
+	d.Replicas = max(d.Replicas, 0)
+	d.Version++
+	d.UpdatedBy = self
+	d.UpdatedAt = time.Now()
+	c.desired[service] = d
+	c.emitLocked(api.Event{Kind: api.EventDesired, Desired: &d})
+	return d
 }
 
 // URL is the base URL of node's agent.
@@ -126,10 +250,44 @@ func (c *Cluster) Services(node string) []string {
 }
 
 func (c *Cluster) serve(self string, w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/v1/events" && r.Method == http.MethodGet {
+		c.serveEvents(self, w, r)
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	path := r.URL.Path
 	switch {
+	case path == "/v1/desired" && r.Method == http.MethodGet:
+		writeJSON(w, http.StatusOK, api.DesiredState{Services: c.desiredLocked()})
+	case strings.HasPrefix(path, "/v1/desired/"):
+		svc := strings.TrimPrefix(path, "/v1/desired/")
+		if err := api.ValidateServiceName(svc); err != nil {
+			writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error()})
+			return
+		}
+		switch r.Method {
+		case http.MethodGet:
+			d, ok := c.desired[svc]
+			if !ok {
+				writeJSON(w, http.StatusNotFound, api.Error{Error: "no desired state for " + svc})
+				return
+			}
+			writeJSON(w, http.StatusOK, d)
+		case http.MethodPut:
+			if c.Token != "" && r.Header.Get("Authorization") != "Bearer "+c.Token {
+				writeJSON(w, http.StatusUnauthorized, api.Error{Error: "missing or wrong token"})
+				return
+			}
+			var ch api.DesiredChange
+			if err := json.NewDecoder(r.Body).Decode(&ch); err != nil || (ch.Replicas == nil) == (ch.Delta == nil) {
+				writeJSON(w, http.StatusBadRequest, api.Error{Error: "body must set exactly one of replicas and delta"})
+				return
+			}
+			writeJSON(w, http.StatusOK, c.changeDesiredLocked(self, svc, ch))
+		default:
+			writeJSON(w, http.StatusMethodNotAllowed, api.Error{Error: "method not allowed"})
+		}
 	case path == "/healthz":
 		w.Write([]byte("ok\n"))
 	case path == "/v1/nodes" && r.Method == http.MethodGet:
@@ -190,6 +348,47 @@ func (c *Cluster) serve(self string, w http.ResponseWriter, r *http.Request) {
 		}
 	default:
 		writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no route %s %s", r.Method, path)})
+	}
+}
+
+// serveEvents streams events as server-sent events until the client goes,
+// the agent is stopped or the test ends.
+func (c *Cluster) serveEvents(self string, w http.ResponseWriter, r *http.Request) {
+	ch := make(chan api.Event, 64)
+	c.mu.Lock()
+	stopped := c.stopped[self]
+	if c.subs[self] == nil {
+		c.subs[self] = map[chan api.Event]struct{}{}
+	}
+	c.subs[self][ch] = struct{}{}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.subs[self], ch)
+		c.mu.Unlock()
+	}()
+	fl, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, ": connected\n\n")
+	if fl != nil {
+		fl.Flush()
+	}
+	for {
+		select {
+		case ev := <-ch:
+			data, _ := json.Marshal(ev)
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Kind, data)
+			if fl != nil {
+				fl.Flush()
+			}
+		case <-r.Context().Done():
+			return
+		case <-stopped:
+			return
+		case <-c.done:
+			return
+		}
 	}
 }
 
