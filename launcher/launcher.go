@@ -47,6 +47,14 @@ type Launcher struct {
 	ExtraArgs []string
 	// Out receives the plan and the results; nil discards them.
 	Out io.Writer
+	// RecordDesired makes Launch and Remove keep the service's desired
+	// replica count (/v1/desired) in step with what the user asked for:
+	// Launch raises it by n once the play succeeded on at least one chosen
+	// node (reconcile converges the rest), Remove lowers it by n before
+	// anything is uninstalled (so reconcile never replaces what is being
+	// taken away). Dry runs and plans that fail record nothing. reconcile
+	// leaves it off: replacing a replica does not ask for one more.
+	RecordDesired bool
 }
 
 // Outcome is what a launch or removal did.
@@ -143,10 +151,27 @@ func (l *Launcher) Launch(ctx context.Context, service string, n int, dryRun boo
 	chosen := plan.ChosenNodes()
 	names := nodeNames(chosen)
 	after := WithService(nodes, names, service, true)
-	return l.apply(ctx, applySpec{
+	out, err := l.apply(ctx, applySpec{
 		action: "launch", service: service, book: book, plan: plan, dryRun: dryRun,
 		invView: after, renderView: after, changed: names, add: true, before: nodes,
 	})
+	if l.RecordDesired && !dryRun && out != nil && len(out.Succeeded) > 0 {
+		if derr := l.changeDesired(ctx, service, n); derr != nil {
+			return out, errors.Join(err, derr)
+		}
+	}
+	return out, err
+}
+
+// changeDesired adds delta to service's desired replica count and reports
+// the new value.
+func (l *Launcher) changeDesired(ctx context.Context, service string, delta int) error {
+	d, err := l.Client.AddDesired(ctx, service, delta)
+	if err != nil {
+		return fmt.Errorf("desired %s %+d: %w (reconcile reads this count; the deploy itself is done)", service, delta, err)
+	}
+	fmt.Fprintf(l.out(), "desired %s: %d replica(s) (%+d)\n", service, d.Replicas, delta)
+	return nil
 }
 
 // Remove takes service off the n busiest nodes running it: it runs the
@@ -169,6 +194,11 @@ func (l *Launcher) Remove(ctx context.Context, service string, n int, dryRun boo
 		return nil, err
 	}
 	l.printPlan("remove", plan)
+	if l.RecordDesired && !dryRun {
+		if err := l.changeDesired(ctx, service, -n); err != nil {
+			return nil, fmt.Errorf("remove %s: nothing uninstalled: %w", service, err)
+		}
+	}
 	names := nodeNames(plan.ChosenNodes())
 	// The uninstall play targets the service group, so the run's inventory
 	// still has the chosen nodes in it; templates see the cluster after.
@@ -246,6 +276,26 @@ func (l *Launcher) apply(ctx context.Context, s applySpec) (*Outcome, error) {
 		return out, &PartialError{Action: s.action, Service: s.service, Failed: out.Failed}
 	}
 	return out, nil
+}
+
+// ReapplyDependents re-renders and re-applies every service that depends on
+// service (per its policy's depends_on) with the cluster view given, where
+// they run. reconcile uses it when a service's node set changed without a
+// launch, e.g. a node died and nothing could replace it, so a load balancer
+// stops sending to it. It returns the dependents re-applied.
+func (l *Launcher) ReapplyDependents(ctx context.Context, service string, view []api.Node) ([]string, error) {
+	dependents, err := Dependents(l.Playbooks, service)
+	if err != nil {
+		return nil, fmt.Errorf("re-apply dependents of %s: %w", service, err)
+	}
+	var done []string
+	for _, d := range dependents {
+		if err := l.reapply(ctx, d, view, false); err != nil {
+			return done, err
+		}
+		done = append(done, d)
+	}
+	return done, nil
 }
 
 // reapply re-renders dependent's templates with view and re-runs its

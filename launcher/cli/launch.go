@@ -4,9 +4,13 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
+	"strings"
+	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
@@ -26,7 +30,11 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Description: "Picks the N least busy alive nodes not running SERVICE (suspicion below the\n" +
 			"service's phi_threshold), renders templates/SERVICE/ into BUILD-DIR/SERVICE,\n" +
 			"runs playbooks/SERVICE/install.yml on them and records SERVICE on the nodes\n" +
-			"where the play succeeded. Services that depend on SERVICE are re-applied.",
+			"where the play succeeded. Services that depend on SERVICE are re-applied.\n\n" +
+			"The cluster's desired count for SERVICE (/v1/desired) is raised by N once the\n" +
+			"play succeeded on at least one node (reconcile converges the rest); --remove N\n" +
+			"lowers it by N before uninstalling. `rpi-launch status` compares desired with\n" +
+			"actual; `rpi-launch reconcile [--watch]` replaces failed replicas.",
 		Flags: append(toolkit.CommonFlags(),
 			&cli.IntFlag{Name: "remove", Usage: "remove SERVICE from the `N` busiest nodes running it (uninstall.yml)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and the rendered files; run nothing"},
@@ -64,17 +72,8 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			if err != nil {
 				return err
 			}
-			l := &launcher.Launcher{
-				Client:    s.Client,
-				Cluster:   toolkit.ClusterName(s.Config),
-				Playbooks: c.String("playbooks"),
-				Templates: c.String("templates"),
-				BuildDir:  c.String("build-dir"),
-				Inventory: inventory.Options{User: s.Config.SSHUser, SSHKey: s.Config.SSHKey},
-				Runner:    &launcher.Runner{Path: c.String("ansible-playbook"), Stdout: stdout, Stderr: stderr},
-				ExtraArgs: extra,
-				Out:       stdout,
-			}
+			l := newLauncher(c, s, extra, stdout, stderr)
+			l.RecordDesired = true
 			if remove {
 				_, err = l.Remove(c.Context, service, n, c.Bool("dry-run"))
 			} else {
@@ -83,6 +82,147 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		},
 	}
+	app.Commands = []*cli.Command{
+		{
+			Name:      "status",
+			Usage:     "desired against actual replicas of every service",
+			ArgsUsage: " ",
+			Flags:     []cli.Flag{toolkit.JSONFlag()},
+			Action: func(c *cli.Context) error {
+				if c.NArg() > 0 {
+					return fmt.Errorf("usage: rpi-launch status [--json]")
+				}
+				s, err := toolkit.Connect(c.Context, c)
+				if err != nil {
+					return err
+				}
+				return status(c.Context, s, c.String("playbooks"), c.Bool(toolkit.FlagJSON), stdout)
+			},
+		},
+		{
+			Name:      "reconcile",
+			Usage:     "replace failed replicas and re-apply dependents, once or continuously",
+			ArgsUsage: " ",
+			Description: "Compares every service's desired count with the healthy nodes running it\n" +
+				"(alive, suspicion below its phi_threshold) and acts on its on_failure policy:\n" +
+				"relaunch starts missing replicas on the least busy nodes as rpi-launch does,\n" +
+				"alert logs an alert, none does nothing. Dependents (the load balancer) are\n" +
+				"re-applied when a service's node set changes. Once, nodes already down are\n" +
+				"acted on at once; with --watch, a node gets its grace_period first, failed\n" +
+				"relaunches back off, the event stream is followed (moving to another agent\n" +
+				"when it breaks) and Ctrl-C stops it. Extra replicas are left running.",
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "watch", Usage: "keep reconciling, on events and every --interval"},
+				&cli.DurationFlag{Name: "interval", Value: launcher.DefaultReconcileInterval, Usage: "re-check every `DURATION` with --watch"},
+				&cli.BoolFlag{Name: "debug", Usage: "log every event followed"},
+			},
+			Action: func(c *cli.Context) error {
+				if c.NArg() > 0 {
+					return fmt.Errorf("usage: rpi-launch reconcile [--watch] [--interval 10s]")
+				}
+				if c.Duration("interval") <= 0 {
+					return fmt.Errorf("--interval %v: must be positive, like 10s", c.Duration("interval"))
+				}
+				s, err := toolkit.Connect(c.Context, c)
+				if err != nil {
+					return err
+				}
+				level := slog.LevelInfo
+				if c.Bool("debug") {
+					level = slog.LevelDebug
+				}
+				r := &launcher.Reconciler{
+					Launcher:    newLauncher(c, s, extra, stdout, stderr),
+					Agents:      append(toolkit.SplitList(c.StringSlice(toolkit.FlagAgent)), s.Config.Agents...),
+					Interval:    c.Duration("interval"),
+					IgnoreGrace: !c.Bool("watch"),
+					Log:         slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: level})),
+				}
+				if c.Bool("watch") {
+					return r.Watch(c.Context)
+				}
+				res, err := r.Reconcile(c.Context)
+				if err != nil {
+					return err
+				}
+				for _, st := range res.States {
+					fmt.Fprintf(stdout, "%s: desired %d, running %d", st.Service, st.Desired, len(st.Actual)+len(res.Launched[st.Service]))
+					if n := res.Launched[st.Service]; len(n) > 0 {
+						fmt.Fprintf(stdout, ", launched on %s", strings.Join(n, ", "))
+					}
+					fmt.Fprintln(stdout)
+				}
+				return nil
+			},
+		},
+	}
 	args, extra = toolkit.Permute(app, args)
 	return app.RunContext(ctx, args)
+}
+
+func newLauncher(c *cli.Context, s *toolkit.Session, extra []string, stdout, stderr io.Writer) *launcher.Launcher {
+	return &launcher.Launcher{
+		Client:    s.Client,
+		Cluster:   toolkit.ClusterName(s.Config),
+		Playbooks: c.String("playbooks"),
+		Templates: c.String("templates"),
+		BuildDir:  c.String("build-dir"),
+		Inventory: inventory.Options{User: s.Config.SSHUser, SSHKey: s.Config.SSHKey},
+		Runner:    &launcher.Runner{Path: c.String("ansible-playbook"), Stdout: stdout, Stderr: stderr},
+		ExtraArgs: extra,
+		Out:       stdout,
+	}
+}
+
+// status prints desired against actual for every service.
+func status(ctx context.Context, s *toolkit.Session, playbooks string, asJSON bool, w io.Writer) error {
+	nodes, err := s.Client.Nodes(ctx)
+	if err != nil {
+		return fmt.Errorf("status: list nodes: %w", err)
+	}
+	desired, err := s.Client.Desired(ctx)
+	if err != nil {
+		return fmt.Errorf("status: read desired state: %w", err)
+	}
+	states := launcher.ServiceStates(nodes, desired, func(svc string) (launcher.Policy, error) {
+		return launcher.LoadPolicy(playbooks, svc)
+	})
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(states)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tDESIRED\tACTUAL\tON FAILURE\tNODES\tDOWN")
+	for _, st := range states {
+		want := "-"
+		if st.HasDesired {
+			want = strconv.Itoa(st.Desired)
+		}
+		var downs []string
+		for _, d := range st.Down {
+			downs = append(downs, d.Name+" ("+d.Reason+")")
+		}
+		onFailure := st.OnFailure
+		if st.PolicyError != "" {
+			onFailure = "bad policy"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", st.Service, want, len(st.Actual), onFailure, orDash(strings.Join(st.Actual, ",")), orDash(strings.Join(downs, ", ")))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, st := range states {
+		if st.PolicyError != "" {
+			fmt.Fprintf(w, "warning: %s\n", st.PolicyError)
+		}
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -1,0 +1,119 @@
+package launcher
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
+)
+
+// Healthy reports whether node can be counted as running a service under
+// pol: it is alive and its suspicion is below the policy's phi_threshold
+// (or, when the policy sets none, the threshold the node reports).
+func Healthy(node api.Node, pol Policy) bool {
+	if node.Status != api.StatusAlive {
+		return false
+	}
+	threshold := pol.PhiThreshold
+	if threshold == 0 {
+		threshold = node.PhiThreshold
+	}
+	return threshold <= 0 || node.Phi < threshold
+}
+
+// whyDown says why node is not Healthy under pol.
+func whyDown(node api.Node, pol Policy) string {
+	if node.Status != api.StatusAlive {
+		return node.Status
+	}
+	threshold := pol.PhiThreshold
+	if threshold == 0 {
+		threshold = node.PhiThreshold
+	}
+	return fmt.Sprintf("phi %.2f >= %.2f", node.Phi, threshold)
+}
+
+// DownNode is a node whose record lists a service but that is not counted
+// as running it.
+type DownNode struct {
+	Name string `json:"name"`
+	// Reason is its status, or its suspicion over the threshold.
+	Reason string `json:"reason"`
+}
+
+// ServiceState is one service's desired replica count against what runs:
+// the model behind `rpi-launch status` (table and --json) and reconcile.
+type ServiceState struct {
+	Service string `json:"service"`
+	// Desired is the replica count asked for; HasDesired is false when
+	// nothing was ever asked of the service (it was deployed without
+	// rpi-launch, or before desired state existed).
+	Desired    int  `json:"desired"`
+	HasDesired bool `json:"has_desired"`
+	// Actual are the healthy nodes whose records list the service.
+	Actual []string `json:"actual"`
+	// Down are the nodes whose (possibly stale) records list the service
+	// but that are failed, left, suspect or too suspected.
+	Down []DownNode `json:"down"`
+	// OnFailure is the policy's failure behaviour.
+	OnFailure string `json:"on_failure"`
+	// Policy is an error reading the service's policy, "" when it was read.
+	PolicyError string `json:"policy_error,omitempty"`
+}
+
+// Missing is how many replicas are wanted beyond the healthy ones (0 when
+// there are enough; negative counts are not reported).
+func (s ServiceState) Missing() int { return max(s.Desired-len(s.Actual), 0) }
+
+// ServiceStates compares desired with actual for every service that has a
+// desired count or is listed by some node, sorted by service. policy loads
+// a service's policy (LoadPolicy over a playbooks folder).
+func ServiceStates(nodes []api.Node, desired []api.DesiredService, policy func(service string) (Policy, error)) []ServiceState {
+	byName := map[string]*ServiceState{}
+	get := func(svc string) *ServiceState {
+		s := byName[svc]
+		if s == nil {
+			s = &ServiceState{Service: svc, Actual: []string{}, Down: []DownNode{}}
+			byName[svc] = s
+		}
+		return s
+	}
+	for _, d := range desired {
+		s := get(d.Service)
+		s.Desired, s.HasDesired = d.Replicas, true
+	}
+	for _, n := range nodes {
+		for _, svc := range n.Services {
+			get(svc)
+		}
+	}
+	pols := map[string]Policy{}
+	for svc, s := range byName {
+		pol, err := policy(svc)
+		if err != nil {
+			s.PolicyError = err.Error()
+			pol = DefaultPolicy()
+		}
+		s.OnFailure = pol.OnFailure
+		pols[svc] = pol
+	}
+	for _, n := range sortedByName(nodes) {
+		for _, svc := range n.Services {
+			s := byName[svc]
+			if Healthy(n, pols[svc]) {
+				if !slices.Contains(s.Actual, n.Name) {
+					s.Actual = append(s.Actual, n.Name)
+				}
+			} else {
+				s.Down = append(s.Down, DownNode{Name: n.Name, Reason: whyDown(n, pols[svc])})
+			}
+		}
+	}
+	out := make([]ServiceState, 0, len(byName))
+	for _, s := range byName {
+		out = append(out, *s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
+	return out
+}
