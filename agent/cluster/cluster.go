@@ -39,6 +39,10 @@ const (
 	EventLeave  EventType = "leave"  // a node left gracefully
 	EventFail   EventType = "fail"   // a node was declared failed by SWIM
 	EventUpdate EventType = "update" // a node's record changed
+	// EventDesired: a service's desired replica count changed (set here or
+	// learnt from a peer). Event.Desired holds the new entry; Member is
+	// empty.
+	EventDesired EventType = "desired"
 )
 
 // Event is a membership or record change, as delivered to subscribers.
@@ -46,6 +50,8 @@ type Event struct {
 	Type   EventType
 	Member Member
 	Time   time.Time
+	// Desired is the new entry of an EventDesired.
+	Desired Desired
 }
 
 // Conflict is a name claimed by two nodes at different addresses.
@@ -98,6 +104,13 @@ type Cluster struct {
 	peers     map[string]*peer
 	unknown   int // peers with status "" (records seen before memberlist knew the node)
 	conflicts []Conflict
+
+	// desiredMu guards the desired table and its clock. It is never held
+	// together with mu.
+	desiredMu sync.Mutex
+	desired   map[string]Desired
+	// desiredClock is the highest desired version seen or written.
+	desiredClock uint64
 
 	subMu      sync.Mutex
 	subs       map[*subscription]struct{}
@@ -158,6 +171,7 @@ func Create(conf *Config) (*Cluster, error) {
 		shutdownCh: make(chan struct{}),
 		peers:      make(map[string]*peer),
 		subs:       make(map[*subscription]struct{}),
+		desired:    make(map[string]Desired),
 		self: Record{
 			Name:         c.NodeName,
 			HTTPPort:     c.HTTPPort,

@@ -93,6 +93,7 @@ const (
 	msgHeartbeat byte = 2 // uvarint sequence number + node name
 	msgLeave     byte = 3 // a leaveIntent as JSON
 	msgState     byte = 4 // a pushPullState as JSON
+	msgDesired   byte = 5 // a Desired as JSON
 )
 
 // Size limits. Anything larger is dropped and counted as malformed.
@@ -121,6 +122,8 @@ type leaveIntent struct {
 type pushPullState struct {
 	Cluster string   `json:"c"`
 	Records []Record `json:"r"`
+	// Desired is the whole desired table (see Desired).
+	Desired []Desired `json:"d,omitempty"`
 }
 
 func encodeJSON(t byte, v any) ([]byte, error) {

@@ -224,6 +224,13 @@ func (c *Cluster) handleMsg(buf []byte) {
 			return
 		}
 		c.handleLeaveIntent(l, slices.Clone(buf))
+	case msgDesired:
+		d, err := decodeDesired(body)
+		if err != nil {
+			c.dropMalformed(err)
+			return
+		}
+		c.handleDesired(d, true)
 	default:
 		c.dropMalformed(fmt.Errorf("unknown message type %d", buf[0]))
 	}
@@ -355,12 +362,14 @@ func (c *Cluster) handleLeaveIntent(l leaveIntent, raw []byte) {
 	}
 }
 
-// handleLocalState returns our own record and those of alive peers.
-// Records of failed or left nodes stay out, so anti-entropy cannot spread
-// what memberlist has already declared gone.
+// handleLocalState returns our own record and those of alive peers, and
+// the whole desired table. Records of failed or left nodes stay out, so
+// anti-entropy cannot spread what memberlist has already declared gone;
+// desired entries are the cluster's, not a node's, and always go.
 func (c *Cluster) handleLocalState(join bool) []byte {
+	desired := c.desiredState()
 	c.mu.Lock()
-	s := pushPullState{Cluster: c.conf.ClusterName, Records: []Record{c.self.Clone()}}
+	s := pushPullState{Cluster: c.conf.ClusterName, Records: []Record{c.self.Clone()}, Desired: desired}
 	for _, p := range c.peers {
 		if p.status == StatusAlive && p.rec != nil {
 			s.Records = append(s.Records, p.rec.Clone())
@@ -391,6 +400,13 @@ func (c *Cluster) handleRemoteState(buf []byte, join bool) {
 			continue
 		}
 		c.handleRecord(r, false)
+	}
+	for _, d := range s.Desired {
+		if err := checkDesired(d); err != nil {
+			c.dropMalformed(err)
+			continue
+		}
+		c.handleDesired(d, false)
 	}
 }
 
