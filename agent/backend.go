@@ -54,7 +54,7 @@ func (b backend) Subscribe() (<-chan api.Event, func()) {
 		defer close(out)
 		for ev := range in {
 			select {
-			case out <- api.Event{Kind: string(ev.Type), Node: toAPINode(ev.Member), Time: ev.Time}:
+			case out <- toAPIEvent(ev):
 			default: // the reader is behind: drop rather than block
 			}
 		}

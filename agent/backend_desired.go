@@ -1,0 +1,81 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
+)
+
+// Desired returns the desired replica count of every service ever set,
+// tombstones (0 replicas) included, sorted by service name.
+func (b backend) Desired() []api.DesiredService {
+	all := b.a.cluster.Desired()
+	out := make([]api.DesiredService, len(all))
+	for i, d := range all {
+		out[i] = toAPIDesired(d)
+	}
+	return out
+}
+
+// DesiredFor returns one service's desired state; false when it was never
+// set (the API answers 404).
+func (b backend) DesiredFor(service string) (api.DesiredService, bool) {
+	d, ok := b.a.cluster.DesiredFor(service)
+	if !ok {
+		return api.DesiredService{}, false
+	}
+	return toAPIDesired(d), true
+}
+
+// ChangeDesired applies change to service's desired replica count and
+// gossips it: exactly one of change.Replicas (an absolute count) and
+// change.Delta (added to the current count, never going below 0) must be
+// set. The result is what every node converges on unless a later write
+// from elsewhere supersedes it.
+func (b backend) ChangeDesired(_ context.Context, service string, change api.DesiredChange) (api.DesiredService, error) {
+	if err := api.ValidateServiceName(service); err != nil {
+		return api.DesiredService{}, fmt.Errorf("change desired: %w", err)
+	}
+	var (
+		d   cluster.Desired
+		err error
+	)
+	switch {
+	case change.Replicas != nil && change.Delta != nil:
+		return api.DesiredService{}, errors.New("change desired: give either replicas or delta, not both")
+	case change.Replicas != nil:
+		d, err = b.a.cluster.SetDesired(service, *change.Replicas)
+	case change.Delta != nil:
+		d, err = b.a.cluster.AddDesired(service, *change.Delta)
+	default:
+		return api.DesiredService{}, errors.New(`change desired: give "replicas" (a count) or "delta" (a change to it)`)
+	}
+	if err != nil {
+		return api.DesiredService{}, err
+	}
+	return toAPIDesired(d), nil
+}
+
+// toAPIDesired turns a cluster desired entry into the API's model.
+func toAPIDesired(d cluster.Desired) api.DesiredService {
+	return api.DesiredService{
+		Service:   d.Service,
+		Replicas:  d.Replicas,
+		Version:   d.Version,
+		UpdatedBy: d.UpdatedBy,
+		UpdatedAt: d.UpdatedAt,
+	}
+}
+
+// toAPIEvent turns a cluster event into an API event: desired-state
+// changes carry the entry and no node.
+func toAPIEvent(ev cluster.Event) api.Event {
+	if ev.Type == cluster.EventDesired {
+		d := toAPIDesired(ev.Desired)
+		return api.Event{Kind: api.EventDesired, Time: ev.Time, Desired: &d}
+	}
+	return api.Event{Kind: string(ev.Type), Node: toAPINode(ev.Member), Time: ev.Time}
+}
