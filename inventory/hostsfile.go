@@ -58,6 +58,9 @@ func HostsFile(nodes []api.Node, groups []string, assign map[string]int, o Optio
 	if o.SSHKey != "" {
 		fmt.Fprintf(&b, "ansible_ssh_private_key_file=%s\n", iniValue(o.SSHKey))
 	}
+	if args := sshCommonArgs(o.KnownHosts); args != "" {
+		fmt.Fprintf(&b, "ansible_ssh_common_args=%s\n", iniValue(args))
+	}
 	for _, g := range all {
 		var hosts []string
 		switch n, ok := assign[g]; {

@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/api"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
@@ -71,6 +72,11 @@ type Options struct {
 	User string
 	// SSHKey is ansible_ssh_private_key_file; empty leaves it out.
 	SSHKey string
+	// KnownHosts is a known_hosts file written from the gossiped host keys
+	// (rpi-inventory known-hosts). When set, every host gets
+	// ansible_ssh_common_args pointing ssh at it with strict checking, so
+	// host-key checking stays on without touching ~/.ssh/known_hosts.
+	KnownHosts string
 }
 
 // HostVars are one host's variables: how Ansible reaches it and the rpi_*
@@ -79,6 +85,7 @@ type HostVars struct {
 	AnsibleHost   string   `json:"ansible_host"`
 	AnsibleUser   string   `json:"ansible_user"`
 	AnsibleSSHKey string   `json:"ansible_ssh_private_key_file,omitempty"`
+	SSHCommonArgs string   `json:"ansible_ssh_common_args,omitempty"`
 	Status        string   `json:"rpi_status"`
 	Services      []string `json:"rpi_services"`
 	Phi           float64  `json:"rpi_phi"`
@@ -123,7 +130,7 @@ func Build(nodes []api.Node, o Options) *Inventory {
 			continue
 		}
 		inv.Hosts = append(inv.Hosts, n.Name)
-		inv.Vars[n.Name] = hostVars(n, user, o.SSHKey)
+		inv.Vars[n.Name] = hostVars(n, user, o)
 		if _, ok := inv.Groups[n.Status]; ok {
 			inv.Groups[n.Status] = append(inv.Groups[n.Status], n.Name)
 		}
@@ -146,7 +153,7 @@ func Build(nodes []api.Node, o Options) *Inventory {
 	return inv
 }
 
-func hostVars(n api.Node, user, key string) HostVars {
+func hostVars(n api.Node, user string, o Options) HostVars {
 	m := n.Monitoring
 	services := append([]string{}, n.Services...)
 	sort.Strings(services)
@@ -157,7 +164,8 @@ func hostVars(n api.Node, user, key string) HostVars {
 	return HostVars{
 		AnsibleHost:   n.Address,
 		AnsibleUser:   user,
-		AnsibleSSHKey: key,
+		AnsibleSSHKey: o.SSHKey,
+		SSHCommonArgs: sshCommonArgs(o.KnownHosts),
 		Status:        n.Status,
 		Services:      services,
 		Phi:           round(n.Phi),
@@ -275,4 +283,24 @@ func knownList(names []string) string {
 		return "(none)"
 	}
 	return strings.Join(names, ", ")
+}
+
+// sshCommonArgs points ssh at a known_hosts file of the cluster's gossiped
+// host keys, with strict checking; empty when there is none.
+func sshCommonArgs(knownHosts string) string {
+	if knownHosts == "" {
+		return ""
+	}
+	return "-o UserKnownHostsFile=" + shellQuote(knownHosts) + " -o StrictHostKeyChecking=yes"
+}
+
+// shellQuote quotes s for the shell-like splitting Ansible applies to
+// ansible_ssh_common_args.
+func shellQuote(s string) string {
+	if strings.IndexFunc(s, func(r rune) bool {
+		return !(r == '/' || r == '.' || r == '_' || r == '-' || r == '~' || unicode.IsLetter(r) || unicode.IsDigit(r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'"'"'`) + "'"
 }

@@ -125,7 +125,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 }
 
 func options(s *toolkit.Session) inventory.Options {
-	return inventory.Options{User: s.Config.SSHUser, SSHKey: s.Config.SSHKey}
+	return inventory.Options{User: s.Config.SSHUser, SSHKey: s.Config.SSHKey, KnownHosts: s.Config.KnownHosts}
 }
 
 // connect finds an agent and fetches its view of the cluster.

@@ -167,7 +167,7 @@ func newLauncher(c *cli.Context, s *toolkit.Session, extra []string, stdout, std
 		Playbooks: c.String("playbooks"),
 		Templates: c.String("templates"),
 		BuildDir:  c.String("build-dir"),
-		Inventory: inventory.Options{User: s.Config.SSHUser, SSHKey: s.Config.SSHKey},
+		Inventory: inventory.Options{User: s.Config.SSHUser, SSHKey: s.Config.SSHKey, KnownHosts: s.Config.KnownHosts},
 		Runner:    &launcher.Runner{Path: c.String("ansible-playbook"), Stdout: stdout, Stderr: stderr},
 		ExtraArgs: extra,
 		Out:       stdout,
