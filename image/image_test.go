@@ -533,7 +533,7 @@ func TestWorkstationAndKeptSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := string(mustRead(t, cfgPath))
-	for _, want := range []string{"token: " + r.Token, "cluster: lab", "ssh_user: pi", "ssh_key: " + keyDir + "/id_ed25519"} {
+	for _, want := range []string{"token: " + r.Token, "cluster: lab", "ssh_user: pi", "ssh_key: " + keyDir + "/id_ed25519", "known_hosts: " + dir + "/known_hosts"} {
 		if !strings.Contains(data, want) {
 			t.Errorf("workstation config lacks %q:\n%s", want, data)
 		}

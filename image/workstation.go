@@ -112,6 +112,11 @@ func WriteWorkstation(path string, r *Report, sshPub string) ([]string, error) {
 	} else if sshPub != "" {
 		notes = append(notes, fmt.Sprintf("no private key next to %s: set ssh_key in %s to the key Ansible should use", sshPub, path))
 	}
+	if cfg.KnownHosts == "" {
+		// Where `rpi-inventory known-hosts` writes the gossiped host keys and
+		// where the inventory points ssh, so host-key checking stays on.
+		cfg.KnownHosts = filepath.Join(filepath.Dir(path), "known_hosts")
+	}
 	if err := cfg.Save(path); err != nil {
 		return notes, err
 	}
