@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/rpi-cluster/rpi-cluster/agent/api"
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 	"github.com/rpi-cluster/rpi-cluster/agent/discovery"
+	"github.com/rpi-cluster/rpi-cluster/agent/hooks"
 	"github.com/rpi-cluster/rpi-cluster/agent/metadata"
 	"github.com/rpi-cluster/rpi-cluster/agent/monitor"
 	"github.com/rpi-cluster/rpi-cluster/internal/version"
@@ -37,6 +39,10 @@ type Agent struct {
 	monitor *monitor.Monitor
 	disc    *discovery.Discovery
 	api     *api.Server
+	// hooks runs the configured event handlers; nil when there are none.
+	hooks *hooks.Runner
+	// hooksCancel ends the cluster subscription that feeds hooks.
+	hooksCancel func()
 
 	// mdns is the mDNS implementation; tests replace it to inject peers.
 	mdns discovery.MDNS
@@ -158,6 +164,21 @@ func Create(conf *Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 	}
 	a.cluster = c
 
+	if len(conf.EventHandlers) > 0 {
+		r, err := hooks.New(hooks.Config{
+			Hooks:    conf.EventHandlers,
+			Timeout:  conf.EventHandlerTimeout,
+			SelfName: name,
+			Cluster:  conf.Cluster,
+			Logger:   logger.With("part", "hooks"),
+		})
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		a.hooks = r
+	}
+
 	a.api = api.NewServer(backend{a}, api.Options{
 		Token:   conf.APIToken,
 		Version: version.String(),
@@ -176,9 +197,25 @@ func Create(conf *Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 // background.
 func (a *Agent) Start() error {
 	a.ctx, a.cancel = context.WithCancel(context.Background())
+	// Subscribe before gossip starts, so hooks see the first joins.
+	var hookEvents <-chan cluster.Event
+	if a.hooks != nil {
+		hookEvents, a.hooksCancel = a.cluster.Subscribe(256)
+	}
 	if err := a.cluster.Start(); err != nil {
+		if a.hooksCancel != nil {
+			a.hooksCancel()
+		}
 		a.httpLn.Close()
 		return fmt.Errorf("start gossip: %w", err)
+	}
+	if a.hooks != nil {
+		a.hooks.Start()
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.dispatchHooks(hookEvents)
+		}()
 	}
 	ip, port := a.cluster.LocalAddr()
 	a.logger.Info("gossip started", "name", a.cluster.Self().Name, "addr", net.JoinHostPort(ip, strconv.Itoa(port)),
@@ -241,6 +278,50 @@ func (a *Agent) Start() error {
 		}()
 	}
 	return nil
+}
+
+// dispatchHooks hands membership events to the hook runner until the
+// subscription closes (Shutdown). Submit never blocks, and the cluster
+// drops events for a full subscription, so gossip never waits on hooks.
+func (a *Agent) dispatchHooks(events <-chan cluster.Event) {
+	for ev := range events {
+		if hev, ok := toHookEvent(ev); ok {
+			a.hooks.Submit(hev)
+		}
+	}
+}
+
+// toHookEvent turns a cluster membership event into a hook event; false
+// for events hooks do not handle (desired-state changes).
+func toHookEvent(ev cluster.Event) (hooks.Event, bool) {
+	var typ string
+	switch ev.Type {
+	case cluster.EventJoin:
+		typ = hooks.MemberJoin
+	case cluster.EventLeave:
+		typ = hooks.MemberLeave
+	case cluster.EventFail:
+		typ = hooks.MemberFailed
+	case cluster.EventUpdate:
+		typ = hooks.MemberUpdate
+	default:
+		return hooks.Event{}, false
+	}
+	m := ev.Member
+	return hooks.Event{
+		Type: typ,
+		Node: hooks.Node{
+			Name:       m.Name,
+			Address:    m.Addr,
+			GossipPort: m.GossipPort,
+			HTTPPort:   m.HTTPPort,
+			Status:     m.Status,
+			Services:   slices.Clone(m.Services),
+		},
+		Time: ev.Time,
+		// Version is 0 until the node's gossiped record has arrived.
+		HasRecord: m.Version != 0,
+	}, true
 }
 
 // isMember reports whether a gossip address belongs to a live member already,
@@ -329,6 +410,14 @@ func (a *Agent) Shutdown() error {
 	a.httpLn.Close() // in case Start never served it
 	if a.cancel != nil {
 		a.cancel()
+	}
+	if a.hooks != nil {
+		// Kills a handler still running; the dispatcher ends when the
+		// subscription closes.
+		a.hooks.Shutdown()
+		if a.hooksCancel != nil {
+			a.hooksCancel()
+		}
 	}
 	err := a.cluster.Shutdown()
 	a.wg.Wait()

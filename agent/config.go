@@ -20,6 +20,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
+	"github.com/rpi-cluster/rpi-cluster/agent/hooks"
 )
 
 // DefaultConfigPath is where the agent looks for its config file when
@@ -98,6 +99,21 @@ type Config struct {
 
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"log_level"`
+
+	// EventHandlers are commands run when members join, leave, fail or
+	// change (services, address), like Serf's event handlers: each entry
+	// has an event (member-join, member-leave, member-failed,
+	// member-update or "*"), an optional service (only for nodes running
+	// it) and a command, run with /bin/sh -c. The event is in RPI_EVENT,
+	// RPI_NODE_NAME, RPI_NODE_ADDR, RPI_NODE_STATUS, RPI_NODE_SERVICES,
+	// RPI_SELF_NAME and RPI_CLUSTER, and as JSON on stdin. Handlers run one
+	// at a time; when they fall behind, events are dropped and counted,
+	// never delaying gossip. Config file only.
+	EventHandlers []hooks.Hook `yaml:"event_handlers"`
+
+	// EventHandlerTimeout bounds each handler run; the handler's process
+	// group is killed when it is reached.
+	EventHandlerTimeout time.Duration `yaml:"event_handler_timeout"`
 }
 
 // DefaultConfig returns the configuration used where nothing else is said.
@@ -113,6 +129,8 @@ func DefaultConfig() *Config {
 		MonitorInterval:   5 * time.Second,
 		SSHHostKeys:       "/etc/ssh/ssh_host_*_key.pub",
 		LogLevel:          "info",
+
+		EventHandlerTimeout: hooks.DefaultTimeout,
 	}
 }
 
@@ -189,6 +207,14 @@ func (c *Config) Validate() error {
 	}
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		return err
+	}
+	for i, h := range c.EventHandlers {
+		if err := h.Validate(); err != nil {
+			return fmt.Errorf("event_handlers entry %d (event %q, command %q): %w", i+1, h.Event, h.Command, err)
+		}
+	}
+	if c.EventHandlerTimeout <= 0 {
+		return fmt.Errorf("event_handler_timeout %v: must be positive (default %v)", c.EventHandlerTimeout, hooks.DefaultTimeout)
 	}
 	return nil
 }
