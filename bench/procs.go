@@ -1,0 +1,342 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
+)
+
+// FootprintPlan configures the separate-process footprint run.
+type FootprintPlan struct {
+	// AgentBin is the rpi-agent binary.
+	AgentBin string
+	N        int
+	// Idle is how long the cluster idles between the two /proc samples.
+	Idle time.Duration
+}
+
+// ProcSample is one agent's footprint.
+type ProcSample struct {
+	Name string
+	// RSS is VmRSS in bytes after the idle period.
+	RSS uint64
+	// CPU is the percentage of one core used during the idle period.
+	CPU float64
+}
+
+// FootprintResult holds one sample per agent.
+type FootprintResult struct {
+	Plan    FootprintPlan
+	Samples []ProcSample
+	Err     error
+}
+
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat:
+// 100 on every Linux architecture the project builds for.
+const clockTicks = 100
+
+// RunFootprint starts N rpi-agent processes on 127.0.9.201 and up with a
+// static join to the first, waits until the first sees all alive, lets
+// them idle and reads their RSS and CPU time from /proc. The processes are
+// stopped when it returns, including when ctx is cancelled, and die with
+// this process if it is killed (Pdeathsig).
+func RunFootprint(ctx context.Context, plan FootprintPlan, logger *slog.Logger) FootprintResult {
+	res := FootprintResult{Plan: plan}
+	dir, err := os.MkdirTemp("", "rpi-bench-footprint-")
+	if err != nil {
+		res.Err = fmt.Errorf("footprint: %w", err)
+		return res
+	}
+	defer os.RemoveAll(dir)
+	key := make([]byte, 32)
+	rand.Read(key)
+	ip := func(i int) string { return fmt.Sprintf("127.0.9.%d", 201+i) }
+
+	var cmds []*exec.Cmd
+	defer func() {
+		for _, c := range cmds {
+			c.Process.Signal(syscall.SIGTERM)
+		}
+		for _, c := range cmds {
+			c.Wait() // WaitDelay kills stragglers
+		}
+	}()
+	for i := range plan.N {
+		name := fmt.Sprintf("bench-%d", i)
+		data := filepath.Join(dir, name)
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			res.Err = fmt.Errorf("footprint: %w", err)
+			return res
+		}
+		cmd := exec.Command(plan.AgentBin, "--config", "/dev/null", "--name", name,
+			"--bind", ip(i)+":7946", "--http", ip(i)+":8080", "--join", ip(0)+":7946",
+			"--no-mdns", "--profile", "lan", "--data-dir", data, "--log-level", "warn",
+			"--encrypt", base64.StdEncoding.EncodeToString(key))
+		cmd.Env = append(os.Environ(), "HOME="+dir)
+		var stderr bytes.Buffer
+		cmd.Stderr = &limitedWriter{b: &stderr, n: 8 << 10}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.WaitDelay = 5 * time.Second
+		if err := cmd.Start(); err != nil {
+			res.Err = fmt.Errorf("footprint: start %s: %w", plan.AgentBin, err)
+			return res
+		}
+		cmds = append(cmds, cmd)
+		res.Samples = append(res.Samples, ProcSample{Name: name})
+	}
+	url := "http://" + ip(0) + ":8080/v1/nodes"
+	err = poll(ctx, 60*time.Second, 200*time.Millisecond, func() error {
+		for _, c := range cmds {
+			if c.ProcessState != nil {
+				return errors.New("an agent exited")
+			}
+		}
+		n, err := aliveAt(ctx, url)
+		if err != nil {
+			return err
+		}
+		if n < plan.N {
+			return fmt.Errorf("%s sees %d of %d agents alive", ip(0), n, plan.N)
+		}
+		return nil
+	})
+	if err != nil {
+		res.Err = fmt.Errorf("footprint: cluster of %d agents: %w", plan.N, err)
+		return res
+	}
+	logger.Info("footprint cluster formed", "agents", plan.N, "idle", plan.Idle)
+	cpu0 := make([]uint64, len(cmds))
+	for i, c := range cmds {
+		if cpu0[i], err = procCPUTicks(c.Process.Pid); err != nil {
+			res.Err = fmt.Errorf("footprint: %w", err)
+			return res
+		}
+	}
+	t0 := time.Now()
+	if err := sleepCtx(ctx, plan.Idle); err != nil {
+		res.Err = err
+		return res
+	}
+	el := time.Since(t0).Seconds()
+	for i, c := range cmds {
+		cpu1, err := procCPUTicks(c.Process.Pid)
+		if err != nil {
+			res.Err = fmt.Errorf("footprint: %w", err)
+			return res
+		}
+		rss, err := procRSS(c.Process.Pid)
+		if err != nil {
+			res.Err = fmt.Errorf("footprint: %w", err)
+			return res
+		}
+		res.Samples[i].RSS = rss
+		res.Samples[i].CPU = 100 * float64(cpu1-cpu0[i]) / clockTicks / el
+	}
+	return res
+}
+
+func aliveAt(ctx context.Context, url string) (int, error) {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var nodes []api.Node
+	if err := json.NewDecoder(resp.Body).Decode(&nodes); err != nil {
+		return 0, fmt.Errorf("decode %s: %w", url, err)
+	}
+	n := 0
+	for _, nd := range nodes {
+		if nd.Status == "alive" {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// procCPUTicks returns utime+stime of pid in clock ticks.
+func procCPUTicks(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read cpu time: %w", err)
+	}
+	// The command name (field 2) may hold spaces; fields after it are
+	// plain. utime and stime are fields 14 and 15.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: no command name", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat: %w", pid, err)
+	}
+	return ut + st, nil
+}
+
+// procRSS returns VmRSS of pid in bytes.
+func procRSS(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read rss: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(v)
+			if len(f) != 2 || f[1] != "kB" {
+				return 0, fmt.Errorf("parse /proc/%d/status: VmRSS %q", pid, v)
+			}
+			kb, err := strconv.ParseUint(f[0], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse /proc/%d/status: %w", pid, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("parse /proc/%d/status: no VmRSS", pid)
+}
+
+// limitedWriter keeps the first n bytes written to it.
+type limitedWriter struct {
+	b *bytes.Buffer
+	n int
+}
+
+func (w *limitedWriter) Write(p []byte) (int, error) {
+	if room := w.n - w.b.Len(); room > 0 {
+		w.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+// InventoryPlan configures the rpi-inventory timing.
+type InventoryPlan struct {
+	// InventoryBin is the rpi-inventory binary.
+	InventoryBin string
+	Sizes        []int
+	Runs         int
+}
+
+// InventoryResult is the wall times of one size.
+type InventoryResult struct {
+	N     int
+	Times []time.Duration
+	Err   error
+}
+
+// RunInventory times `rpi-inventory --list` against an in-process server
+// answering /v1/nodes with N canned nodes: whole process wall time,
+// start-up included. Every run's output must list all N hosts.
+func RunInventory(ctx context.Context, plan InventoryPlan) []InventoryResult {
+	var out []InventoryResult
+	for _, n := range plan.Sizes {
+		out = append(out, runInventory(ctx, plan, n))
+	}
+	return out
+}
+
+func runInventory(ctx context.Context, plan InventoryPlan, n int) InventoryResult {
+	res := InventoryResult{N: n}
+	body, err := json.Marshal(CannedNodes(n))
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1/nodes":
+			w.Write(body)
+		case "/healthz":
+			io.WriteString(w, `{"status":"ok"}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	home, err := os.MkdirTemp("", "rpi-bench-inventory-")
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer os.RemoveAll(home)
+	for i := range plan.Runs {
+		cmd := exec.CommandContext(ctx, plan.InventoryBin, "--list", "--agent", srv.URL)
+		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &limitedWriter{b: &stderr, n: 4 << 10}
+		t0 := time.Now()
+		err := cmd.Run()
+		d := time.Since(t0)
+		if err != nil {
+			res.Err = fmt.Errorf("rpi-inventory --list at %d nodes, run %d: %w: %s", n, i+1, err, strings.TrimSpace(stderr.String()))
+			return res
+		}
+		var inv struct {
+			Meta struct {
+				Hostvars map[string]json.RawMessage `json:"hostvars"`
+			} `json:"_meta"`
+		}
+		if err := json.Unmarshal(stdout.Bytes(), &inv); err != nil {
+			res.Err = fmt.Errorf("rpi-inventory --list at %d nodes: output is not inventory JSON: %w", n, err)
+			return res
+		}
+		if len(inv.Meta.Hostvars) != n {
+			res.Err = fmt.Errorf("rpi-inventory --list at %d nodes: listed %d hosts", n, len(inv.Meta.Hostvars))
+			return res
+		}
+		res.Times = append(res.Times, d)
+	}
+	return res
+}
+
+// CannedNodes returns n plausible alive nodes as /v1/nodes serves them.
+func CannedNodes(n int) []api.Node {
+	nodes := make([]api.Node, n)
+	for i := range nodes {
+		temp := 40 + float64(i%20)
+		svcs := []string{}
+		if i%3 == 0 {
+			svcs = append(svcs, "nginx_webserver")
+		}
+		nodes[i] = api.Node{
+			Name: fmt.Sprintf("pi-%04d", i), Address: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255),
+			GossipPort: 7946, HTTPPort: 8080, Status: "alive", Services: svcs,
+			Monitoring: api.Monitoring{CPUs: 4, CPUPercent: float64(i % 100), MemTotal: 4 << 30, MemUsed: 1 << 30,
+				Load1: 0.5, Load5: 0.4, Load15: 0.3, TempC: &temp, DiskUsedPercent: 31, UptimeS: 86400, SampledAt: time.Now().UTC()},
+			PhiThreshold: 8, Version: "bench", Arch: "arm64", Model: "Raspberry Pi 4 Model B Rev 1.4",
+			RecordVersion: uint64(i + 1), Self: i == 0,
+		}
+	}
+	slices.SortFunc(nodes, func(a, b api.Node) int { return strings.Compare(a.Name, b.Name) })
+	return nodes
+}

@@ -1,0 +1,303 @@
+// Package bench measures what people choose a membership system for: how
+// fast it notices failures, how rarely it is wrong, how fast it converges
+// and what it costs a small board. Clusters run in-process on loopback
+// (127.0.9.0/24, and 127.0.10-11.x beyond 250 nodes) through the real
+// cluster package and memberlist; the footprint and inventory rows run the
+// real binaries. cmd/rpi-bench drives it and prints a markdown report.
+package bench
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Machine describes where a run happened.
+type Machine struct {
+	CPUs      int
+	Model     string
+	GoVersion string
+	// LoadStart and LoadEnd are /proc/loadavg at the start and the end.
+	LoadStart, LoadEnd string
+}
+
+// ReadMachine describes this machine now.
+func ReadMachine() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), Model: "unknown", GoVersion: runtime.Version(), LoadStart: LoadAvg()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.Model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+// LoadAvg returns the 1, 5 and 15 minute load averages.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// Report is everything one run measured.
+type Report struct {
+	Machine  Machine
+	Command  string
+	Started  time.Time
+	Elapsed  time.Duration
+	Mode     string
+	Labels   []string // contender labels, in column order
+	Scale    []ScaleResult
+	FalsePos []FalsePosResult
+	// Footprint is nil when the row did not run.
+	Footprint *FootprintResult
+	Inventory []InventoryResult
+	Notes     []string
+}
+
+// Failures lists the gross failures: crashes of a row, clusters that never
+// converged, failures never detected, and false positives of the lan
+// profile. Timings never count.
+func (r *Report) Failures() []string {
+	var out []string
+	for _, s := range r.Scale {
+		if s.Err != nil {
+			out = append(out, fmt.Sprintf("%s at N=%d: %v", s.Contender, s.N, s.Err))
+		}
+		if s.Contender == "lan" && len(s.FalsePositives) > 0 {
+			out = append(out, fmt.Sprintf("lan at N=%d: %d false positives, first %s failed on %s",
+				s.N, len(s.FalsePositives), s.FalsePositives[0].Subject, s.FalsePositives[0].Observer))
+		}
+	}
+	for _, f := range r.FalsePos {
+		if f.Err != nil {
+			out = append(out, fmt.Sprintf("false positives, %s: %v", f.Contender, f.Err))
+		}
+		if f.Contender == "lan" && f.Nodes > 0 {
+			out = append(out, fmt.Sprintf("false positives, lan: %d live nodes declared failed", f.Nodes))
+		}
+	}
+	if r.Footprint != nil && r.Footprint.Err != nil {
+		out = append(out, r.Footprint.Err.Error())
+	}
+	for _, i := range r.Inventory {
+		if i.Err != nil {
+			out = append(out, i.Err.Error())
+		}
+	}
+	return out
+}
+
+// Percentile returns the p-th percentile (0-100) of xs by the nearest-rank
+// method; zero for no samples.
+func Percentile[T cmp.Ordered](xs []T, p float64) T {
+	if len(xs) == 0 {
+		var zero T
+		return zero
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	rank := int(p/100*float64(len(s)) + 0.999999)
+	return s[min(max(rank, 1), len(s))-1]
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+func bps(b float64) string {
+	if b >= 1000 {
+		return fmt.Sprintf("%.1f KB/s", b/1000)
+	}
+	return fmt.Sprintf("%.0f B/s", b)
+}
+
+// WriteMarkdown writes the report as markdown tables.
+func (r *Report) WriteMarkdown(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## rpi-bench results (%s)\n\n", r.Mode)
+	fmt.Fprintf(&b, "- machine: %d CPUs, %s, %s\n", r.Machine.CPUs, r.Machine.Model, r.Machine.GoVersion)
+	fmt.Fprintf(&b, "- date: %s, took %s\n", r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Elapsed.Round(time.Second))
+	fmt.Fprintf(&b, "- load average (1/5/15 min): %s at start, %s at end\n", r.Machine.LoadStart, r.Machine.LoadEnd)
+	fmt.Fprintf(&b, "- command: `%s`\n\n", r.Command)
+
+	if len(r.Scale) > 0 || len(r.FalsePos) > 0 {
+		b.WriteString("| measure | N | " + strings.Join(r.Labels, " | ") + " | target |\n")
+		b.WriteString("|---|---:|" + strings.Repeat("---:|", len(r.Labels)) + "---|\n")
+		sizes := r.sizes()
+		row := func(measure string, n int, target string, cell func(ScaleResult) string) {
+			cells := make([]string, len(r.Labels))
+			any := false
+			for i, l := range r.Labels {
+				cells[i] = "–"
+				for _, s := range r.Scale {
+					if s.Contender == l && s.N == n {
+						if c := cell(s); c != "" {
+							cells[i], any = c, true
+						}
+					}
+				}
+			}
+			if any {
+				fmt.Fprintf(&b, "| %s | %d | %s | %s |\n", measure, n, strings.Join(cells, " | "), target)
+			}
+		}
+		errCell := func(s ScaleResult) string {
+			if s.Err != nil {
+				return "**failed**"
+			}
+			return ""
+		}
+		for _, n := range sizes {
+			target := map[int]string{10: "p99 ≤ 2.5 s", 100: "p99 ≤ 5 s"}[n]
+			row("failure detection p50 / p99 (trials)", n, target, func(s ScaleResult) string {
+				if len(s.Detect) == 0 {
+					return errCell(s)
+				}
+				return fmt.Sprintf("%s / %s (%d)", secs(Percentile(s.Detect, 50)), secs(Percentile(s.Detect, 99)), len(s.Detect))
+			})
+		}
+		for _, n := range sizes {
+			target := map[int]string{500: "≤ 5 s"}[n]
+			row("join seen by all p50 / p99 (trials)", n, target, func(s ScaleResult) string {
+				if len(s.Join) == 0 {
+					return errCell(s)
+				}
+				return fmt.Sprintf("%s / %s (%d)", secs(Percentile(s.Join, 50)), secs(Percentile(s.Join, 99)), len(s.Join))
+			})
+		}
+		for _, n := range sizes {
+			row("cluster formation, all see all", n, "", func(s ScaleResult) string {
+				if s.Formation == 0 {
+					return errCell(s)
+				}
+				return secs(s.Formation)
+			})
+		}
+		for _, n := range sizes {
+			target := map[int]string{100: "≤ 2 KB/s"}[n]
+			row("gossip sent per node, idle", n, target, func(s ScaleResult) string {
+				if s.IdleBytes == 0 {
+					return ""
+				}
+				return bps(s.IdleBytes) + hbMark(s)
+			})
+		}
+		for _, n := range sizes {
+			row("gossip sent per node, monitoring update every 5 s", n, "", func(s ScaleResult) string {
+				if s.UpdateBytes == 0 {
+					return ""
+				}
+				return bps(s.UpdateBytes) + hbMark(s)
+			})
+		}
+		for _, n := range sizes {
+			row("false positives during the rows above", n, "0", func(s ScaleResult) string {
+				if s.Err != nil && len(s.Join) == 0 {
+					return ""
+				}
+				return fmt.Sprint(len(s.FalsePositives))
+			})
+		}
+		if len(r.FalsePos) > 0 {
+			p := r.FalsePos[0].Plan
+			cells := make([]string, len(r.Labels))
+			for i, l := range r.Labels {
+				cells[i] = "–"
+				for _, f := range r.FalsePos {
+					if f.Contender == l {
+						if f.Err != nil {
+							cells[i] = "**failed**"
+						} else {
+							cells[i] = fmt.Sprintf("%d nodes (%d verdicts, %d freezes)", f.Nodes, len(f.Events), f.Freezes)
+						}
+					}
+				}
+			}
+			fmt.Fprintf(&b, "| false positives: %.0f %% loss, one node frozen %s every %s, %s | %d | %s | 0 |\n",
+				100*p.Loss, p.Starve, p.StarveEvery, p.Duration, p.N, strings.Join(cells, " | "))
+		}
+		b.WriteString("\n")
+		for _, s := range r.Scale {
+			if s.NoHeartbeats {
+				b.WriteString("† SWIM gossip only: direct heartbeats were off at this size (see notes).\n\n")
+				break
+			}
+		}
+	}
+
+	if f := r.Footprint; f != nil && len(f.Samples) > 0 && f.Err == nil {
+		rss := make([]float64, len(f.Samples))
+		cpu := make([]float64, len(f.Samples))
+		for i, s := range f.Samples {
+			rss[i] = float64(s.RSS) / (1 << 20)
+			cpu[i] = s.CPU
+		}
+		fmt.Fprintf(&b, "| footprint: %d rpi-agent processes, lan profile, encrypted, after %s idle | median | max | target |\n|---|---:|---:|---|\n", f.Plan.N, f.Plan.Idle)
+		fmt.Fprintf(&b, "| RSS | %.1f MiB | %.1f MiB | ≤ 15 MB |\n", Percentile(rss, 50), Percentile(rss, 100))
+		fmt.Fprintf(&b, "| CPU, %% of one core | %.2f %% | %.2f %% | |\n\n", Percentile(cpu, 50), Percentile(cpu, 100))
+	}
+
+	if len(r.Inventory) > 0 {
+		b.WriteString("| `rpi-inventory --list` wall time, process start included | nodes | runs | median | p90 | max | target |\n|---|---:|---:|---:|---:|---:|---|\n")
+		for _, i := range r.Inventory {
+			if i.Err != nil {
+				fmt.Fprintf(&b, "| | %d | | **failed** | | | |\n", i.N)
+				continue
+			}
+			target := map[int]string{1000: "≤ 50 ms"}[i.N]
+			fmt.Fprintf(&b, "| | %d | %d | %s | %s | %s | %s |\n", i.N, len(i.Times),
+				ms(Percentile(i.Times, 50)), ms(Percentile(i.Times, 90)), ms(Percentile(i.Times, 100)), target)
+		}
+		b.WriteString("\n")
+	}
+
+	if fs := r.Failures(); len(fs) > 0 {
+		b.WriteString("### Gross failures\n\n")
+		for _, f := range fs {
+			fmt.Fprintf(&b, "- %s\n", f)
+		}
+		b.WriteString("\n")
+	}
+	if len(r.Notes) > 0 {
+		b.WriteString("### Notes\n\n")
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "- %s\n", n)
+		}
+		b.WriteString("\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func hbMark(s ScaleResult) string {
+	if s.NoHeartbeats {
+		return " †"
+	}
+	return ""
+}
+
+func (r *Report) sizes() []int {
+	var ns []int
+	for _, s := range r.Scale {
+		if !slices.Contains(ns, s.N) {
+			ns = append(ns, s.N)
+		}
+	}
+	slices.Sort(ns)
+	return ns
+}

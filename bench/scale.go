@@ -1,0 +1,205 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
+)
+
+// ScalePlan says what to measure on one cluster size.
+type ScalePlan struct {
+	N int
+	// DetectTrials hard-stops this many nodes one after another (each
+	// replaced by a newly joined node, whose join is timed too). Zero skips
+	// detection; JoinTrials joins are then timed alone.
+	DetectTrials int
+	JoinTrials   int
+	// Warmup runs before the bandwidth windows so that the formation's
+	// broadcasts have drained.
+	Warmup time.Duration
+	// Window is the length of each bandwidth measurement; zero skips them.
+	Window time.Duration
+	// UpdateInterval is how often each node changes its monitoring record
+	// during the second bandwidth window.
+	UpdateInterval time.Duration
+	// NoHeartbeats stretches the heartbeat interval to an hour, leaving
+	// SWIM alone (see Profile.HeartbeatInterval): at N = 500 direct
+	// heartbeats are 250,000 packets a second, more than two shared cores
+	// can carry in one process.
+	NoHeartbeats bool
+}
+
+// ScaleResult is what one contender measured at one size.
+type ScaleResult struct {
+	Contender string
+	N         int
+	// Formation is how long starting N nodes and full convergence took.
+	Formation time.Duration
+	Detect    []time.Duration
+	Join      []time.Duration
+	// IdleBytes and UpdateBytes are gossip bytes sent per node per second.
+	IdleBytes, UpdateBytes float64
+	FalsePositives         []FalsePositive
+	NoHeartbeats           bool
+	// Err is set when the run could not finish (a cluster that never
+	// converged, a failure never detected): a gross failure.
+	Err error
+}
+
+// RunScale measures one contender at one size: formation, bandwidth idle and
+// with monitoring updates, join convergence and failure detection.
+func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig, logger *slog.Logger) ScaleResult {
+	res := ScaleResult{Contender: c.Label, N: plan.N, NoHeartbeats: plan.NoHeartbeats}
+	conf.Profile = c.Profile
+	if plan.NoHeartbeats {
+		conf.Profile.HeartbeatInterval = time.Hour
+		conf.Profile.Phi.FirstHeartbeatEstimate = time.Hour
+	}
+	sw, err := NewSwarm(conf)
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	defer sw.Shutdown()
+	log := logger.With("contender", c.Label, "n", plan.N)
+
+	log.Info("forming cluster")
+	res.Formation, err = sw.Grow(ctx, plan.N, formationTimeout(conf.Profile, plan.N))
+	if err != nil {
+		res.Err = err
+		return res
+	}
+	log.Info("cluster formed", "took", res.Formation.Round(time.Millisecond))
+
+	if plan.Window > 0 {
+		if err := sleepCtx(ctx, plan.Warmup); err != nil {
+			res.Err = err
+			return res
+		}
+		res.IdleBytes, err = measureBandwidth(ctx, sw, plan.Window, nil)
+		if err != nil {
+			res.Err = err
+			return res
+		}
+		res.UpdateBytes, err = measureBandwidth(ctx, sw, plan.Window, func(ctx context.Context) {
+			sw.RunUpdates(ctx, plan.UpdateInterval)
+		})
+		if err != nil {
+			res.Err = err
+			return res
+		}
+		log.Info("bandwidth", "idle_Bps", int(res.IdleBytes), "updates_Bps", int(res.UpdateBytes))
+	}
+
+	trials := max(plan.DetectTrials, plan.JoinTrials)
+	joinTimeout := formationTimeout(conf.Profile, plan.N)
+	for i := range trials {
+		name, began, err := sw.Add()
+		if err == nil {
+			var d time.Duration
+			d, err = sw.WaitJoined(ctx, name, began, joinTimeout)
+			res.Join = append(res.Join, d)
+		}
+		if err != nil {
+			res.Err = fmt.Errorf("join trial %d: %w", i+1, err)
+			break
+		}
+		if i >= plan.DetectTrials {
+			continue
+		}
+		victim, _ := sw.RandomLive(name)
+		at, survivors, err := sw.Kill(victim)
+		if err == nil {
+			var d time.Duration
+			d, err = sw.WaitFailed(ctx, victim, survivors, at, detectTimeout(c, plan.N))
+			res.Detect = append(res.Detect, d)
+		}
+		if err != nil {
+			res.Err = fmt.Errorf("detection trial %d: %w", i+1, err)
+			break
+		}
+		log.Debug("trial", "i", i+1, "join", res.Join[len(res.Join)-1], "detect", res.Detect[len(res.Detect)-1])
+	}
+	res.FalsePositives = sw.FalsePositives()
+	log.Info("trials done", "joins", len(res.Join), "detections", len(res.Detect), "false_positives", len(res.FalsePositives))
+	return res
+}
+
+// RunScaleSideBySide runs every contender at once (each on its own swarm),
+// so they are measured under the same machine load.
+func RunScaleSideBySide(ctx context.Context, cs []Contender, plan ScalePlan, base SwarmConfig, logger *slog.Logger) []ScaleResult {
+	out := make([]ScaleResult, len(cs))
+	var wg sync.WaitGroup
+	for i, c := range cs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conf := base
+			conf.ClusterName = fmt.Sprintf("%s-%d", base.ClusterName, i)
+			conf.Seed = base.Seed + uint64(i)
+			out[i] = RunScale(ctx, c, plan, conf, logger)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// measureBandwidth returns the bytes sent per node per second during
+// window, with load (if any) running meanwhile.
+func measureBandwidth(ctx context.Context, sw *Swarm, window time.Duration, load func(context.Context)) (float64, error) {
+	lctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	if load != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			load(lctx)
+		}()
+	}
+	b0, n := sw.BytesSent()
+	t0 := time.Now()
+	err := sleepCtx(ctx, window)
+	b1, _ := sw.BytesSent()
+	el := time.Since(t0)
+	cancel()
+	wg.Wait()
+	if err != nil {
+		return 0, err
+	}
+	return float64(b1-b0) / float64(n) / el.Seconds(), nil
+}
+
+// formationTimeout bounds cluster formation and single joins: generous,
+// since a loaded machine slows everything, and long enough for a push-pull
+// round to repair a lost alive message, but finite.
+func formationTimeout(p cluster.Profile, n int) time.Duration {
+	return max(30*time.Second, 2*p.PushPullInterval) + time.Duration(n)*200*time.Millisecond
+}
+
+// detectTimeout bounds one detection: memberlist's longest suspicion
+// (SuspicionMaxTimeoutMult times the minimum) plus a few probe rounds.
+func detectTimeout(c Contender, n int) time.Duration {
+	p := c.Profile
+	scale := 1.0
+	for x := n; x >= 10; x /= 10 {
+		scale++
+	}
+	max := time.Duration(float64(p.SuspicionMaxTimeoutMult*p.SuspicionMult)*scale) * p.ProbeInterval
+	return max + 10*p.ProbeInterval + 10*time.Second
+}
+
+// sleepCtx waits for d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,521 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
+)
+
+// LoopbackIPs returns the first n addresses of the benchmark's loopback
+// range: 127.0.9.1-250, then 127.0.10.1-250 and 127.0.11.1-250. Beyond
+// 750 it wraps around (nodes listen on port 0, so addresses can be shared).
+func LoopbackIPs(n int) []string {
+	const perNet = 250
+	ips := make([]string, 0, n)
+	for i := range n {
+		j := i % (3 * perNet)
+		ips = append(ips, fmt.Sprintf("127.0.%d.%d", 9+j/perNet, 1+j%perNet))
+	}
+	return ips
+}
+
+// SwarmConfig configures a Swarm.
+type SwarmConfig struct {
+	// ClusterName separates concurrent swarms. Required.
+	ClusterName string
+	Profile     cluster.Profile
+	// IPs are the loopback addresses nodes bind to, round robin. Required.
+	IPs []string
+	// Loss is the probability that a node drops an outgoing UDP packet.
+	Loss float64
+	// Key turns gossip encryption on, as production clusters run.
+	Key []byte
+	// Seed makes victim choice and packet loss repeatable.
+	Seed uint64
+	// Logger receives the nodes' logs. Nil discards them.
+	Logger *slog.Logger
+}
+
+// FalsePositive is a live node declared failed by a peer.
+type FalsePositive struct {
+	Subject, Observer string
+	Time              time.Time
+}
+
+// Swarm is a cluster of in-process nodes on loopback whose membership
+// events are collected, so that the time at which every peer reached a
+// verdict about a node can be measured. Nodes are named n0, n1, ... and
+// names are never reused. All methods are safe for concurrent use.
+type Swarm struct {
+	conf   SwarmConfig
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	rng    *rand.Rand
+	nextID int
+	nodes  map[string]*swarmNode // live nodes
+	// alive[observer][subject] is when observer last saw subject become
+	// alive; absent while observer considers it failed or unknown.
+	alive map[string]map[string]time.Time
+	// failed[subject][observer] is when observer declared subject failed.
+	failed map[string]map[string]time.Time
+	killed map[string]time.Time
+	fps    []FalsePositive
+	closed bool
+
+	wg sync.WaitGroup
+}
+
+type swarmNode struct {
+	name string
+	ip   string
+	c    *cluster.Cluster
+	ft   *FaultyTransport
+}
+
+// NewSwarm returns an empty swarm.
+func NewSwarm(conf SwarmConfig) (*Swarm, error) {
+	if conf.ClusterName == "" || len(conf.IPs) == 0 {
+		return nil, errors.New("new swarm: cluster name and at least one IP are required")
+	}
+	if err := conf.Profile.Validate(); err != nil {
+		return nil, fmt.Errorf("new swarm: %w", err)
+	}
+	logger := conf.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Swarm{
+		conf:   conf,
+		logger: logger.With("swarm", conf.ClusterName),
+		rng:    rand.New(rand.NewPCG(conf.Seed, 1)),
+		nodes:  make(map[string]*swarmNode),
+		alive:  make(map[string]map[string]time.Time),
+		failed: make(map[string]map[string]time.Time),
+		killed: make(map[string]time.Time),
+	}, nil
+}
+
+// Add starts a node and, unless it is the first, joins it to a random live
+// node. It returns the node's name and when the join began.
+func (s *Swarm) Add() (string, time.Time, error) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return "", time.Time{}, errors.New("add node: swarm shut down")
+	}
+	id := s.nextID
+	s.nextID++
+	name := fmt.Sprintf("n%d", id)
+	ip := s.conf.IPs[id%len(s.conf.IPs)]
+	var seed string
+	if live := s.liveLocked(); len(live) > 0 {
+		n := s.nodes[live[s.rng.IntN(len(live))]]
+		h, p := n.c.LocalAddr()
+		seed = fmt.Sprintf("%s:%d", h, p)
+	}
+	s.alive[name] = make(map[string]time.Time)
+	s.mu.Unlock()
+
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+		BindAddrs: []string{ip},
+		Logger:    log.New(io.Discard, "", 0),
+	})
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("add node %s: listen on %s: %w", name, ip, err)
+	}
+	ft := NewFaultyTransport(nt, s.conf.Loss, s.conf.Seed^uint64(id+1)*0x9e3779b97f4a7c15)
+	c, err := cluster.Create(&cluster.Config{
+		NodeName:    name,
+		ClusterName: s.conf.ClusterName,
+		BindAddr:    ip,
+		HTTPPort:    8080,
+		Profile:     s.conf.Profile,
+		SecretKey:   s.conf.Key,
+		Transport:   ft,
+		Logger:      s.logger,
+		Monitoring:  sampleMonitoring(s.rngFloat()),
+	})
+	if err != nil {
+		ft.Shutdown()
+		return "", time.Time{}, fmt.Errorf("add node %s: %w", name, err)
+	}
+	events, _ := c.Subscribe(16384)
+	s.wg.Add(1)
+	go s.collect(name, events)
+	if err := c.Start(); err != nil {
+		c.Shutdown()
+		ft.Shutdown()
+		return "", time.Time{}, fmt.Errorf("add node %s: %w", name, err)
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.Shutdown()
+		return "", time.Time{}, errors.New("add node: swarm shut down")
+	}
+	s.nodes[name] = &swarmNode{name: name, ip: ip, c: c, ft: ft}
+	s.mu.Unlock()
+
+	began := time.Now()
+	if seed != "" {
+		if _, err := c.Join([]string{seed}); err != nil {
+			return name, began, fmt.Errorf("add node %s: %w", name, err)
+		}
+	}
+	return name, began, nil
+}
+
+func (s *Swarm) rngFloat() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rng.Float64()
+}
+
+// collect records one node's membership events until its channel closes.
+func (s *Swarm) collect(observer string, events <-chan cluster.Event) {
+	defer s.wg.Done()
+	for ev := range events {
+		subject := ev.Member.Name
+		if ev.Member.Self {
+			continue
+		}
+		switch ev.Type {
+		case cluster.EventJoin:
+			s.mu.Lock()
+			if v := s.alive[observer]; v != nil {
+				v[subject] = ev.Time
+			}
+			s.mu.Unlock()
+		case cluster.EventFail, cluster.EventLeave:
+			s.mu.Lock()
+			delete(s.alive[observer], subject)
+			if ev.Type == cluster.EventFail {
+				f := s.failed[subject]
+				if f == nil {
+					f = make(map[string]time.Time)
+					s.failed[subject] = f
+				}
+				if _, ok := f[observer]; !ok {
+					f[observer] = ev.Time
+				}
+				if _, ok := s.killed[subject]; !ok {
+					s.fps = append(s.fps, FalsePositive{Subject: subject, Observer: observer, Time: ev.Time})
+				}
+			}
+			s.mu.Unlock()
+		}
+	}
+}
+
+// Grow adds nodes until the swarm has n live nodes, then waits until every
+// node sees every other alive. It returns how long that took.
+func (s *Swarm) Grow(ctx context.Context, n int, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	for s.Len() < n {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if _, _, err := s.Add(); err != nil {
+			return 0, err
+		}
+	}
+	err := poll(ctx, timeout, 50*time.Millisecond, func() error { return s.converged() })
+	if err != nil {
+		return 0, fmt.Errorf("grow to %d nodes: %w", n, err)
+	}
+	return time.Since(start), nil
+}
+
+// converged reports which nodes do not yet see every other live node alive.
+func (s *Swarm) converged() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	missing, worst, worstName, example := 0, 0, "", ""
+	for obs := range s.nodes {
+		lack, absent := 0, ""
+		v := s.alive[obs]
+		for sub := range s.nodes {
+			if _, ok := v[sub]; !ok && sub != obs {
+				lack++
+				absent = sub
+			}
+		}
+		if lack > 0 {
+			missing++
+			if lack > worst {
+				worst, worstName, example = lack, obs, absent
+			}
+		}
+	}
+	if missing > 0 {
+		m, _ := s.nodes[worstName].c.Member(example)
+		return fmt.Errorf("%d of %d nodes do not see everyone alive yet (%s misses %d, e.g. %s, which it has as %q)",
+			missing, len(s.nodes), worstName, worst, example, m.Status)
+	}
+	return nil
+}
+
+// Len returns the number of live nodes.
+func (s *Swarm) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.nodes)
+}
+
+// Live returns the names of the live nodes, sorted.
+func (s *Swarm) Live() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.liveLocked()
+}
+
+func (s *Swarm) liveLocked() []string {
+	names := make([]string, 0, len(s.nodes))
+	for n := range s.nodes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// RandomLive returns a random live node other than those in except.
+func (s *Swarm) RandomLive(except ...string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var cands []string
+	for _, n := range s.liveLocked() {
+		skip := false
+		for _, e := range except {
+			skip = skip || n == e
+		}
+		if !skip {
+			cands = append(cands, n)
+		}
+	}
+	if len(cands) == 0 {
+		return "", false
+	}
+	return cands[s.rng.IntN(len(cands))], true
+}
+
+// Kill hard-stops a node (Shutdown without Leave) and returns the instant
+// just before it stopped and the nodes that must now declare it failed.
+func (s *Swarm) Kill(name string) (time.Time, []string, error) {
+	s.mu.Lock()
+	n := s.nodes[name]
+	if n == nil {
+		s.mu.Unlock()
+		return time.Time{}, nil, fmt.Errorf("kill %s: no such live node", name)
+	}
+	delete(s.nodes, name)
+	delete(s.alive, name)
+	at := time.Now()
+	s.killed[name] = at
+	survivors := s.liveLocked()
+	s.mu.Unlock()
+	n.c.Shutdown()
+	return at, survivors, nil
+}
+
+// WaitFailed waits until every observer has declared subject failed and
+// returns the latest verdict's delay after since.
+func (s *Swarm) WaitFailed(ctx context.Context, subject string, observers []string, since time.Time, timeout time.Duration) (time.Duration, error) {
+	var last time.Time
+	err := poll(ctx, timeout, 20*time.Millisecond, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		f := s.failed[subject]
+		waiting := 0
+		last = time.Time{}
+		for _, o := range observers {
+			if _, live := s.nodes[o]; !live {
+				continue
+			}
+			t, ok := f[o]
+			if !ok {
+				waiting++
+				continue
+			}
+			if t.After(last) {
+				last = t
+			}
+		}
+		if waiting > 0 {
+			return fmt.Errorf("%d of %d peers have not declared %s failed", waiting, len(observers), subject)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("wait for %s to fail everywhere: %w", subject, err)
+	}
+	return last.Sub(since), nil
+}
+
+// WaitJoined waits until every other live node sees subject alive and
+// returns the latest sighting's delay after since.
+func (s *Swarm) WaitJoined(ctx context.Context, subject string, since time.Time, timeout time.Duration) (time.Duration, error) {
+	var last time.Time
+	err := poll(ctx, timeout, 20*time.Millisecond, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		waiting := 0
+		last = time.Time{}
+		for o := range s.nodes {
+			if o == subject {
+				continue
+			}
+			t, ok := s.alive[o][subject]
+			if !ok {
+				waiting++
+				continue
+			}
+			if t.After(last) {
+				last = t
+			}
+		}
+		if waiting > 0 {
+			return fmt.Errorf("%d of %d peers do not see %s alive", waiting, len(s.nodes)-1, subject)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("wait for %s to be seen by all: %w", subject, err)
+	}
+	return last.Sub(since), nil
+}
+
+// Freeze starves the named node's transport for d (see FaultyTransport).
+func (s *Swarm) Freeze(name string, d time.Duration) error {
+	s.mu.Lock()
+	n := s.nodes[name]
+	s.mu.Unlock()
+	if n == nil {
+		return fmt.Errorf("freeze %s: no such live node", name)
+	}
+	n.ft.Freeze(d)
+	return nil
+}
+
+// FalsePositives returns the fail verdicts about nodes that were not killed.
+func (s *Swarm) FalsePositives() []FalsePositive {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]FalsePositive(nil), s.fps...)
+}
+
+// BytesSent returns the gossip bytes the live nodes sent so far, as counted
+// by each node's CountingTransport, and how many nodes were summed.
+func (s *Swarm) BytesSent() (uint64, int) {
+	s.mu.Lock()
+	nodes := make([]*swarmNode, 0, len(s.nodes))
+	for _, n := range s.nodes {
+		nodes = append(nodes, n)
+	}
+	s.mu.Unlock()
+	var total uint64
+	for _, n := range nodes {
+		total += n.c.Stats().BytesSent
+	}
+	return total, len(nodes)
+}
+
+// RunUpdates changes every live node's monitoring sample once per interval,
+// spreading the updates evenly, until ctx is done. It returns when ctx is.
+func (s *Swarm) RunUpdates(ctx context.Context, interval time.Duration) {
+	live := s.Live()
+	if len(live) == 0 {
+		return
+	}
+	t := time.NewTicker(interval / time.Duration(len(live)))
+	defer t.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		s.mu.Lock()
+		n := s.nodes[live[i%len(live)]]
+		f := s.rng.Float64()
+		s.mu.Unlock()
+		if n != nil {
+			n.c.UpdateSelf(func(r *cluster.Record) { r.Monitoring = sampleMonitoring(f) })
+		}
+	}
+}
+
+// Shutdown stops every node and waits for the event collectors. It is safe
+// to call more than once.
+func (s *Swarm) Shutdown() {
+	s.mu.Lock()
+	s.closed = true
+	nodes := make([]*swarmNode, 0, len(s.nodes))
+	for _, n := range s.nodes {
+		nodes = append(nodes, n)
+	}
+	s.nodes = make(map[string]*swarmNode)
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n.c.Shutdown()
+		}()
+	}
+	wg.Wait()
+	s.wg.Wait()
+}
+
+// sampleMonitoring is a plausible Raspberry Pi 4 sample; f in [0,1) varies
+// it so that every update is a real change of the record.
+func sampleMonitoring(f float64) cluster.Monitoring {
+	temp := 45 + 20*f
+	return cluster.Monitoring{
+		CPUs:            4,
+		CPUPercent:      100 * f,
+		MemTotal:        4 << 30,
+		MemUsed:         uint64(float64(4<<30) * (0.2 + 0.5*f)),
+		Load1:           4 * f,
+		Load5:           3 * f,
+		Load15:          2 * f,
+		TempC:           &temp,
+		DiskUsedPercent: 30 + 10*f,
+		UptimeS:         uint64(86400 * (1 + f)),
+		SampledAt:       time.Now(),
+	}
+}
+
+// poll calls cond every interval until it returns nil, timeout passes (the
+// last error is returned) or ctx is done.
+func poll(ctx context.Context, timeout, interval time.Duration, cond func() error) error {
+	deadline := time.Now().Add(timeout)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("after %v: %w", timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
