@@ -62,11 +62,12 @@ echo "$1 $RPI_EVENT $RPI_NODE_NAME $RPI_NODE_STATUS $RPI_NODE_SERVICES $RPI_SELF
 		if string(got) != want {
 			return fmt.Errorf("hook log %q, want %q", got, want)
 		}
+		// The run is counted once its script has exited.
+		if s := watcher.hooks.Stats(); s.Runs != 2 || s.Failures != 0 || s.Dropped != 0 {
+			return fmt.Errorf("hook stats %+v, want 2 runs", s)
+		}
 		return nil
 	})
-	if s := watcher.hooks.Stats(); s.Runs != 2 || s.Failures != 0 || s.Dropped != 0 {
-		t.Fatalf("hook stats %+v, want 2 runs", s)
-	}
 	// Shutdown stops the runner with the agent and stays idempotent.
 	watcher.Shutdown()
 	watcher.Shutdown()
