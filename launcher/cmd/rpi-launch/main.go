@@ -15,6 +15,12 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first Ctrl-C stops cleanly (a running play is interrupted and
+	// waited for); a second one exits at once.
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	err := cli.RunLaunch(ctx, os.Args, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
