@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -167,6 +168,13 @@ func (l *Launcher) Launch(ctx context.Context, service string, n int, dryRun boo
 // the new value.
 func (l *Launcher) changeDesired(ctx context.Context, service string, delta int) error {
 	d, err := l.Client.AddDesired(ctx, service, delta)
+	var se *client.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusNotFound {
+		// An agent from before desired state: the deploy stands, reconcile
+		// just cannot know about it.
+		fmt.Fprintf(l.out(), "warning: agent %s keeps no desired state (upgrade rpi-agent); %s %+d not recorded, reconcile will not act on it\n", l.Client.BaseURL, service, delta)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("desired %s %+d: %w (reconcile reads this count; the deploy itself is done)", service, delta, err)
 	}

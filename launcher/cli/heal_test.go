@@ -121,3 +121,19 @@ func TestStatusAndOneShotReconcile(t *testing.T) {
 		t.Errorf("bad interval: %v", err)
 	}
 }
+
+func TestLaunchWithAgentWithoutDesiredState(t *testing.T) {
+	c := cluster(t)
+	c.NoDesired = true
+	fakeAnsible(t)
+	out, err := launch(t, "--agent", c.URL("pi-1"), "--build-dir", t.TempDir(), "1", "nginx_webserver")
+	if err != nil {
+		t.Fatalf("launch failed against an agent without desired state: %v", err)
+	}
+	if !strings.Contains(out, "keeps no desired state (upgrade rpi-agent); nginx_webserver +1 not recorded") {
+		t.Errorf("no warning:\n%s", out)
+	}
+	if !slices.Contains(c.Services("pi-2"), "nginx_webserver") {
+		t.Errorf("not deployed: writes %v", c.Writes())
+	}
+}

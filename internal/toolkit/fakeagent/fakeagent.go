@@ -40,6 +40,9 @@ func (w Write) String() string { return w.Method + " " + w.Node + " " + w.Servic
 type Cluster struct {
 	// Token, when set, is required on writes.
 	Token string
+	// NoDesired makes the agents answer /v1/desired with 404, as agents
+	// from before desired state do. Set it before the first request.
+	NoDesired bool
 
 	mu      sync.Mutex
 	nodes   []api.Node
@@ -258,6 +261,8 @@ func (c *Cluster) serve(self string, w http.ResponseWriter, r *http.Request) {
 	defer c.mu.Unlock()
 	path := r.URL.Path
 	switch {
+	case c.NoDesired && strings.HasPrefix(path, "/v1/desired"):
+		writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such path %q", path)})
 	case path == "/v1/desired" && r.Method == http.MethodGet:
 		writeJSON(w, http.StatusOK, api.DesiredState{Services: c.desiredLocked()})
 	case strings.HasPrefix(path, "/v1/desired/"):
