@@ -31,4 +31,14 @@ type Backend interface {
 	Subscribe() (<-chan Event, func())
 	// GossipStats returns the transport counters.
 	GossipStats() GossipStats
+
+	// Desired returns every service's desired replica count, sorted by
+	// service, tombstones (0 replicas) included.
+	Desired() []DesiredService
+	// DesiredFor returns one service's desired state; false when it was
+	// never set.
+	DesiredFor(service string) (DesiredService, bool)
+	// ChangeDesired applies a validated change (exactly one of Replicas and
+	// Delta set, Replicas not negative) and gossips the result.
+	ChangeDesired(ctx context.Context, service string, change DesiredChange) (DesiredService, error)
 }

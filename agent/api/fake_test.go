@@ -20,6 +20,7 @@ type fakeBackend struct {
 	nextSub  int
 	writes   atomic.Int64
 	writeErr error
+	desired  fakeDesired
 }
 
 func newFakeBackend(self string, nodes ...Node) *fakeBackend {

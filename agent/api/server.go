@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -129,6 +130,8 @@ func (s *Server) routes() {
 	s.handle("/v1/self", styleV1, "GET", s.getSelf)
 	s.handle("/v1/services/{service...}", styleV1,
 		"GET", s.getServiceNodes, "PUT", s.putService, "DELETE", s.deleteService)
+	s.handle("/v1/desired", styleV1, "GET", s.getDesired)
+	s.handle("/v1/desired/{service...}", styleV1, "GET", s.getDesiredFor, "PUT", s.putDesired)
 	s.handle("/v1/events", styleV1, "GET", s.events)
 	s.handle("/healthz", styleV1, "GET", s.healthz)
 	s.handle("/metrics", styleV1, "GET", s.metrics)
@@ -137,7 +140,7 @@ func (s *Server) routes() {
 	s.handle("/assets/{file}", styleV1, "GET", s.asset)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, styleV1, http.StatusNotFound,
-			fmt.Sprintf("no such path %q: the API is under /v1 (nodes, self, services, events), plus /healthz, /metrics and the page at /", r.URL.Path))
+			fmt.Sprintf("no such path %q: the API is under /v1 (nodes, self, services, desired, events), plus /healthz, /metrics and the page at /", r.URL.Path))
 	})
 }
 
@@ -235,7 +238,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, style errorSty
 			fmt.Sprintf("request body of %d bytes is too large: at most %d bytes allowed", r.ContentLength, s.maxBody))
 		return false
 	}
-	if _, err := io.Copy(io.Discard, r.Body); err != nil {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			s.writeError(w, style, http.StatusRequestEntityTooLarge,
@@ -245,6 +249,8 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request, style errorSty
 		s.writeError(w, style, http.StatusBadRequest, fmt.Sprintf("read request body: %v", err))
 		return false
 	}
+	// The handler reads the (bounded) body again from memory.
+	r.Body = io.NopCloser(bytes.NewReader(body))
 	return true
 }
 
