@@ -4,7 +4,7 @@
 #   make cross        rpi-agent for every Pi: bin/linux-{arm64,armv7,armv6}/rpi-agent
 #   make test         unit and in-process cluster tests (go test -race ./...)
 #   make check        everything CI runs: lint, tests, end-to-end suite
-#   make cluster      the virtual Pi cluster on Docker (N=4 nodes), built from the image
+#   make cluster      the virtual Pi cluster on Docker (N=4 nodes) with a deploy on it
 #   make cluster-down remove everything make cluster made
 #   make e2e          the end-to-end suite on virtual clusters (root, Docker)
 #   make demo         a local 3-agent cluster on 127.0.2.x (no Docker needed)
@@ -48,7 +48,7 @@ lint:
 check: lint cross test e2e
 
 cluster: build
-	$(GO) run ./e2e/cmd/rpi-vcluster up -n $(N)
+	N=$(N) ./scripts/cluster.sh
 
 cluster-down:
 	$(GO) run ./e2e/cmd/rpi-vcluster down
