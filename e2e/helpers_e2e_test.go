@@ -98,12 +98,13 @@ func figure(t *testing.T, name, format string, args ...any) {
 
 // newCluster starts n nodes for one test, waits until they converge and
 // removes everything when the test ends (RPI_E2E_KEEP=1 keeps a failed
-// test's cluster for inspection).
+// test's cluster for inspection). RPI_E2E_SESSION labels the clusters so
+// e2e/run.sh can remove a crashed run's leftovers and nothing else.
 func newCluster(t *testing.T, n int, agentArgs ...string) (*vcluster.Cluster, time.Duration) {
 	t.Helper()
 	ctx := context.Background()
 	c, err := vcluster.Create(ctx, vcluster.Options{Image: suite.prepared.Image, Token: suite.token,
-		AgentArgs: agentArgs, Logger: suite.log})
+		Session: os.Getenv("RPI_E2E_SESSION"), AgentArgs: agentArgs, Logger: suite.log})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,10 +11,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Every cluster of this run carries this session label; cleanup removes
+# exactly those, not a `make cluster` or another job's run.
+export RPI_E2E_SESSION=${RPI_E2E_SESSION:-ci-$$-$(date +%s)}
+
 cleanup() {
 	status=$?
 	if [ "${RPI_E2E_KEEP:-}" != 1 ]; then
-		go run ./e2e/cmd/rpi-vcluster down --all || true
+		go run ./e2e/cmd/rpi-vcluster down --session "$RPI_E2E_SESSION" || true
 	fi
 	exit "$status"
 }

@@ -34,6 +34,9 @@ const (
 	LabelRun = "rpi-cluster.e2e"
 	// LabelNode holds a container's node index.
 	LabelNode = "rpi-cluster.e2e.node"
+	// LabelSession groups several runs (one CI job's test clusters) so a
+	// wrapper can remove them all without touching anyone else's.
+	LabelSession = "rpi-cluster.e2e.session"
 	// LabelImage marks node images (kept across runs as a cache).
 	LabelImage = "rpi-cluster.node-image"
 )
@@ -63,6 +66,8 @@ type Options struct {
 	// Token is the agents' API token (see ImageAgentConfig), sent by the
 	// clients Client returns.
 	Token string
+	// Session, when set, labels everything with LabelSession=Session too.
+	Session string
 	// Docker runs docker; nil uses "docker" on PATH.
 	Docker *Docker
 	// Logger receives progress; nil discards it.
@@ -211,7 +216,7 @@ func (c *Cluster) createNetwork(ctx context.Context) error {
 		_, err := c.d.Run(ctx, "network", "create", "--driver", "bridge",
 			"--opt", "com.docker.network.bridge.enable_ip_masquerade=false",
 			"--subnet", p.String(), "--gateway", gw.String(),
-			"--label", LabelRun+"="+c.RunID, c.Network)
+			"--label", LabelRun+"="+c.RunID, "--label", LabelSession+"="+c.opts.Session, c.Network)
 		if err == nil {
 			c.Subnet = p
 			c.log.Info("network created", "network", c.Network, "subnet", p)
@@ -275,7 +280,8 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 }
 
 func (c *Cluster) runNode(ctx context.Context, n *Node, container string) error {
-	if _, err := c.d.Run(ctx, "volume", "create", "--label", LabelRun+"="+c.RunID, n.Volume); err != nil {
+	if _, err := c.d.Run(ctx, "volume", "create", "--label", LabelRun+"="+c.RunID,
+		"--label", LabelSession+"="+c.opts.Session, n.Volume); err != nil {
 		return fmt.Errorf("start node %d: %w", n.Index, err)
 	}
 	args := []string{"run", "-d",
@@ -285,6 +291,7 @@ func (c *Cluster) runNode(ctx context.Context, n *Node, container string) error 
 		"--cap-add", "NET_ADMIN",
 		"--label", LabelRun + "=" + c.RunID,
 		"--label", LabelNode + "=" + strconv.Itoa(n.Index),
+		"--label", LabelSession + "=" + c.opts.Session,
 		"--volume", n.Volume + ":" + DataDir,
 		"--stop-timeout", "15",
 		c.Image,
@@ -679,6 +686,23 @@ func DownRun(ctx context.Context, d *Docker, runID string) error {
 	if runID != "" {
 		label += "=" + runID
 	}
+	return DownLabel(ctx, d, label)
+}
+
+// DownSession removes everything of every run labelled with session.
+func DownSession(ctx context.Context, d *Docker, session string) error {
+	if session == "" {
+		return errors.New("remove session: empty session id")
+	}
+	return DownLabel(ctx, d, LabelSession+"="+session)
+}
+
+// DownLabel removes the containers, volumes and networks carrying label
+// ("key" or "key=value").
+func DownLabel(ctx context.Context, d *Docker, label string) error {
+	if d == nil {
+		d = &Docker{}
+	}
 	var errs []error
 	containers, err := d.ListByLabel(ctx, "container", label)
 	errs = append(errs, err)
@@ -700,7 +724,7 @@ func DownRun(ctx context.Context, d *Docker, runID string) error {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("remove cluster %q: %w", runID, err)
+		return fmt.Errorf("remove objects labelled %s: %w", label, err)
 	}
 	return nil
 }

@@ -48,13 +48,18 @@ func app() *cli.App {
 			{
 				Name:  "down",
 				Usage: "remove a cluster's containers, volumes and network",
-				Flags: []cli.Flag{runID, &cli.BoolFlag{Name: "all", Usage: "remove every run's leftovers (all objects labelled " + vcluster.LabelRun + ")"}},
+				Flags: []cli.Flag{runID,
+					&cli.StringFlag{Name: "session", Usage: "remove every run of this e2e session (label " + vcluster.LabelSession + ")"},
+					&cli.BoolFlag{Name: "all", Usage: "remove every run's leftovers, anyone's (all objects labelled " + vcluster.LabelRun + ")"},
+				},
 				Action: func(c *cli.Context) error {
-					id := c.String("run-id")
-					if c.Bool("all") {
-						id = ""
+					switch {
+					case c.Bool("all"):
+						return vcluster.DownRun(c.Context, nil, "")
+					case c.String("session") != "":
+						return vcluster.DownSession(c.Context, nil, c.String("session"))
 					}
-					return vcluster.DownRun(c.Context, nil, id)
+					return vcluster.DownRun(c.Context, nil, c.String("run-id"))
 				},
 			},
 			{
