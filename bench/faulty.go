@@ -44,7 +44,11 @@ type FaultyTransport struct {
 
 	stopOnce sync.Once
 	stopCh   chan struct{}
-	wg       sync.WaitGroup
+	// innerDone closes once the inner transport has shut down; until then
+	// the forwarders drain it, since its listeners block on delivery and
+	// would never finish shutting down otherwise.
+	innerDone chan struct{}
+	wg        sync.WaitGroup
 }
 
 var _ memberlist.NodeAwareTransport = (*FaultyTransport)(nil)
@@ -60,6 +64,8 @@ func NewFaultyTransport(inner memberlist.NodeAwareTransport, loss float64, seed 
 		packetCh: make(chan *memberlist.Packet),
 		streamCh: make(chan net.Conn),
 		stopCh:   make(chan struct{}),
+
+		innerDone: make(chan struct{}),
 	}
 	t.wg.Add(2)
 	go t.forwardPackets()
@@ -120,6 +126,7 @@ func (t *FaultyTransport) drop() bool {
 
 func (t *FaultyTransport) forwardPackets() {
 	defer t.wg.Done()
+	defer t.drain()
 	in := t.inner.PacketCh()
 	for {
 		select {
@@ -138,8 +145,24 @@ func (t *FaultyTransport) forwardPackets() {
 	}
 }
 
+// drain discards what the inner transport still delivers until it has
+// shut down.
+func (t *FaultyTransport) drain() {
+	packets, streams := t.inner.PacketCh(), t.inner.StreamCh()
+	for {
+		select {
+		case <-packets:
+		case c := <-streams:
+			c.Close()
+		case <-t.innerDone:
+			return
+		}
+	}
+}
+
 func (t *FaultyTransport) forwardStreams() {
 	defer t.wg.Done()
+	defer t.drain()
 	in := t.inner.StreamCh()
 	for {
 		select {
@@ -217,6 +240,7 @@ func (t *FaultyTransport) Shutdown() error {
 	t.stopOnce.Do(func() {
 		close(t.stopCh)
 		err = t.inner.Shutdown()
+		close(t.innerDone)
 		t.wg.Wait()
 	})
 	return err

@@ -70,6 +70,7 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 	log.Info("forming cluster")
 	res.Formation, err = sw.Grow(ctx, plan.N, formationTimeout(conf.Profile, plan.N))
 	if err != nil {
+		log.Error("cluster did not form", "err", err)
 		res.Err = err
 		return res
 	}
@@ -125,6 +126,9 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 		log.Debug("trial", "i", i+1, "join", res.Join[len(res.Join)-1], "detect", res.Detect[len(res.Detect)-1])
 	}
 	res.FalsePositives = sw.FalsePositives()
+	if res.Err != nil {
+		log.Error("scale run failed", "err", res.Err)
+	}
 	log.Info("trials done", "joins", len(res.Join), "detections", len(res.Detect), "false_positives", len(res.FalsePositives))
 	return res
 }

@@ -1,0 +1,251 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
+	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
+)
+
+// Tests use 127.0.9.230-249; the benchmark's own swarms start at .1 and
+// its footprint agents at .201, and use port 0 too.
+
+func netTransport(t *testing.T, ip string) *memberlist.NetTransport {
+	t.Helper()
+	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{ip}, Logger: log.New(io.Discard, "", 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nt
+}
+
+func addrOf(t *testing.T, tr memberlist.Transport) string {
+	t.Helper()
+	ip, port, err := tr.FinalAdvertiseAddr("", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%s:%d", ip, port)
+}
+
+func TestFaultyTransportDropsTheConfiguredShare(t *testing.T) {
+	a := NewFaultyTransport(netTransport(t, "127.0.9.230"), 0.3, 1)
+	b := NewFaultyTransport(netTransport(t, "127.0.9.231"), 0, 2)
+	t.Cleanup(func() { a.Shutdown(); b.Shutdown() })
+
+	const sent = 1000
+	received := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range b.PacketCh() {
+			received++
+			if received == sent-int(a.Dropped()) {
+				return
+			}
+		}
+	}()
+	to := addrOf(t, b)
+	for i := range sent {
+		if _, err := a.WriteTo([]byte{byte(i)}, to); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dropped := int(a.Dropped())
+	if dropped < 200 || dropped > 400 {
+		t.Errorf("dropped %d of %d packets at 30 %% loss, want 200-400", dropped, sent)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("received %d packets, want the %d not dropped", received, sent-dropped)
+	}
+}
+
+func TestFaultyTransportFreezeHoldsDeliveryAndSends(t *testing.T) {
+	a := NewFaultyTransport(netTransport(t, "127.0.9.232"), 0, 1)
+	b := NewFaultyTransport(netTransport(t, "127.0.9.233"), 0, 2)
+	t.Cleanup(func() { a.Shutdown(); b.Shutdown() })
+
+	const freeze = 300 * time.Millisecond
+	b.Freeze(freeze)
+	thaw := time.Now().Add(freeze)
+	if _, err := a.WriteTo([]byte("ping"), addrOf(t, b)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-b.PacketCh():
+		if now := time.Now(); now.Before(thaw) {
+			t.Fatalf("packet %q delivered %v before the freeze ended", p.Buf, thaw.Sub(now))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("packet held by the freeze was never delivered")
+	}
+
+	// A frozen node's own sends wait for the thaw too.
+	a.Freeze(freeze)
+	thaw = time.Now().Add(freeze)
+	if _, err := a.WriteTo([]byte("pong"), addrOf(t, b)); err != nil {
+		t.Fatal(err)
+	}
+	if now := time.Now(); now.Before(thaw) {
+		t.Fatalf("send returned %v before the freeze ended", thaw.Sub(now))
+	}
+	<-b.PacketCh()
+
+	// Shutdown releases a sender blocked by a freeze.
+	a.Freeze(time.Hour)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := a.WriteTo([]byte("late"), addrOf(t, b))
+		errc <- err
+	}()
+	a.Shutdown()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, errTransportStopped) {
+			t.Fatalf("send after shutdown: %v, want %v", err, errTransportStopped)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not release a frozen sender")
+	}
+}
+
+func TestSwarmMeasuresJoinAndDetection(t *testing.T) {
+	p, err := cluster.ProfileByName("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw, err := NewSwarm(SwarmConfig{ClusterName: "bench-test", Profile: p, IPs: []string{"127.0.9.234", "127.0.9.235", "127.0.9.236"}, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sw.Shutdown)
+	ctx := context.Background()
+	if _, err := sw.Grow(ctx, 4, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	name, began, err := sw.Add()
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := sw.WaitJoined(ctx, name, began, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j <= 0 || j > 20*time.Second {
+		t.Errorf("join took %v, want a positive duration within the timeout", j)
+	}
+
+	victim, _ := sw.RandomLive(name)
+	at, survivors, err := sw.Kill(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(survivors) != 4 {
+		t.Fatalf("survivors %v, want 4 nodes", survivors)
+	}
+	d, err := sw.WaitFailed(ctx, victim, survivors, at, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test profile's suspicion lasts at least 3·log10(5)·100 ms.
+	if d < 200*time.Millisecond || d > 20*time.Second {
+		t.Errorf("detection took %v, want between the minimum suspicion time and the timeout", d)
+	}
+	if fps := sw.FalsePositives(); len(fps) != 0 {
+		t.Errorf("false positives %v, want none", fps)
+	}
+	if b, n := sw.BytesSent(); b == 0 || n != 4 {
+		t.Errorf("bytes sent %d by %d nodes, want traffic from 4", b, n)
+	}
+}
+
+func TestSwarmReportsAFrozenNodeDeclaredFailed(t *testing.T) {
+	p, err := cluster.ProfileByName("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw, err := NewSwarm(SwarmConfig{ClusterName: "bench-fp-test", Profile: p, IPs: []string{"127.0.9.237", "127.0.9.238"}, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sw.Shutdown)
+	if _, err := sw.Grow(context.Background(), 3, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// Frozen far longer than the test profile's suspicion time, the node is
+	// declared failed although it was never stopped: a false positive.
+	frozen := sw.Live()[0]
+	if err := sw.Freeze(frozen, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		for _, fp := range sw.FalsePositives() {
+			if fp.Subject == frozen {
+				return nil
+			}
+		}
+		return fmt.Errorf("no peer declared the frozen %s failed yet", frozen)
+	})
+}
+
+func TestPercentile(t *testing.T) {
+	ds := []time.Duration{5, 1, 4, 2, 3, 10, 9, 8, 7, 6}
+	for _, c := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 5}, {90, 9}, {99, 10}, {100, 10}, {0, 1}} {
+		if got := Percentile(ds, c.p); got != c.want {
+			t.Errorf("p%v = %v, want %v", c.p, got, c.want)
+		}
+	}
+	if got := Percentile([]float64(nil), 50); got != 0 {
+		t.Errorf("p50 of nothing = %v, want 0", got)
+	}
+}
+
+func TestReportMarkdownAndFailures(t *testing.T) {
+	r := &Report{
+		Machine: Machine{CPUs: 2, Model: "Test CPU", GoVersion: "go1.26", LoadStart: "1.00 1.00 1.00", LoadEnd: "2.00 2.00 2.00"},
+		Command: "rpi-bench --quick", Mode: "quick", Labels: []string{"lan", "memberlist DefaultLANConfig"},
+		Scale: []ScaleResult{
+			{Contender: "lan", N: 10, Formation: time.Second, Detect: []time.Duration{2 * time.Second, 3 * time.Second},
+				Join: []time.Duration{100 * time.Millisecond}, IdleBytes: 1500, UpdateBytes: 2500},
+			{Contender: "memberlist DefaultLANConfig", N: 10, Err: errors.New("grow to 10 nodes: timed out")},
+		},
+		FalsePos: []FalsePosResult{
+			{Contender: "lan", Plan: FalsePosPlan{N: 10, Loss: 0.1, Duration: time.Minute, Starve: 2 * time.Second, StarveEvery: 30 * time.Second},
+				Events: []FalsePositive{{Subject: "n0", Observer: "n1"}}, Nodes: 1, Freezes: 2},
+		},
+	}
+	var b strings.Builder
+	if err := r.WriteMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{
+		"2 CPUs, Test CPU, go1.26", "`rpi-bench --quick`", "1.00 1.00 1.00 at start",
+		"| failure detection p50 / p99 (trials) | 10 | 2.00 s / 3.00 s (2) | **failed** | p99 ≤ 2.5 s |",
+		"| gossip sent per node, idle | 10 | 1.5 KB/s | – |",
+		"1 nodes (1 verdicts, 2 freezes)",
+		"### Gross failures",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	fails := r.Failures()
+	if len(fails) != 2 || !strings.Contains(fails[0], "timed out") || !strings.Contains(fails[1], "1 live nodes declared failed") {
+		t.Errorf("failures %q, want the timed-out formation and lan's false positive", fails)
+	}
+}
