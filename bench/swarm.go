@@ -168,11 +168,30 @@ func (s *Swarm) Add() (string, time.Time, error) {
 	s.nodes[name] = &swarmNode{name: name, ip: ip, c: c, ft: ft}
 	s.mu.Unlock()
 
+	// A saturated machine can leave a seed's TCP accept queue unserved
+	// past TCPTimeout: try up to two other seeds before giving up.
 	began := time.Now()
-	if seed != "" {
-		if _, err := c.Join([]string{seed}); err != nil {
+	for attempt := 0; seed != ""; attempt++ {
+		_, err := c.Join([]string{seed})
+		if err == nil {
+			break
+		}
+		if attempt == 2 {
 			return name, began, fmt.Errorf("add node %s: %w", name, err)
 		}
+		s.logger.Warn("join failed, trying another seed", "node", name, "seed", seed, "err", err)
+		other, ok := s.RandomLive(name)
+		if !ok {
+			return name, began, fmt.Errorf("add node %s: %w", name, err)
+		}
+		s.mu.Lock()
+		n := s.nodes[other]
+		s.mu.Unlock()
+		if n == nil {
+			return name, began, fmt.Errorf("add node %s: %w", name, err)
+		}
+		h, p := n.c.LocalAddr()
+		seed = fmt.Sprintf("%s:%d", h, p)
 	}
 	return name, began, nil
 }

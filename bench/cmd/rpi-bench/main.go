@@ -63,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.window, "window", 0, "each bandwidth window (default 30s; quick 5s)")
 	fs.DurationVar(&o.footIdle, "footprint-idle", 0, "footprint idle time (default 60s; quick 15s)")
 	fs.IntVar(&o.hbMax, "heartbeats-max-n", 100, "above this size, measure SWIM without direct heartbeats (one process cannot carry N² heartbeats)")
-	fs.IntVar(&o.parallelMax, "parallel-max-n", 100, "up to this size the contenders run at the same time; above it one after another")
+	fs.IntVar(&o.parallelMax, "parallel-max-n", 10, "up to this size the contenders run at the same time; above it one after another")
 	fs.IntVar(&o.invRuns, "inventory-runs", 20, "rpi-inventory runs per size")
 	fs.BoolVar(&o.verbose, "v", false, "log progress at debug level")
 	if err := fs.Parse(args); err != nil {
