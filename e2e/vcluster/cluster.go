@@ -588,7 +588,8 @@ func (c *Cluster) ExpectStatus(ctx context.Context, observers, targets []*Node, 
 }
 
 // Converged returns nil when every node in nodes sees exactly nodes alive,
-// else what is still missing.
+// each with its gossiped record (monitoring, SSH host keys), else what is
+// still missing.
 func (c *Cluster) Converged(ctx context.Context, nodes []*Node) error {
 	views, err := c.Views(ctx, nodes)
 	if err != nil {
@@ -603,6 +604,11 @@ func (c *Cluster) Converged(ctx context.Context, nodes []*Node) error {
 		for _, m := range views[o] {
 			if m.Status == api.StatusAlive && !want[m.Address] {
 				missing = append(missing, fmt.Sprintf("%s sees unexpected %s(%s) alive", o, m.Name, m.Address))
+			}
+			// Membership travels ahead of the node record (monitoring,
+			// host keys); converged means the records arrived too.
+			if want[m.Address] && m.Monitoring.SampledAt.IsZero() {
+				missing = append(missing, fmt.Sprintf("%s has no record of %s(%s) yet", o, m.Name, m.Address))
 			}
 		}
 		for _, t := range nodes {

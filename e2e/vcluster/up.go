@@ -66,7 +66,7 @@ func Up(ctx context.Context, o UpOptions) (*Running, error) {
 			return nil, fmt.Errorf("up: %w", err)
 		}
 		if len(existing) > 0 {
-			return nil, fmt.Errorf("up: cluster %q is already running (%d containers): run `rpi-vcluster down` first", o.RunID, len(existing))
+			return nil, fmt.Errorf("up: cluster %q is already running (%d containers): run `rpi-vcluster down --run-id %s` first", o.RunID, len(existing), o.RunID)
 		}
 	}
 	p, err := Prepare(ctx, PrepareOptions{RepoRoot: o.RepoRoot, Mirror: o.Mirror, Docker: o.Docker, Logger: o.Logger})
