@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/api"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
@@ -56,6 +57,11 @@ type Launcher struct {
 	// taken away). Dry runs and plans that fail record nothing. reconcile
 	// leaves it off: replacing a replica does not ask for one more.
 	RecordDesired bool
+	// SettleTimeout bounds the wait, after recording, for the agent this
+	// launcher reads from to see the change (records spread by gossip), so
+	// that the next command renders from a view that includes it. Default
+	// 15 s; on timeout a warning is printed and nothing fails.
+	SettleTimeout time.Duration
 }
 
 // Outcome is what a launch or removal did.
@@ -270,6 +276,7 @@ func (l *Launcher) apply(ctx context.Context, s applySpec) (*Outcome, error) {
 	}
 	verb := map[bool]string{true: "recorded on", false: "removed from"}[s.add]
 	fmt.Fprintf(l.out(), "%s %s: %s %d of %d node(s): %s\n", s.action, s.service, verb, len(out.Succeeded), len(chosen), strings.Join(out.Succeeded, ", "))
+	l.awaitView(ctx, s.service, out.Succeeded, s.add)
 
 	if len(out.Succeeded) > 0 {
 		view := WithService(s.before, out.Succeeded, s.service, s.add)
@@ -404,6 +411,51 @@ func (l *Launcher) record(ctx context.Context, node api.Node, service string, ad
 		return fmt.Errorf("playbook succeeded but recording failed: %w", err)
 	}
 	return nil
+}
+
+// awaitView waits until the agent l.Client reads from lists service on every
+// node in names (add) or on none of them (remove). Each node's agent wrote
+// its own record; the others learn it by gossip, so without this wait the
+// next rpi-launch (asking, say, the first configured agent) could render a
+// load balancer from a view that misses the new web servers.
+func (l *Launcher) awaitView(ctx context.Context, service string, names []string, add bool) {
+	if len(names) == 0 {
+		return
+	}
+	timeout := l.SettleTimeout
+	if timeout == 0 {
+		timeout = 15 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var missing []string
+	for {
+		nodes, err := l.Client.ServiceNodes(ctx, service)
+		if err == nil {
+			running := map[string]bool{}
+			for _, n := range nodes {
+				running[n.Name] = true
+			}
+			missing = missing[:0]
+			for _, name := range names {
+				if running[name] != add {
+					missing = append(missing, name)
+				}
+			}
+			if len(missing) == 0 {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Fprintf(l.out(), "warning: after %v, %s does not yet see %s %s on %s; gossip may be slow, the next command may not see it either\n",
+				timeout, l.Client.BaseURL, service, map[bool]string{true: "running", false: "gone"}[add], strings.Join(missing, ", "))
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 func hostFailure(r *RunResult, host string) string {

@@ -10,6 +10,11 @@ set -u
 
 log() { echo "rpi-node-entrypoint: $*" >&2; }
 
+# A real boot starts with an empty /run (tmpfs); a container's /run comes
+# from the image or the previous run. Stale pid files would make daemons look
+# alive when they are not.
+find /run -maxdepth 2 -name '*.pid' -type f -delete 2>/dev/null
+
 if [ -x /usr/local/sbin/rpi-firstboot ]; then
 	/usr/local/sbin/rpi-firstboot || { log "first-boot step failed"; exit 1; }
 fi

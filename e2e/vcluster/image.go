@@ -30,10 +30,12 @@ const DefaultSuite = "bookworm"
 const ImageRepo = "rpi-cluster/node"
 
 // DefaultPackages are installed at bootstrap time. Containers have no route to
-// a package mirror, so everything a node needs must be here.
+// a package mirror, so everything a node needs must be here. python3-apt is
+// what Ansible's apt module runs on (Raspberry Pi OS ships it too); without it
+// Ansible tries to install it from the network.
 var DefaultPackages = []string{
 	"ca-certificates", "curl", "iproute2", "iputils-ping", "nginx",
-	"openssh-server", "procps", "python3", "sudo",
+	"openssh-server", "procps", "python3", "python3-apt", "sudo",
 }
 
 // EntrypointPath is where the container entrypoint is installed in the image.
