@@ -7,6 +7,8 @@
 #   make cluster      the virtual Pi cluster on Docker (N=4 nodes) with a deploy on it
 #   make cluster-down remove everything make cluster made
 #   make e2e          the end-to-end suite on virtual clusters (root, Docker)
+#   make bench        failure detection, convergence, bandwidth, footprint (docs/PERFORMANCE.md)
+#   make bench-quick  a reduced benchmark run; fails only on gross failures, never on timings
 #   make demo         a local 3-agent cluster on 127.0.2.x (no Docker needed)
 
 GO       ?= go
@@ -17,7 +19,7 @@ export CGO_ENABLED := 0
 
 N ?= 4
 
-.PHONY: all build cross test lint check demo cluster cluster-down e2e clean
+.PHONY: all build cross test lint check demo cluster cluster-down e2e bench bench-quick clean
 
 all: build
 
@@ -45,7 +47,7 @@ lint:
 	$(GO) vet ./...
 	GOOS=linux GOARCH=arm GOARM=6 $(GO) vet ./agent/...
 
-check: lint cross test e2e
+check: lint cross test e2e bench-quick
 
 cluster: build
 	N=$(N) ./scripts/cluster.sh
@@ -54,10 +56,18 @@ cluster-down:
 	$(GO) run ./e2e/cmd/rpi-vcluster down
 
 e2e: build
-	CGO_ENABLED=1 $(GO) test -tags e2e -count=1 -v -timeout 45m ./e2e/...
+	./e2e/run.sh
 
 demo: build
 	./scripts/local-cluster.sh
+
+bench: build
+	$(GO) run ./bench/cmd/rpi-bench -o build/bench-results.md
+
+# N = 100 is left out of the quick run until its in-process false positives
+# are solved (see docs/PERFORMANCE.md): every other row runs.
+bench-quick: build
+	$(GO) run ./bench/cmd/rpi-bench --quick --sizes 10 -o build/bench-quick.md
 
 clean:
 	rm -rf bin build
