@@ -13,9 +13,9 @@ import (
 	"strings"
 
 	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/inventory"
 )
 
 // DefaultSSHUser is the account the node image lets the cluster key into.
@@ -64,28 +64,14 @@ func EnsureSSHKey(dir string) (string, error) {
 }
 
 // KnownHosts renders a known_hosts file from the SSH host keys the nodes
-// gossip, one line per key with the node's name and address as hosts. A node
-// with no parseable key is an error: checking must stay on.
+// gossip (as rpi-inventory known-hosts does). Unlike the workstation tool, a
+// node with no parseable key is an error here: checking must stay on.
 func KnownHosts(nodes []api.Node) (string, error) {
-	sorted := append([]api.Node(nil), nodes...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
-	var b strings.Builder
-	for _, n := range sorted {
-		count := 0
-		for _, k := range n.SSHHostKeys {
-			pk, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k))
-			if err != nil {
-				return "", fmt.Errorf("known_hosts: node %s: host key %q: %w", n.Name, k, err)
-			}
-			b.WriteString(knownhosts.Line([]string{n.Name, n.Address}, pk))
-			b.WriteByte('\n')
-			count++
-		}
-		if count == 0 {
-			return "", fmt.Errorf("known_hosts: node %s gossips no SSH host key: is its first-boot step done?", n.Name)
-		}
+	data, warnings := inventory.KnownHosts(nodes)
+	if len(warnings) > 0 {
+		return "", fmt.Errorf("known_hosts: %s", strings.Join(warnings, "; "))
 	}
-	return b.String(), nil
+	return string(data), nil
 }
 
 // Workstation is what a workstation needs to drive the virtual cluster.
