@@ -8,6 +8,7 @@
 package discovery
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -89,11 +91,39 @@ type MDNS interface {
 	// the announcement (an mDNS goodbye) and returns nil. An error means the
 	// announcement could not be made at all.
 	Advertise(ctx context.Context, self Peer, ifaces []net.Interface) error
-	// Browse reports peers found on ifaces to found until ctx is done, then
-	// returns nil. It re-queries periodically so late-comers are found; the
-	// same peer may be reported many times. found must not block for long.
+	// Browse is one browse round: it queries once on ifaces and reports the
+	// answers, and any announcements heard, to found until ctx is done, then
+	// returns nil. The same peer may be reported many times. An error means
+	// the round could not be started (or could not go on); a nil return
+	// before ctx is done counts as a failure too. found must not block for
+	// long.
 	Browse(ctx context.Context, ifaces []net.Interface, found func(Peer)) error
 }
+
+// Retry and interface-check defaults.
+const (
+	// DefaultBackoff is the first wait before retrying a failed advertise
+	// or browse attempt, or before looking again for a missing interface.
+	DefaultBackoff = time.Second
+	// maxBackoffFactor caps the back-off: waits double from Backoff up to
+	// this many times it (30 s by default).
+	maxBackoffFactor = 30
+	// DefaultInterfaceCheck is how often the interfaces in use are re-read.
+	// Reading them is a netlink dump or two, cheap enough to notice a
+	// replugged adapter or a reconnected Wi-Fi within seconds.
+	DefaultInterfaceCheck = 2 * time.Second
+)
+
+// Browse rounds: zeroconf's resolver stops querying once it has one answer,
+// so discovery runs browse rounds of growing length, each starting with a
+// fresh query on freshly resolved interfaces. Answers to a query come
+// within a second; announcements of nodes that start later are heard during
+// any round. Rounds grow to maxRound so a settled cluster sends one query per
+// half minute, and start again from minRound when the interfaces change.
+const (
+	minRound = time.Second
+	maxRound = 30 * time.Second
+)
 
 // Config configures a Discovery.
 type Config struct {
@@ -101,13 +131,30 @@ type Config struct {
 	// GossipPort are required. Addrs may be empty or unspecified (0.0.0.0),
 	// in which case the addresses of the interfaces are advertised.
 	Self Peer
-	// Interface is the network interface to use; "" means every interface
-	// that is up and multicast-capable.
+	// Interface is the network interface to use, by name; "" means every
+	// interface that is up and multicast-capable. It is resolved afresh for
+	// every browse round and advertisement, so an interface that appears
+	// later, or is deleted and re-created (a replugged USB adapter, a
+	// reconnected Wi-Fi, a container's re-attached network), is picked up;
+	// while it is missing or down discovery waits for it.
 	Interface string
 	// Quiet is the debounce period: joins wait until no new peer has been
 	// found for this long, then join the whole batch at once (as serf's
 	// mdns.go does). Default DefaultQuiet.
 	Quiet time.Duration
+	// Backoff is the first wait before retrying a failed advertise or browse
+	// attempt, or before looking again for a missing or down interface.
+	// Waits double with every further failure up to 30 × Backoff, and start
+	// again from Backoff once an attempt works. Default DefaultBackoff
+	// (so waits grow from 1 s to 30 s).
+	Backoff time.Duration
+	// InterfaceCheck is how often the interfaces are re-read while
+	// advertising and browsing. When the set changes (an interface is gone,
+	// down, re-created with a new index, or has other addresses), the
+	// advertisement is restarted on the new set, which announces the node
+	// again, and a new browse round starts on it. Default
+	// DefaultInterfaceCheck.
+	InterfaceCheck time.Duration
 	// Join joins the gossip cluster through addrs ("ip:port") and returns
 	// how many were contacted. Required. It is called from one goroutine at a
 	// time, never concurrently with itself.
@@ -126,18 +173,24 @@ type Discovery struct {
 	selfIPs  []net.IP // Self's specific (not unspecified) addresses
 	iface    string
 	quiet    time.Duration
+	backoff  time.Duration
+	check    time.Duration
 	join     func([]string) (int, error)
 	isMember func(string) bool
 	logger   *slog.Logger
 	mdns     MDNS
 
-	// ifaces is resolved from iface by Start unless already set.
-	ifaces []net.Interface
+	// resolve returns the interfaces to use now: Interfaces(iface), or a
+	// fake in tests.
+	resolve func() ([]net.Interface, error)
+	// minRound and maxRound bound the length of browse rounds.
+	minRound, maxRound time.Duration
 
 	mu       sync.Mutex
 	pending  map[string]Peer // by gossip address, waiting for the quiet period
 	started  bool
 	shutdown bool
+	ifaceOut bool // the interfaces could not be resolved last time we looked
 
 	kick   chan struct{} // a peer was added to pending
 	cancel context.CancelFunc
@@ -160,24 +213,27 @@ func New(c Config, m MDNS) (*Discovery, error) {
 		return nil, errors.New("discovery: no Join function given")
 	case c.Quiet < 0:
 		return nil, fmt.Errorf("discovery: Quiet %v is negative", c.Quiet)
+	case c.Backoff < 0:
+		return nil, fmt.Errorf("discovery: Backoff %v is negative", c.Backoff)
+	case c.InterfaceCheck < 0:
+		return nil, fmt.Errorf("discovery: InterfaceCheck %v is negative", c.InterfaceCheck)
 	}
 	d := &Discovery{
 		self:     c.Self,
 		iface:    c.Interface,
-		quiet:    c.Quiet,
+		quiet:    cmp.Or(c.Quiet, DefaultQuiet),
+		backoff:  cmp.Or(c.Backoff, DefaultBackoff),
+		check:    cmp.Or(c.InterfaceCheck, DefaultInterfaceCheck),
 		join:     c.Join,
 		isMember: c.IsMember,
-		logger:   c.Logger,
+		logger:   cmp.Or(c.Logger, slog.Default()),
 		mdns:     m,
+		minRound: minRound,
+		maxRound: maxRound,
 		pending:  make(map[string]Peer),
 		kick:     make(chan struct{}, 1),
 	}
-	if d.quiet == 0 {
-		d.quiet = DefaultQuiet
-	}
-	if d.logger == nil {
-		d.logger = slog.Default()
-	}
+	d.resolve = func() ([]net.Interface, error) { return Interfaces(d.iface) }
 	for _, ip := range c.Self.Addrs {
 		if ip != nil && !ip.IsUnspecified() {
 			d.selfIPs = append(d.selfIPs, ip)
@@ -186,9 +242,10 @@ func New(c Config, m MDNS) (*Discovery, error) {
 	return d, nil
 }
 
-// Start resolves the interfaces and starts advertising, browsing and
-// joining in the background. It fails when the interface does not exist or
-// cannot do multicast.
+// Start starts advertising, browsing and joining in the background. The
+// interfaces are resolved by each attempt, not here: when the configured
+// interface is missing or down, discovery logs what is wrong once and waits
+// for it.
 func (d *Discovery) Start() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -198,32 +255,25 @@ func (d *Discovery) Start() error {
 	if d.started {
 		return errors.New("start discovery: already started")
 	}
-	if d.ifaces == nil {
-		ifaces, err := Interfaces(d.iface)
-		if err != nil {
-			return fmt.Errorf("start discovery: %w", err)
-		}
-		d.ifaces = ifaces
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.cancel = cancel
 	d.started = true
 
-	names := make([]string, len(d.ifaces))
-	for i, ifi := range d.ifaces {
-		names[i] = ifi.Name
+	iface := d.iface
+	if iface == "" {
+		iface = "all multicast interfaces"
 	}
 	d.logger.Info("mdns discovery started", "service", ServiceType, "instance", d.self.Instance,
-		"cluster", d.self.Cluster, "interfaces", names)
+		"cluster", d.self.Cluster, "interface", iface)
 
 	d.wg.Add(3)
 	go func() {
 		defer d.wg.Done()
-		d.retry(ctx, "advertise", func() error { return d.mdns.Advertise(ctx, d.self, d.ifaces) })
+		d.advertiseLoop(ctx)
 	}()
 	go func() {
 		defer d.wg.Done()
-		d.retry(ctx, "browse", func() error { return d.mdns.Browse(ctx, d.ifaces, d.handlePeer) })
+		d.browseLoop(ctx)
 	}()
 	go func() {
 		defer d.wg.Done()
@@ -232,25 +282,200 @@ func (d *Discovery) Start() error {
 	return nil
 }
 
-// retry runs fn until ctx is done, restarting it with backoff when it fails
-// early (an interface that is not ready at boot, say).
-func (d *Discovery) retry(ctx context.Context, what string, fn func() error) {
-	backoff := time.Second
+// advertiseLoop advertises this node until ctx is done: on the interfaces as
+// they are now, again on the new set whenever they change, and after a
+// back-off when advertising fails.
+func (d *Discovery) advertiseLoop(ctx context.Context) {
+	bo := d.newBackoff()
 	for {
-		err := fn()
-		if ctx.Err() != nil {
+		ifaces, key, ok := d.awaitInterfaces(ctx, bo)
+		if !ok {
 			return
 		}
+		started := time.Now()
+		changed, err := d.runWatched(ctx, key, func(ctx context.Context) error {
+			return d.mdns.Advertise(ctx, d.self, ifaces)
+		})
+		switch {
+		case ctx.Err() != nil:
+			return
+		case changed:
+			d.logger.Info("network interfaces changed, advertising again", "was", describeIfaces(ifaces))
+			bo.reset()
+			continue
+		case err == nil:
+			err = errors.New("advertisement ended by itself")
+		}
+		if time.Since(started) >= bo.max {
+			bo.reset() // it worked for a good while before failing
+		}
+		wait := bo.next()
+		d.logger.Warn("mdns advertise failed, retrying", "err", err, "in", wait)
+		if !sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// browseLoop runs browse rounds until ctx is done, each on the interfaces as
+// they are at its start. A round is cut short when the interfaces change;
+// a failed round is retried after a back-off.
+func (d *Discovery) browseLoop(ctx context.Context) {
+	bo := d.newBackoff()
+	round := d.minRound
+	for {
+		ifaces, key, ok := d.awaitInterfaces(ctx, bo)
+		if !ok {
+			return
+		}
+		rctx, cancel := context.WithTimeout(ctx, round)
+		changed, err := d.runWatched(rctx, key, func(ctx context.Context) error {
+			return d.mdns.Browse(ctx, ifaces, d.handlePeer)
+		})
+		roundOver := rctx.Err() != nil
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case changed:
+			d.logger.Info("network interfaces changed, browsing again", "was", describeIfaces(ifaces))
+			bo.reset()
+			round = d.minRound
+			continue
+		case err == nil && roundOver:
+			bo.reset()
+			round = min(2*round, d.maxRound)
+			continue
+		case err == nil:
+			err = errors.New("browse round ended early")
+		}
+		wait := bo.next()
+		d.logger.Warn("mdns browse failed, retrying", "err", err, "in", wait)
+		if !sleep(ctx, wait) {
+			return
+		}
+	}
+}
+
+// awaitInterfaces resolves the interfaces afresh and returns them with their
+// key. While they are missing or down it waits with back-off and looks
+// again. It returns false once ctx is done.
+func (d *Discovery) awaitInterfaces(ctx context.Context, bo *backoff) ([]net.Interface, string, bool) {
+	for {
+		ifaces, err := d.resolve()
 		if err == nil {
-			err = errors.New("stopped unexpectedly")
+			d.noteInterfaces(ifaces, nil, 0)
+			return ifaces, ifaceKey(ifaces), true
 		}
-		d.logger.Warn("mdns "+what+" failed, retrying", "err", err, "in", backoff)
+		wait := bo.next()
+		d.noteInterfaces(nil, err, wait)
+		if !sleep(ctx, wait) {
+			return nil, "", false
+		}
+	}
+}
+
+// noteInterfaces logs the availability of the interfaces: the start of an
+// outage at warn, its repeats at debug, its end at info. The advertise and
+// browse loops share the state, so an outage is reported once.
+func (d *Discovery) noteInterfaces(ifaces []net.Interface, err error, wait time.Duration) {
+	d.mu.Lock()
+	wasOut := d.ifaceOut
+	d.ifaceOut = err != nil
+	d.mu.Unlock()
+	switch {
+	case err != nil && !wasOut:
+		d.logger.Warn("mdns paused: waiting for the network interface", "err", err, "retry_in", wait)
+	case err != nil:
+		d.logger.Debug("mdns still waiting for the network interface", "err", err, "retry_in", wait)
+	case wasOut:
+		d.logger.Info("mdns network interface available again", "interfaces", describeIfaces(ifaces))
+	}
+}
+
+// runWatched runs attempt until it returns or ctx is done, re-reading the
+// interfaces every InterfaceCheck. When they no longer match key, it cancels
+// the attempt, waits for it to return and reports changed. attempt must
+// return once its context is done.
+func (d *Discovery) runWatched(ctx context.Context, key string, attempt func(context.Context) error) (changed bool, err error) {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- attempt(actx) }()
+	tick := time.NewTicker(d.check)
+	defer tick.Stop()
+	for {
 		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
+		case err := <-done:
+			return false, err
+		case <-tick.C:
+			if ifaces, err := d.resolve(); err == nil && ifaceKey(ifaces) == key {
+				continue
+			}
+			cancel()
+			<-done
+			return true, nil
 		}
-		backoff = min(2*backoff, 30*time.Second)
+	}
+}
+
+// ifaceKey identifies a resolved interface set: another index (a re-created
+// interface), other flags or other addresses give another key.
+func ifaceKey(ifaces []net.Interface) string {
+	parts := make([]string, 0, len(ifaces))
+	for _, ifi := range ifaces {
+		var addrs []string
+		if as, err := ifi.Addrs(); err != nil {
+			addrs = []string{"?"}
+		} else {
+			for _, a := range as {
+				addrs = append(addrs, a.String())
+			}
+		}
+		sort.Strings(addrs)
+		parts = append(parts, fmt.Sprintf("%s#%d[%v]%s", ifi.Name, ifi.Index, ifi.Flags, strings.Join(addrs, ",")))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, " ")
+}
+
+// describeIfaces names interfaces with their index for logs: "eth0#134".
+func describeIfaces(ifaces []net.Interface) []string {
+	out := make([]string, len(ifaces))
+	for i, ifi := range ifaces {
+		out[i] = ifi.Name + "#" + strconv.Itoa(ifi.Index)
+	}
+	return out
+}
+
+// backoff is a capped exponential back-off: base, 2×base, 4×base … max.
+type backoff struct {
+	base, max, cur time.Duration
+}
+
+func (d *Discovery) newBackoff() *backoff {
+	return &backoff{base: d.backoff, max: maxBackoffFactor * d.backoff, cur: d.backoff}
+}
+
+// next returns the wait before the next attempt and doubles the one after.
+func (b *backoff) next() time.Duration {
+	w := b.cur
+	b.cur = min(2*b.cur, b.max)
+	return w
+}
+
+// reset starts again from base, after an attempt that worked.
+func (b *backoff) reset() { b.cur = b.base }
+
+// sleep waits for d or until ctx is done; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }
 

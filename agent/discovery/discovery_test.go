@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"runtime"
 	"slices"
@@ -21,15 +22,32 @@ type fakeMDNS struct {
 	mu          sync.Mutex
 	advertising []Peer // currently advertised
 	goodbyes    []Peer // withdrawn announcements
+	advertIdx   [][]int // interface indexes of every Advertise call
 	browsers    map[int]func(Peer)
+	browseIdx   [][]int     // interface indexes of every Browse call
+	browseAt    []time.Time // when each Browse call started
+	announced   map[string]Peer
 	nextID      int
 	advertErr   error // returned by the next Advertise call, once
+	browseErr   error // returned at once by the next browseFails Browse calls
+	browseFails int
 }
 
-func newFake() *fakeMDNS { return &fakeMDNS{browsers: make(map[int]func(Peer))} }
+func newFake() *fakeMDNS {
+	return &fakeMDNS{browsers: make(map[int]func(Peer)), announced: make(map[string]Peer)}
+}
 
-func (f *fakeMDNS) Advertise(ctx context.Context, self Peer, _ []net.Interface) error {
+func indexes(ifaces []net.Interface) []int {
+	out := make([]int, len(ifaces))
+	for i, ifi := range ifaces {
+		out[i] = ifi.Index
+	}
+	return out
+}
+
+func (f *fakeMDNS) Advertise(ctx context.Context, self Peer, ifaces []net.Interface) error {
 	f.mu.Lock()
+	f.advertIdx = append(f.advertIdx, indexes(ifaces))
 	if err := f.advertErr; err != nil {
 		f.advertErr = nil
 		f.mu.Unlock()
@@ -45,12 +63,25 @@ func (f *fakeMDNS) Advertise(ctx context.Context, self Peer, _ []net.Interface) 
 	return nil
 }
 
-func (f *fakeMDNS) Browse(ctx context.Context, _ []net.Interface, found func(Peer)) error {
+// Browse is one round: like a real query, it is answered at once by every
+// peer announced so far, then hears later announcements until ctx is done.
+func (f *fakeMDNS) Browse(ctx context.Context, ifaces []net.Interface, found func(Peer)) error {
 	f.mu.Lock()
+	f.browseIdx = append(f.browseIdx, indexes(ifaces))
+	f.browseAt = append(f.browseAt, time.Now())
+	if f.browseFails > 0 {
+		f.browseFails--
+		f.mu.Unlock()
+		return f.browseErr
+	}
 	id := f.nextID
 	f.nextID++
 	f.browsers[id] = found
+	answers := slices.Collect(maps.Values(f.announced))
 	f.mu.Unlock()
+	for _, p := range answers {
+		found(p)
+	}
 	<-ctx.Done()
 	f.mu.Lock()
 	delete(f.browsers, id)
@@ -58,9 +89,11 @@ func (f *fakeMDNS) Browse(ctx context.Context, _ []net.Interface, found func(Pee
 	return nil
 }
 
-// announce delivers p to every browser, as an mDNS answer would.
+// announce delivers p to every browser, as an mDNS announcement would, and
+// makes it answer later queries.
 func (f *fakeMDNS) announce(p Peer) {
 	f.mu.Lock()
+	f.announced[p.Instance+"\x00"+p.GossipAddr()] = p
 	browsers := make([]func(Peer), 0, len(f.browsers))
 	for _, b := range f.browsers {
 		browsers = append(browsers, b)
@@ -122,6 +155,12 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// fakeIface is an interface that does not exist on the machine, so its
+// address list is empty.
+func fakeIface(index int) net.Interface {
+	return net.Interface{Index: index, Name: "fake0", Flags: net.FlagUp | net.FlagMulticast}
+}
+
 var selfPeer = Peer{
 	Instance: "pi-a", Cluster: "home", Version: "v1.0.0",
 	Addrs: []net.IP{net.ParseIP("192.0.2.1")}, GossipPort: 7946, HTTPPort: 8080,
@@ -142,7 +181,7 @@ func start(t *testing.T, f *fakeMDNS, j *joins, quiet time.Duration) *Discovery 
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.ifaces = []net.Interface{{Index: 99, Name: "fake0", Flags: net.FlagUp | net.FlagMulticast}}
+	d.resolve = func() ([]net.Interface, error) { return []net.Interface{fakeIface(99)}, nil }
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +337,7 @@ func TestShutdownStopsEverything(t *testing.T) {
 	}
 	d.Shutdown() // before Start: harmless
 	d, _ = New(Config{Self: selfPeer, Quiet: time.Hour, Join: j.join, Logger: testLogger(t)}, f)
-	d.ifaces = []net.Interface{{Index: 99, Name: "fake0"}}
+	d.resolve = func() ([]net.Interface, error) { return []net.Interface{fakeIface(99)}, nil }
 	if err := d.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -10,25 +10,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/grandcat/zeroconf"
 )
 
-// Browse rounds: zeroconf's resolver stops querying once it has one answer,
-// so discovery runs browse rounds of growing length, each starting with a
-// fresh query. Answers to a query come within a second; announcements of
-// nodes that start later are heard during any round. Rounds grow to
-// maxRound so a settled cluster sends one query per half minute.
-const (
-	minRound = time.Second
-	maxRound = 30 * time.Second
-)
-
 // zeroconfMDNS is the real MDNS, on github.com/grandcat/zeroconf.
 type zeroconfMDNS struct {
-	logger             *slog.Logger
-	minRound, maxRound time.Duration
+	logger *slog.Logger
 }
 
 // NewZeroconf returns the real mDNS implementation. Browsing listens for
@@ -38,7 +26,7 @@ func NewZeroconf(logger *slog.Logger) MDNS {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &zeroconfMDNS{logger: logger, minRound: minRound, maxRound: maxRound}
+	return &zeroconfMDNS{logger: logger}
 }
 
 // Advertise registers self until ctx is done, then unregisters it, which
@@ -65,43 +53,30 @@ func (z *zeroconfMDNS) Advertise(ctx context.Context, self Peer, ifaces []net.In
 	return nil
 }
 
-// Browse runs browse rounds until ctx is done.
+// Browse queries once on ifaces and reports answers until ctx is done. It
+// returns nil only then: a resolver that stops early (its socket failed, the
+// interface went away) is an error, so the caller backs off and resolves
+// the interfaces again.
 func (z *zeroconfMDNS) Browse(ctx context.Context, ifaces []net.Interface, found func(Peer)) error {
-	round := z.minRound
-	for first := true; ; first = false {
-		err := z.browseRound(ctx, ifaces, round, found)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			if first {
-				return err
-			}
-			z.logger.Warn("mdns browse round failed", "err", err)
-		}
-		round = min(2*round, z.maxRound)
-	}
-}
-
-// browseRound queries once and reports answers for at most d.
-func (z *zeroconfMDNS) browseRound(ctx context.Context, ifaces []net.Interface, d time.Duration, found func(Peer)) error {
 	r, err := zeroconf.NewResolver(zeroconf.SelectIfaces(ifaces), zeroconf.SelectIPTraffic(zeroconf.IPv4))
 	if err != nil {
 		return fmt.Errorf("browse %s on %s: %w", ServiceType, ifaceNames(ifaces), err)
 	}
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
 	entries := make(chan *zeroconf.ServiceEntry, 16)
 	err = r.Browse(ctx, ServiceType, Domain, entries)
-	// The resolver closes entries when ctx ends, also after a failed
-	// Browse; it blocks on a full channel, so drain it to the end either way.
+	// The resolver closes entries when ctx ends, when it fails later on,
+	// and after a failed Browse; it blocks on a full channel, so drain it to
+	// the end either way.
 	for e := range entries {
 		if p, ok := peerFromEntry(e); ok {
 			found(p)
 		}
 	}
-	if err != nil {
+	switch {
+	case err != nil:
 		return fmt.Errorf("browse %s on %s: %w", ServiceType, ifaceNames(ifaces), err)
+	case ctx.Err() == nil:
+		return fmt.Errorf("browse %s on %s: resolver stopped (the interface may be gone)", ServiceType, ifaceNames(ifaces))
 	}
 	return nil
 }
@@ -117,17 +92,29 @@ func Browse(ctx context.Context, iface, cluster string) ([]Peer, error) {
 	}
 	var mu sync.Mutex
 	byKey := make(map[string]Peer)
-	z := NewZeroconf(slog.Default())
-	err = z.Browse(ctx, ifaces, func(p Peer) {
+	found := func(p Peer) {
 		if cluster != "" && p.Cluster != cluster {
 			return
 		}
 		mu.Lock()
 		byKey[p.Instance+"\x00"+p.GossipAddr()] = p
 		mu.Unlock()
-	})
-	if err != nil {
-		return nil, err
+	}
+	// Rounds of growing length, each with a fresh query, as Discovery runs
+	// them. A failed first round is an error; a later one ends the browse
+	// with what was found so far.
+	z := NewZeroconf(slog.Default())
+	for round, first := minRound, true; ctx.Err() == nil; round, first = min(2*round, maxRound), false {
+		rctx, cancel := context.WithTimeout(ctx, round)
+		err := z.Browse(rctx, ifaces, found)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			if first {
+				return nil, err
+			}
+			slog.Warn("mdns browse ended early", "err", err)
+			break
+		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
