@@ -420,3 +420,251 @@ func TestGossipAddr(t *testing.T) {
 		}
 	}
 }
+
+// logRecord is one log line discovery wrote, as recorded by logRecorder.
+type logRecord struct {
+	level slog.Level
+	msg   string
+	attrs map[string]slog.Value
+}
+
+// logRecorder is a slog.Handler that keeps every record and writes it to
+// the test log.
+type logRecorder struct {
+	t       *testing.T
+	mu      *sync.Mutex
+	records *[]logRecord
+}
+
+func newLogRecorder(t *testing.T) *logRecorder {
+	return &logRecorder{t: t, mu: new(sync.Mutex), records: new([]logRecord)}
+}
+
+func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler      { return h }
+func (h *logRecorder) WithGroup(string) slog.Handler           { return h }
+
+func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	rec := logRecord{level: r.Level, msg: r.Message, attrs: map[string]slog.Value{}}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %s", r.Level, r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		rec.attrs[a.Key] = a.Value
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	h.t.Log(b.String())
+	h.mu.Lock()
+	*h.records = append(*h.records, rec)
+	h.mu.Unlock()
+	return nil
+}
+
+// matching returns the records with message msg.
+func (h *logRecorder) matching(msg string) []logRecord {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []logRecord
+	for _, r := range *h.records {
+		if r.msg == msg {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// TestBrowseFailuresBackOff: a Browse that fails at once must be retried
+// with capped exponential back-off, never in a hot loop, and the back-off
+// starts again from its base once a round works.
+func TestBrowseFailuresBackOff(t *testing.T) {
+	const base = 5 * time.Millisecond
+	const failures = 9 // waits 5, 10, 20, 40, 80, 150 (capped), 150, 150, 150 ms
+	f, j := newFake(), &joins{members: map[string]bool{}}
+	f.browseErr, f.browseFails = errors.New("udp4: failed to join any of these interfaces"), failures
+	logs := newLogRecorder(t)
+	d, err := New(Config{Self: selfPeer, Backoff: base, InterfaceCheck: time.Hour, Join: j.join, Logger: slog.New(logs)}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.resolve = func() ([]net.Interface, error) { return []net.Interface{fakeIface(99)}, nil }
+	d.minRound = 20 * time.Millisecond // rounds that work end soon, so the next failure comes soon
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Shutdown)
+
+	// The failures, then a working round, then fail again: the wait after
+	// that failure must be the base again.
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if _, _, browsers := f.state(); browsers == 0 {
+			return errors.New("no browse round has worked yet")
+		}
+		return nil
+	})
+	f.mu.Lock()
+	f.browseFails = 1
+	f.mu.Unlock()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if n := len(logs.matching("mdns browse failed, retrying")); n < failures+1 {
+			return fmt.Errorf("%d browse failures logged, want %d", n, failures+1)
+		}
+		return nil
+	})
+	d.Shutdown()
+
+	var waits []time.Duration
+	for _, r := range logs.matching("mdns browse failed, retrying") {
+		waits = append(waits, r.attrs["in"].Duration())
+	}
+	want := []time.Duration{base, 2 * base, 4 * base, 8 * base, 16 * base, 30 * base, 30 * base, 30 * base, 30 * base, base}
+	if !slices.Equal(waits, want) {
+		t.Errorf("waits between browse attempts = %v, want %v", waits, want)
+	}
+
+	// The attempts really were that far apart: between the first and the
+	// last of the failing ones at least the sum of the waits passed, so a
+	// hot loop (thousands of attempts a second) cannot pass.
+	f.mu.Lock()
+	at := slices.Clone(f.browseAt)
+	f.mu.Unlock()
+	if len(at) < failures+1 {
+		t.Fatalf("%d browse attempts, want at least %d", len(at), failures+1)
+	}
+	var sum time.Duration
+	for _, w := range want[:failures] {
+		sum += w
+	}
+	if took := at[failures].Sub(at[0]); took < sum {
+		t.Errorf("%d browse attempts took %v, want at least %v of back-off", failures+1, took, sum)
+	}
+	t.Logf("%d failing attempts over %v", failures, at[failures].Sub(at[0]))
+}
+
+// fakeNet is a network interface that tests can delete, bring down and
+// re-create with a new index.
+type fakeNet struct {
+	mu    sync.Mutex
+	iface *net.Interface // nil: missing
+	looks int            // resolve calls
+}
+
+func (n *fakeNet) resolve() ([]net.Interface, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.looks++
+	switch {
+	case n.iface == nil:
+		return nil, errors.New(`mdns interface "fake0" does not exist`)
+	case n.iface.Flags&net.FlagUp == 0:
+		return nil, errors.New(`mdns interface "fake0" is down`)
+	}
+	return []net.Interface{*n.iface}, nil
+}
+
+func (n *fakeNet) set(ifi *net.Interface) {
+	n.mu.Lock()
+	n.iface = ifi
+	n.mu.Unlock()
+}
+
+// TestInterfaceComesAndGoes: discovery waits for a missing interface
+// (saying so once, at warn), starts on it when it appears, and when it is
+// re-created with a new index advertises and browses again on the new one.
+func TestInterfaceComesAndGoes(t *testing.T) {
+	f, j := newFake(), &joins{members: map[string]bool{}}
+	fn := &fakeNet{}
+	logs := newLogRecorder(t)
+	d, err := New(Config{Self: selfPeer, Backoff: 5 * time.Millisecond, InterfaceCheck: 5 * time.Millisecond,
+		Quiet: 10 * time.Millisecond, Join: j.join, IsMember: j.isMember, Logger: slog.New(logs)}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.resolve = fn.resolve
+	if err := d.Start(); err != nil {
+		t.Fatalf("Start without the interface: %v; want it to wait for it", err)
+	}
+	t.Cleanup(d.Shutdown)
+
+	const waiting = "mdns paused: waiting for the network interface"
+	// Missing at start: keep looking, with back-off, warning once.
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if len(logs.matching("mdns still waiting for the network interface")) < 4 {
+			return errors.New("not looked for the interface a few times yet")
+		}
+		return nil
+	})
+	if n := len(logs.matching(waiting)); n != 1 {
+		t.Errorf("%d warnings about the missing interface, want 1", n)
+	}
+	if adv, _, browsers := f.state(); len(adv) != 0 || browsers != 0 {
+		t.Fatalf("advertising %d, browsing %d without an interface", len(adv), browsers)
+	}
+
+	// expectOn waits until discovery advertises and browses on index.
+	expectOn := func(index int) {
+		t.Helper()
+		testutil.WaitFor(t, 5*time.Second, func() error {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if len(f.advertising) != 1 || !slices.Equal(f.advertIdx[len(f.advertIdx)-1], []int{index}) {
+				return fmt.Errorf("advertising %d, on %v; want once on [%d]", len(f.advertising), f.advertIdx, index)
+			}
+			if len(f.browsers) != 1 || !slices.Equal(f.browseIdx[len(f.browseIdx)-1], []int{index}) {
+				return fmt.Errorf("browsing %d, on %v; want on [%d]", len(f.browsers), f.browseIdx, index)
+			}
+			return nil
+		})
+	}
+	first := fakeIface(7)
+	fn.set(&first)
+	expectOn(7)
+	if len(logs.matching("mdns network interface available again")) == 0 {
+		t.Error("the interface's arrival was not logged")
+	}
+
+	// Deleted and re-created (new index): a goodbye on the old one, a new
+	// advertisement and browse on the new one, and a peer on the new link
+	// is found and joined.
+	fn.set(nil)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if adv, goodbyes, _ := f.state(); len(adv) != 0 || len(goodbyes) != 1 {
+			return fmt.Errorf("advertising %d with %d goodbyes after the interface went; want 0 and 1", len(adv), len(goodbyes))
+		}
+		return nil
+	})
+	if n := len(logs.matching(waiting)); n != 2 {
+		t.Errorf("%d warnings about the missing interface after two outages, want 2", n)
+	}
+	second := fakeIface(8)
+	fn.set(&second)
+	expectOn(8)
+	p := peer(3, "home")
+	f.announce(p)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if !j.isMember(p.GossipAddr()) {
+			return fmt.Errorf("%s not joined on the new interface; joins %q", p.GossipAddr(), j.snapshot())
+		}
+		return nil
+	})
+
+	// Re-created between two checks: never seen missing, only changed.
+	third := fakeIface(9)
+	fn.set(&third)
+	expectOn(9)
+	if _, goodbyes, _ := f.state(); len(goodbyes) != 2 {
+		t.Errorf("%d goodbyes after the interface changed twice, want 2", len(goodbyes))
+	}
+
+	// Down is as good as gone.
+	down := fakeIface(9)
+	down.Flags &^= net.FlagUp
+	fn.set(&down)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if adv, _, browsers := f.state(); len(adv) != 0 || browsers != 0 {
+			return fmt.Errorf("advertising %d, browsing %d on a down interface", len(adv), browsers)
+		}
+		return nil
+	})
+	fn.set(&third)
+	expectOn(9)
+}
