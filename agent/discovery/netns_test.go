@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -128,6 +129,7 @@ func (p *printingMDNS) Browse(ctx context.Context, ifaces []net.Interface, found
 // helper is a running TestHelperProcess as seen from the test.
 type helper struct {
 	name  string
+	log   *testLogWriter // its stderr: the discovery log
 	mu    sync.Mutex
 	seen  map[string]seenPeer // by instance
 	joins []string            // every address passed to Join
@@ -162,12 +164,13 @@ func startHelper(t *testing.T, ns *netns.NS, name, cluster, iface, ip string, po
 	// reaches the helper itself, which then sends its mDNS goodbye.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = 10 * time.Second
-	cmd.Stderr = &testLogWriter{t: t, prefix: name + ": "}
+	logw := &testLogWriter{t: t, prefix: name + ": "}
+	cmd.Stderr = logw
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &helper{name: name, seen: map[string]seenPeer{}, done: make(chan error, 1), cmd: cmd}
+	h := &helper{name: name, log: logw, seen: map[string]seenPeer{}, done: make(chan error, 1), cmd: cmd}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start helper %s: %v", name, err)
 	}
@@ -231,10 +234,33 @@ func (h *helper) wait(t *testing.T) []string {
 	return slices.Clone(h.lines)
 }
 
+// mark is a position in the helper's output, for sawSince.
+func (h *helper) mark() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.lines)
+}
+
+// sawSince reports whether the helper's browse reported instance after
+// mark.
+func (h *helper) sawSince(mark int, instance string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, line := range h.lines[mark:] {
+		var sp seenPeer
+		if strings.HasPrefix(line, lineSeen) && json.Unmarshal([]byte(line[len(lineSeen):]), &sp) == nil && sp.Instance == instance {
+			return true
+		}
+	}
+	return false
+}
+
+// testLogWriter copies a helper's log into the test log and keeps it.
 type testLogWriter struct {
 	t      *testing.T
 	prefix string
 	mu     sync.Mutex
+	lines  []string
 }
 
 func (w *testLogWriter) Write(p []byte) (int, error) {
@@ -242,8 +268,25 @@ func (w *testLogWriter) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	for _, l := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
 		w.t.Log(w.prefix + l)
+		w.lines = append(w.lines, l)
 	}
 	return len(p), nil
+}
+
+// count returns how many log lines contain any of substrs.
+func (w *testLogWriter) count(substrs ...string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, l := range w.lines {
+		for _, s := range substrs {
+			if strings.Contains(l, s) {
+				n++
+				break
+			}
+		}
+	}
+	return n
 }
 
 // TestMDNSBetweenNamespaces runs real mDNS between two network namespaces
@@ -332,5 +375,90 @@ func TestMDNSBetweenNamespaces(t *testing.T) {
 	}
 	if len(joinsC) != 0 {
 		t.Errorf("node-c (cluster other) joined %q", joinsC)
+	}
+}
+
+// TestMDNSSurvivesRelink: the veth pair between two namespaces is deleted
+// and a new one created with the same names and addresses (new interface
+// indexes), as "docker network disconnect" and "connect" do to a container's
+// eth0, or a replugged USB adapter to a Pi. Discovery must wait for the
+// interface without flooding its log, then advertise and browse on the new
+// one: a node started after the re-link finds node-a and is found by it, and
+// node-b, which ran throughout, hears node-a again.
+func TestMDNSSurvivesRelink(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real mDNS test skipped in -short mode")
+	}
+	netns.Require(t)
+	pid := strconv.Itoa(os.Getpid())
+	nsA := netns.Create(t, "rpit-disc2-"+pid+"-a")
+	nsB := netns.Create(t, "rpit-disc2-"+pid+"-b")
+	const ipA, ipB = "10.203.0.1", "10.203.0.2"
+	ifA, ifB := netns.Link(t, nsA, nsB, ipA+"/24", ipB+"/24")
+
+	a := startHelper(t, nsA, "node-a", "test", ifA, ipA, 7946)
+	b := startHelper(t, nsB, "node-b", "test", ifB, ipB, 7946)
+	saw := func(h *helper, mark int, instance string) error {
+		if !h.sawSince(mark, instance) {
+			return fmt.Errorf("%s has not seen %s", h.name, instance)
+		}
+		return nil
+	}
+	testutil.WaitFor(t, 15*time.Second, func() error {
+		return errors.Join(saw(a, 0, "node-b"), saw(b, 0, "node-a"))
+	})
+
+	// Unplug: deleting one end deletes the pair. Both sides notice and wait.
+	ipCmd(t, "-n", nsA.Name, "link", "del", ifA)
+	const paused = "mdns paused: waiting for the network interface"
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		for _, h := range []*helper{a, b} {
+			if h.log.count(paused) == 0 {
+				return fmt.Errorf("%s has not noticed that %s is gone", h.name, ifA)
+			}
+		}
+		return nil
+	})
+
+	// Plug in again: same names and addresses, new indexes.
+	markA, markB := a.mark(), b.mark()
+	ipCmd(t, "-n", nsA.Name, "link", "add", ifA, "type", "veth", "peer", "name", ifB, "netns", nsB.Name)
+	for _, end := range []struct{ ns, ifi, cidr string }{{nsA.Name, ifA, ipA + "/24"}, {nsB.Name, ifB, ipB + "/24"}} {
+		ipCmd(t, "-n", end.ns, "addr", "add", end.cidr, "dev", end.ifi)
+		ipCmd(t, "-n", end.ns, "link", "set", end.ifi, "up", "multicast", "on")
+	}
+	e := startHelper(t, nsB, "node-e", "test", ifB, ipB, 7947)
+	testutil.WaitFor(t, 15*time.Second, func() error {
+		_, joinsA := a.snapshot()
+		var joined error
+		if !slices.Contains(joinsA, ipB+":7947") {
+			joined = fmt.Errorf("node-a has not joined node-e (joins: %q)", joinsA)
+		}
+		return errors.Join(saw(a, markA, "node-e"), joined, saw(e, 0, "node-a"), saw(b, markB, "node-a"))
+	})
+
+	for _, h := range []*helper{a, b, e} {
+		lines := h.wait(t)
+		if !slices.Contains(lines, lineStopped) {
+			t.Errorf("helper %s did not shut down cleanly; output:\n%s", h.name, strings.Join(lines, "\n"))
+		}
+	}
+	// One unplug costs a handful of warnings (the pause, a browse round
+	// or advertisement cut off by it), not a line per retry of a hot loop.
+	const maxFailures = 10
+	for _, h := range []*helper{a, b} {
+		n := h.log.count("level=WARN", "level=ERROR")
+		t.Logf("%s logged %d warnings or errors, %d of them about the pause", h.name, n, h.log.count(paused))
+		if n > maxFailures {
+			t.Errorf("%s logged %d warnings or errors over one unplug, want at most %d", h.name, n, maxFailures)
+		}
+	}
+}
+
+// ipCmd runs the ip command with args, failing t if it fails.
+func ipCmd(t *testing.T, args ...string) {
+	t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 	}
 }
