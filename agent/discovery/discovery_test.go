@@ -20,8 +20,8 @@ import (
 // fakeMDNS is an in-process MDNS: tests announce peers to whoever browses.
 type fakeMDNS struct {
 	mu          sync.Mutex
-	advertising []Peer // currently advertised
-	goodbyes    []Peer // withdrawn announcements
+	advertising []Peer  // currently advertised
+	goodbyes    []Peer  // withdrawn announcements
 	advertIdx   [][]int // interface indexes of every Advertise call
 	browsers    map[int]func(Peer)
 	browseIdx   [][]int     // interface indexes of every Browse call
@@ -441,8 +441,8 @@ func newLogRecorder(t *testing.T) *logRecorder {
 }
 
 func (h *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h *logRecorder) WithGroup(string) slog.Handler           { return h }
+func (h *logRecorder) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *logRecorder) WithGroup(string) slog.Handler            { return h }
 
 func (h *logRecorder) Handle(_ context.Context, r slog.Record) error {
 	rec := logRecord{level: r.Level, msg: r.Message, attrs: map[string]slog.Value{}}

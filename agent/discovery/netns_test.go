@@ -32,6 +32,9 @@ const (
 	envIface   = "RPIT_DISC_IFACE"
 	envIP      = "RPIT_DISC_IP"
 	envPort    = "RPIT_DISC_PORT"
+	// envOneShot makes the helper run the one-shot Browse for this long
+	// instead of a Discovery, print what it found and exit.
+	envOneShot = "RPIT_DISC_ONESHOT"
 )
 
 // Lines the helper prints: a peer its browse saw (before any filtering), a
@@ -65,6 +68,24 @@ func TestHelperProcess(t *testing.T) {
 	fail := func(err error) {
 		say("ERROR %v", err)
 		os.Exit(1)
+	}
+	if v := os.Getenv(envOneShot); v != "" {
+		dur, err := time.ParseDuration(v)
+		if err != nil {
+			fail(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), dur)
+		defer cancel()
+		peers, err := Browse(ctx, os.Getenv(envIface), os.Getenv(envCluster))
+		if err != nil {
+			fail(err)
+		}
+		for _, p := range peers {
+			b, _ := json.Marshal(seenPeer{Instance: p.Instance, Cluster: p.Cluster, Version: p.Version, GossipPort: p.GossipPort, HTTPPort: p.HTTPPort})
+			say("%s%s", lineSeen, b)
+		}
+		say(lineStopped)
+		return
 	}
 	port, _ := strconv.Atoi(os.Getenv(envPort))
 	self := Peer{
@@ -437,7 +458,37 @@ func TestMDNSSurvivesRelink(t *testing.T) {
 		return errors.Join(saw(a, markA, "node-e"), joined, saw(e, 0, "node-a"), saw(b, markB, "node-a"))
 	})
 
-	for _, h := range []*helper{a, b, e} {
+	// The one-shot browse of the workstation tools, run in a's namespace,
+	// finds the nodes of cluster test (node-a through multicast loopback,
+	// node-b and node-e over the new link), and not node-c of another
+	// cluster.
+	c := startHelper(t, nsB, "node-c", "other", ifB, ipB, 7948)
+	testutil.WaitFor(t, 15*time.Second, func() error { return saw(c, 0, "node-a") })
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	oneShot := nsA.Command(ctx, exe, "-test.run=^TestHelperProcess$", "-test.count=1")
+	oneShot.Env = append(os.Environ(), envHelper+"=1", envOneShot+"=2500ms", envIface+"="+ifA, envCluster+"=test")
+	oneShot.Stderr = &testLogWriter{t: t, prefix: "browse: "}
+	out, err := oneShot.Output()
+	if err != nil {
+		t.Fatalf("one-shot browse: %v; output:\n%s", err, out)
+	}
+	var found []string
+	for _, line := range strings.Split(string(out), "\n") {
+		var sp seenPeer
+		if strings.HasPrefix(line, lineSeen) && json.Unmarshal([]byte(line[len(lineSeen):]), &sp) == nil {
+			found = append(found, sp.Instance)
+		}
+	}
+	if want := []string{"node-a", "node-b", "node-e"}; !slices.Equal(found, want) {
+		t.Errorf("one-shot browse of cluster test in %s found %q, want %q", nsA.Name, found, want)
+	}
+
+	for _, h := range []*helper{a, b, c, e} {
 		lines := h.wait(t)
 		if !slices.Contains(lines, lineStopped) {
 			t.Errorf("helper %s did not shut down cleanly; output:\n%s", h.name, strings.Join(lines, "\n"))
