@@ -1,0 +1,39 @@
+package command
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
+)
+
+func TestWriteMembersTable(t *testing.T) {
+	nodes := []api.Node{
+		{Name: "pi-1", Address: "10.0.0.11", GossipPort: 7946, Status: api.StatusAlive, Self: true,
+			PhiThreshold: 8, Services: []string{"nginx_webserver", "redis"},
+			Monitoring: api.Monitoring{CPUPercent: 12.4, MemTotal: 4 << 30, MemUsed: 1 << 30, Load1: 0.5, Load5: 0.25, Load15: 0.125}},
+		{Name: "pi-2", Address: "10.0.0.12", GossipPort: 7946, Status: api.StatusFailed, Phi: 14.2, PhiThreshold: 8},
+	}
+	var b bytes.Buffer
+	if err := WriteMembersTable(&b, nodes); err != nil {
+		t.Fatal(err)
+	}
+	want := `NAME   ADDRESS         STATUS  PHI     CPU  MEM  LOAD            SERVICES
+pi-1*  10.0.0.11:7946  alive   0.0/8   12%  25%  0.50 0.25 0.12  nginx_webserver,redis
+pi-2   10.0.0.12:7946  failed  14.2/8  0%   -    0.00 0.00 0.00
+`
+	var trimmed strings.Builder
+	for _, line := range strings.SplitAfter(b.String(), "\n") {
+		trimmed.WriteString(strings.TrimRight(line, " \n"))
+		if strings.HasSuffix(line, "\n") {
+			trimmed.WriteString("\n")
+		}
+	}
+	if got := trimmed.String(); got != want {
+		t.Fatalf("table:\n%s\nwant:\n%s", got, want)
+	}
+	if !strings.HasPrefix(strings.Split(b.String(), "\n")[1], "pi-1*") {
+		t.Error("the answering node is not marked with *")
+	}
+}
