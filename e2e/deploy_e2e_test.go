@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -128,6 +129,9 @@ func makeBusy(t *testing.T, c *vcluster.Cluster, n *vcluster.Node) *vcluster.Nod
 		t.Fatal(err)
 	}
 	if !strings.Contains(mounts, " /proc/loadavg ") {
+		if os.Getenv("RPI_E2E_LXCFS") == "required" {
+			t.Fatalf("lxcfs runs on the host (e2e/run.sh started it) but %s has no per-container /proc/loadavg: the harness did not mount it", n)
+		}
 		t.Logf("busy node check skipped: %s reads the host kernel's /proc/loadavg (no lxcfs), so load cannot single out one node", n)
 		figure(t, "busy node avoided by placement", "not measurable: nodes share the host's /proc/loadavg")
 		return nil

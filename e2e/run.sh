@@ -15,10 +15,16 @@ cd "$(dirname "$0")/.."
 # exactly those, not a `make cluster` or another job's run.
 export RPI_E2E_SESSION=${RPI_E2E_SESSION:-ci-$$-$(date +%s)}
 
+lxcfs_pid=
 cleanup() {
 	status=$?
 	if [ "${RPI_E2E_KEEP:-}" != 1 ]; then
 		go run ./e2e/cmd/rpi-vcluster down --session "$RPI_E2E_SESSION" || true
+	fi
+	if [ -n "$lxcfs_pid" ]; then
+		kill "$lxcfs_pid" 2>/dev/null || true
+		wait "$lxcfs_pid" 2>/dev/null || true
+		fusermount3 -u /var/lib/lxcfs 2>/dev/null || fusermount -u /var/lib/lxcfs 2>/dev/null || true
 	fi
 	exit "$status"
 }
@@ -28,6 +34,25 @@ trap 'exit 130' INT TERM
 for tool in docker debootstrap ansible; do
 	command -v "$tool" >/dev/null || { echo "e2e/run.sh: $tool not found (apt-get install docker.io debootstrap ansible-core)" >&2; exit 1; }
 done
+
+# Containers share the host's kernel, so without lxcfs every node reads the
+# host's /proc/loadavg and least-busy placement cannot tell nodes apart. lxcfs
+# gives each container its own load, CPU and memory figures, as each Pi has.
+if [ ! -s /var/lib/lxcfs/proc/loadavg ] && command -v lxcfs >/dev/null; then
+	mkdir -p /var/lib/lxcfs build
+	lxcfs -l /var/lib/lxcfs >build/lxcfs.log 2>&1 &
+	lxcfs_pid=$!
+	for _ in $(seq 1 100); do
+		[ -s /var/lib/lxcfs/proc/loadavg ] && break
+		kill -0 "$lxcfs_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+fi
+if [ -s /var/lib/lxcfs/proc/loadavg ]; then
+	export RPI_E2E_LXCFS=required
+else
+	echo "e2e/run.sh: lxcfs not running: nodes share the host's load figures (apt-get install lxcfs)" >&2
+fi
 
 make build
 mkdir -p build

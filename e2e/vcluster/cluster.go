@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -294,13 +295,43 @@ func (c *Cluster) runNode(ctx context.Context, n *Node, container string) error 
 		"--label", LabelSession + "=" + c.opts.Session,
 		"--volume", n.Volume + ":" + DataDir,
 		"--stop-timeout", "15",
-		c.Image,
 	}
+	args = append(args, lxcfsMounts()...)
+	args = append(args, c.Image)
 	args = append(args, c.opts.AgentArgs...)
 	if _, err := c.d.Run(ctx, args...); err != nil {
 		return fmt.Errorf("start node %d: %w", n.Index, err)
 	}
 	return nil
+}
+
+// LXCFSRoot is where lxcfs serves per-container views of /proc.
+const LXCFSRoot = "/var/lib/lxcfs"
+
+// lxcfsProcFiles are the /proc files the agent's monitor reads for load,
+// CPU, memory and uptime.
+var lxcfsProcFiles = []string{"loadavg", "stat", "meminfo", "cpuinfo", "uptime"}
+
+// lxcfsMounts returns docker run arguments that give a node its own /proc
+// load, CPU, memory and uptime from lxcfs, when lxcfs is running. Without
+// it every container reads the host kernel's figures, so all nodes report
+// the same load and least-busy placement cannot tell them apart. A real Pi
+// has its own kernel; lxcfs is the nearest thing for containers.
+func lxcfsMounts() []string {
+	if !LXCFSActive() {
+		return nil
+	}
+	var args []string
+	for _, f := range lxcfsProcFiles {
+		args = append(args, "--volume", LXCFSRoot+"/proc/"+f+":/proc/"+f+":rw")
+	}
+	return args
+}
+
+// LXCFSActive reports whether lxcfs serves per-container /proc files.
+func LXCFSActive() bool {
+	data, err := os.ReadFile(LXCFSRoot + "/proc/loadavg")
+	return err == nil && len(data) > 0
 }
 
 // Recreate removes the node's container and starts a new one from the same
