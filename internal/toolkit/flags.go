@@ -140,3 +140,17 @@ func NodeClient(base *client.Client, n api.Node) (*client.Client, error) {
 	c.HTTP = base.HTTP
 	return c, nil
 }
+
+// ConnectView connects as Connect does and fetches the agent's view of the
+// cluster, the first thing every tool needs.
+func ConnectView(c *cli.Context) (*Session, []api.Node, error) {
+	s, err := Connect(c.Context, c)
+	if err != nil {
+		return nil, nil, err
+	}
+	nodes, err := s.Client.Nodes(c.Context)
+	if err != nil {
+		return nil, nil, fmt.Errorf("list nodes: %w", err)
+	}
+	return s, nodes, nil
+}

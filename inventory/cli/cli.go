@@ -11,7 +11,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 	"github.com/rpi-cluster/rpi-cluster/inventory"
 )
@@ -50,7 +49,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 			if !c.Bool("list") && !c.IsSet("host") {
 				return fmt.Errorf("nothing to do: use --list, --host NAME, hosts PLAYBOOK or known-hosts (see --help)")
 			}
-			s, nodes, err := connect(c)
+			s, nodes, err := toolkit.ConnectView(c)
 			if err != nil {
 				return err
 			}
@@ -88,7 +87,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 					if err != nil {
 						return err
 					}
-					s, nodes, err := connect(c)
+					s, nodes, err := toolkit.ConnectView(c)
 					if err != nil {
 						return err
 					}
@@ -107,7 +106,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 					if c.NArg() != 0 {
 						return fmt.Errorf("known-hosts: unexpected argument %q", c.Args().First())
 					}
-					s, nodes, err := connect(c)
+					s, nodes, err := toolkit.ConnectView(c)
 					if err != nil {
 						return err
 					}
@@ -126,19 +125,6 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 
 func options(s *toolkit.Session) inventory.Options {
 	return inventory.Options{User: s.Config.SSHUser, SSHKey: s.Config.SSHKey, KnownHosts: s.Config.KnownHosts}
-}
-
-// connect finds an agent and fetches its view of the cluster.
-func connect(c *cli.Context) (*toolkit.Session, []api.Node, error) {
-	s, err := toolkit.Connect(c.Context, c)
-	if err != nil {
-		return nil, nil, err
-	}
-	nodes, err := s.Client.Nodes(c.Context)
-	if err != nil {
-		return nil, nil, fmt.Errorf("list nodes: %w", err)
-	}
-	return s, nodes, nil
 }
 
 func warn(w io.Writer, warnings []string) {

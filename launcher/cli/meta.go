@@ -26,7 +26,7 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if err := api.ValidateServiceName(service); err != nil {
 				return fmt.Errorf("%s: %w", c.Command.Name, err)
 			}
-			s, nodes, err := connect(c)
+			s, nodes, err := toolkit.ConnectView(c)
 			if err != nil {
 				return err
 			}
@@ -76,7 +76,7 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					if c.NArg() != 0 {
 						return fmt.Errorf("list: unexpected argument %q", c.Args().First())
 					}
-					_, nodes, err := connect(c)
+					_, nodes, err := toolkit.ConnectView(c)
 					if err != nil {
 						return err
 					}
@@ -103,18 +103,6 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("rpi-meta takes no arguments after --: %v", extra)
 	}
 	return app.RunContext(ctx, args)
-}
-
-func connect(c *cli.Context) (*toolkit.Session, []api.Node, error) {
-	s, err := toolkit.Connect(c.Context, c)
-	if err != nil {
-		return nil, nil, err
-	}
-	nodes, err := s.Client.Nodes(c.Context)
-	if err != nil {
-		return nil, nil, fmt.Errorf("list nodes: %w", err)
-	}
-	return s, nodes, nil
 }
 
 // resolveNode finds target by node name, else by address. An address shared
