@@ -19,7 +19,7 @@ export CGO_ENABLED := 0
 
 N ?= 4
 
-.PHONY: all build cross test lint check demo cluster cluster-down e2e bench bench-quick clean
+.PHONY: all build cross test lint deps check demo cluster cluster-down e2e bench bench-quick clean
 
 all: build
 
@@ -47,7 +47,14 @@ lint:
 	$(GO) vet ./...
 	GOOS=linux GOARCH=arm GOARM=6 $(GO) vet ./agent/...
 
-check: lint cross test e2e bench-quick
+# Debian packages the full test run needs (installed by `make deps`, as root).
+TEST_DEPS := debootstrap ansible-core ansible-lint chromium mtools dosfstools fdisk e2fsprogs \
+	xz-utils iproute2 openssh-client curl systemd lxcfs
+
+deps:
+	./scripts/deps.sh $(TEST_DEPS)
+
+check: deps lint cross test e2e bench-quick
 
 cluster: build
 	N=$(N) ./scripts/cluster.sh

@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${N:-4}
 
+./scripts/deps.sh debootstrap ansible-core curl python3
 go run ./e2e/cmd/rpi-vcluster up -n "$n"
 
 # The workstation settings rpi-vcluster wrote: agents, token, SSH key and the
