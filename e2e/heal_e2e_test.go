@@ -22,6 +22,7 @@ import (
 	"github.com/rpi-cluster/rpi-cluster/agent/api"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 	"github.com/rpi-cluster/rpi-cluster/e2e/vcluster"
+	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 	"github.com/rpi-cluster/rpi-cluster/launcher/cli"
 )
@@ -82,7 +83,7 @@ func TestHealAfterKill(t *testing.T) {
 	}
 
 	// reconcile --watch in the background, until the test ends.
-	watchOut := &healBuffer{}
+	watchOut := &testutil.SyncBuffer{}
 	wctx, stopWatch := context.WithCancel(ctx)
 	watchDone := make(chan error, 1)
 	go func() {
@@ -286,24 +287,6 @@ func healServiceNodes(t *testing.T, c *vcluster.Cluster, from *vcluster.Node, se
 		}
 	}
 	return out
-}
-
-// healBuffer is an io.Writer safe for the background reconcile and the test.
-type healBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (h *healBuffer) Write(p []byte) (int, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.b.Write(p)
-}
-
-func (h *healBuffer) String() string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.b.String()
 }
 
 // requestLoop sends GETs to a URL at a fixed pace, bounded in count and

@@ -1,7 +1,6 @@
 package launcher
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,26 +27,8 @@ type healWorld struct {
 	playbooks string
 	build     string
 	r         *Reconciler
-	out       *syncBuffer
+	out       *testutil.SyncBuffer
 	now       time.Time
-}
-
-// syncBuffer is a bytes.Buffer safe for the watch goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func mon(load float64) api.Monitoring {
@@ -60,7 +40,7 @@ func newHealWorld(t *testing.T, webPolicy string) *healWorld {
 	path, fakeDir := fakeAnsible(t)
 	root := t.TempDir()
 	w := &healWorld{fakeDir: fakeDir, playbooks: filepath.Join(root, "playbooks"), build: filepath.Join(root, "build"),
-		out: &syncBuffer{}, now: time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)}
+		out: &testutil.SyncBuffer{}, now: time.Date(2025, 1, 1, 12, 0, 0, 0, time.UTC)}
 	files := map[string]string{
 		"playbooks/web/install.yml":       "- hosts: web\n",
 		"playbooks/web/uninstall.yml":     "- hosts: web\n",
