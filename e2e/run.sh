@@ -21,7 +21,8 @@ cleanup() {
 	if [ "${RPI_E2E_KEEP:-}" != 1 ]; then
 		go run ./e2e/cmd/rpi-vcluster down --session "$RPI_E2E_SESSION" || true
 	fi
-	if [ -n "$lxcfs_pid" ]; then
+	# A kept cluster still reads its /proc files from lxcfs.
+	if [ -n "$lxcfs_pid" ] && [ "${RPI_E2E_KEEP:-}" != 1 ]; then
 		kill "$lxcfs_pid" 2>/dev/null || true
 		wait "$lxcfs_pid" 2>/dev/null || true
 		fusermount3 -u /var/lib/lxcfs 2>/dev/null || fusermount -u /var/lib/lxcfs 2>/dev/null || true

@@ -5,7 +5,12 @@
 # the first-boot identity step, sshd, then the agent. SIGTERM and SIGINT are
 # forwarded to the agent so it leaves the cluster gracefully; the container
 # exits with the agent's status when the agent ends. Arguments are passed to
-# the agent after its config file and interface.
+# the agent after its config file.
+#
+# mDNS is not pinned to eth0: after `docker network disconnect`/`connect` the
+# interface comes back as eth1, and a pinned agent would wait for eth0 for
+# ever. Every interface of a node is on the cluster's private network, so the
+# agent's default (all up multicast interfaces) keeps mDNS on it.
 set -u
 
 log() { echo "rpi-node-entrypoint: $*" >&2; }
@@ -34,9 +39,9 @@ if [ -x "$agent" ]; then
 		chown rpi-agent:rpi-agent /var/lib/rpi-agent
 		chmod 0750 /var/lib/rpi-agent
 		setpriv --reuid=rpi-agent --regid=rpi-agent --init-groups \
-			"$agent" --config /etc/rpi-cluster/agent.yaml --interface eth0 "$@" &
+			"$agent" --config /etc/rpi-cluster/agent.yaml "$@" &
 	else
-		"$agent" --config /etc/rpi-cluster/agent.yaml --interface eth0 "$@" &
+		"$agent" --config /etc/rpi-cluster/agent.yaml "$@" &
 	fi
 else
 	# A bare image (no customisation) keeps running for harness tests.
