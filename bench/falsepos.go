@@ -2,9 +2,7 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 )
 
@@ -36,22 +34,11 @@ type FalsePosResult struct {
 // RunFalsePositives runs every contender's cluster at once under loss with
 // one periodically starved node and counts live nodes declared failed.
 func RunFalsePositives(ctx context.Context, cs []Contender, plan FalsePosPlan, base SwarmConfig, logger *slog.Logger) []FalsePosResult {
-	out := make([]FalsePosResult, len(cs))
-	var wg sync.WaitGroup
-	for i, c := range cs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			conf := base
-			conf.ClusterName = fmt.Sprintf("%s-%d", base.ClusterName, i)
-			conf.Seed = base.Seed + uint64(i)
-			conf.Profile = c.Profile
-			conf.Loss = plan.Loss
-			out[i] = runFalsePositives(ctx, c, plan, conf, logger.With("contender", c.Label))
-		}()
-	}
-	wg.Wait()
-	return out
+	return sideBySide(cs, base, func(c Contender, conf SwarmConfig) FalsePosResult {
+		conf.Profile = c.Profile
+		conf.Loss = plan.Loss
+		return runFalsePositives(ctx, c, plan, conf, logger.With("contender", c.Label))
+	})
 }
 
 func runFalsePositives(ctx context.Context, c Contender, plan FalsePosPlan, conf SwarmConfig, log *slog.Logger) FalsePosResult {

@@ -136,7 +136,17 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 // RunScaleSideBySide runs every contender at once (each on its own swarm),
 // so they are measured under the same machine load.
 func RunScaleSideBySide(ctx context.Context, cs []Contender, plan ScalePlan, base SwarmConfig, logger *slog.Logger) []ScaleResult {
-	out := make([]ScaleResult, len(cs))
+	return sideBySide(cs, base, func(c Contender, conf SwarmConfig) ScaleResult {
+		return RunScale(ctx, c, plan, conf, logger)
+	})
+}
+
+// sideBySide runs fn for every contender at once, each on its own swarm
+// configuration derived from base (a cluster name and seed of its own), so
+// the contenders of a row share the machine's load and differ only in what
+// they are.
+func sideBySide[R any](cs []Contender, base SwarmConfig, fn func(c Contender, conf SwarmConfig) R) []R {
+	out := make([]R, len(cs))
 	var wg sync.WaitGroup
 	for i, c := range cs {
 		wg.Add(1)
@@ -145,7 +155,7 @@ func RunScaleSideBySide(ctx context.Context, cs []Contender, plan ScalePlan, bas
 			conf := base
 			conf.ClusterName = fmt.Sprintf("%s-%d", base.ClusterName, i)
 			conf.Seed = base.Seed + uint64(i)
-			out[i] = RunScale(ctx, c, plan, conf, logger)
+			out[i] = fn(c, conf)
 		}()
 	}
 	wg.Wait()

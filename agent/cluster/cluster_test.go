@@ -87,6 +87,17 @@ func join(t *testing.T, c *Cluster, to *Cluster) {
 	}
 }
 
+// formCluster joins every node to the first and waits until each sees all
+// of them alive. It returns nodes.
+func formCluster(t *testing.T, nodes ...*Cluster) []*Cluster {
+	t.Helper()
+	for _, n := range nodes[1:] {
+		join(t, n, nodes[0])
+	}
+	testutil.WaitFor(t, waitTimeout, allAlive(nodes, len(nodes)))
+	return nodes
+}
+
 // expect checks what every observer says about name.
 func expect(observers []*Cluster, name string, check func(m Member) error) func() error {
 	return func() error {
@@ -167,10 +178,7 @@ func TestFiveNodesFailLeaveRestart(t *testing.T) {
 		nodes = append(nodes, startNode(t, fmt.Sprintf("n%d", i), fmt.Sprintf("127.0.1.%d", i)))
 	}
 	events := collect(nodes[0])
-	for _, n := range nodes[1:] {
-		join(t, n, nodes[0])
-	}
-	testutil.WaitFor(t, waitTimeout, allAlive(nodes, 5))
+	formCluster(t, nodes...)
 	for _, m := range nodes[0].Members() {
 		if !m.Self && (m.Phi >= m.PhiThreshold || m.PhiThreshold != 8) {
 			t.Errorf("n1 sees %s with phi %v threshold %v, want a live peer below 8", m.Name, m.Phi, m.PhiThreshold)
@@ -372,9 +380,7 @@ func TestEncryptionKeepsOutNodesWithoutTheKey(t *testing.T) {
 		startNode(t, "e2", "127.0.1.32", withKey(keyA)),
 		startNode(t, "e3", "127.0.1.33", withKey(keyA)),
 	}
-	join(t, nodes[1], nodes[0])
-	join(t, nodes[2], nodes[0])
-	testutil.WaitFor(t, waitTimeout, allAlive(nodes, 3))
+	formCluster(t, nodes...)
 
 	wrong := startNode(t, "wrongkey", "127.0.1.34", withKey(keyB))
 	if _, err := wrong.Join([]string{addr(nodes[0])}); err == nil {
@@ -394,8 +400,7 @@ func TestEncryptionKeepsOutNodesWithoutTheKey(t *testing.T) {
 
 func TestOtherClusterCannotJoin(t *testing.T) {
 	nodes := []*Cluster{startNode(t, "c1", "127.0.1.41"), startNode(t, "c2", "127.0.1.42")}
-	join(t, nodes[1], nodes[0])
-	testutil.WaitFor(t, waitTimeout, allAlive(nodes, 2))
+	formCluster(t, nodes...)
 
 	other := startNode(t, "x1", "127.0.1.43", withCluster("lab"))
 	_, err := other.Join([]string{addr(nodes[0])})
@@ -438,9 +443,7 @@ func TestRestartWithNewAddressReclaimsName(t *testing.T) {
 		startNode(t, "h2", "127.0.1.62"),
 		startNode(t, "h3", "127.0.1.63"),
 	}
-	join(t, nodes[1], nodes[0])
-	join(t, nodes[2], nodes[0])
-	testutil.WaitFor(t, waitTimeout, allAlive(nodes, 3))
+	formCluster(t, nodes...)
 
 	nodes[2].Shutdown()
 	testutil.WaitFor(t, waitTimeout, expect(nodes[:2], "h3", status(StatusFailed)))

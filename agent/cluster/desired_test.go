@@ -97,9 +97,7 @@ func TestConcurrentDesiredWritesConverge(t *testing.T) {
 		startNode(t, "b", "127.0.8.12"),
 		startNode(t, "c", "127.0.8.13"),
 	}
-	join(t, nodes[1], nodes[0])
-	join(t, nodes[2], nodes[0])
-	testutil.WaitFor(t, waitTimeout, allAlive(nodes, 3))
+	formCluster(t, nodes...)
 
 	for round := range 5 {
 		var wg sync.WaitGroup
