@@ -16,6 +16,13 @@ cd "$(dirname "$0")/.."
 export RPI_E2E_SESSION=${RPI_E2E_SESSION:-ci-$$-$(date +%s)}
 
 lxcfs_pid=
+# unmount_lxcfs detaches /var/lib/lxcfs, live or dead. A lazy unmount also
+# clears the mount an lxcfs left behind when it was killed, which otherwise
+# fails every access with "Transport endpoint is not connected".
+unmount_lxcfs() {
+	fusermount3 -uz /var/lib/lxcfs 2>/dev/null || fusermount -uz /var/lib/lxcfs 2>/dev/null ||
+		umount -l /var/lib/lxcfs 2>/dev/null || true
+}
 cleanup() {
 	status=$?
 	if [ "${RPI_E2E_KEEP:-}" != 1 ]; then
@@ -25,7 +32,7 @@ cleanup() {
 	if [ -n "$lxcfs_pid" ] && [ "${RPI_E2E_KEEP:-}" != 1 ]; then
 		kill "$lxcfs_pid" 2>/dev/null || true
 		wait "$lxcfs_pid" 2>/dev/null || true
-		fusermount3 -u /var/lib/lxcfs 2>/dev/null || fusermount -u /var/lib/lxcfs 2>/dev/null || true
+		unmount_lxcfs
 	fi
 	exit "$status"
 }
@@ -39,6 +46,10 @@ done
 # Containers share the host's kernel, so without lxcfs every node reads the
 # host's /proc/loadavg and least-busy placement cannot tell nodes apart. lxcfs
 # gives each container its own load, CPU and memory figures, as each Pi has.
+if grep -q ' /var/lib/lxcfs ' /proc/self/mounts && ! stat /var/lib/lxcfs >/dev/null 2>&1; then
+	echo "e2e/run.sh: /var/lib/lxcfs is the mount of an lxcfs that died; unmounting it" >&2
+	unmount_lxcfs
+fi
 if [ ! -s /var/lib/lxcfs/proc/loadavg ] && command -v lxcfs >/dev/null; then
 	mkdir -p /var/lib/lxcfs build
 	lxcfs -l /var/lib/lxcfs >build/lxcfs.log 2>&1 &
