@@ -15,8 +15,10 @@
 package cluster
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net"
 	"slices"
@@ -87,6 +89,8 @@ type Cluster struct {
 	numAlive atomic.Int64
 	// malformed counts dropped messages.
 	malformed atomic.Uint64
+	// introductions counts syncs with nodes heard from but not listed.
+	introductions atomic.Uint64
 
 	// lifeMu serialises Start, Leave and Shutdown.
 	lifeMu     sync.Mutex
@@ -104,6 +108,10 @@ type Cluster struct {
 	peers     map[string]*peer
 	unknown   int // peers with status "" (records seen before memberlist knew the node)
 	conflicts []Conflict
+	// introduced holds when each node heard from but never reported by
+	// memberlist was last queued for introduction (see introduce.go).
+	introduced  map[string]time.Time
+	introduceCh chan heartbeat
 
 	// desiredMu guards the desired table and its clock. It is never held
 	// together with mu.
@@ -135,7 +143,10 @@ type peer struct {
 	leaving bool
 	det     *phi.Detector
 	lastSeq uint64
-	since   time.Time
+	// period is the heartbeat period det models: announced by the peer's
+	// heartbeats, estimated from the cluster size until the first arrives.
+	period time.Duration
+	since  time.Time
 }
 
 // Create validates conf and builds a Cluster. Nothing listens until Start.
@@ -165,13 +176,15 @@ func Create(conf *Config) (*Cluster, error) {
 		return nil, fmt.Errorf("create cluster: %w", err)
 	}
 	cl := &Cluster{
-		conf:       c,
-		logger:     logger,
-		meta:       m,
-		shutdownCh: make(chan struct{}),
-		peers:      make(map[string]*peer),
-		subs:       make(map[*subscription]struct{}),
-		desired:    make(map[string]Desired),
+		conf:        c,
+		logger:      logger,
+		meta:        m,
+		shutdownCh:  make(chan struct{}),
+		peers:       make(map[string]*peer),
+		subs:        make(map[*subscription]struct{}),
+		desired:     make(map[string]Desired),
+		introduced:  make(map[string]time.Time),
+		introduceCh: make(chan heartbeat, introduceQueue),
 		self: Record{
 			Name:         c.NodeName,
 			HTTPPort:     c.HTTPPort,
@@ -245,6 +258,7 @@ func (c *Cluster) Start() error {
 	mc.GossipNodes = p.GossipNodes
 	mc.GossipToTheDeadTime = p.GossipToTheDeadTime
 	mc.DeadNodeReclaimTime = p.DeadNodeReclaimTime
+	mc.EnableCompression = p.Compress
 	mc.Delegate = &delegate{c}
 	mc.Events = &eventDelegate{c}
 	mc.Conflict = &conflictDelegate{c}
@@ -279,8 +293,9 @@ func (c *Cluster) Start() error {
 	c.mu.Unlock()
 	c.queueRecord(rec)
 
-	c.wg.Add(1)
-	go c.heartbeatLoop(nowVersion())
+	c.wg.Add(2)
+	go c.heartbeatLoop(net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort)), nowVersion())
+	go c.introduceLoop()
 	c.logger.Info("cluster started", "addr", net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort)),
 		"cluster", c.conf.ClusterName, "profile", p.Name, "encrypted", len(c.conf.SecretKey) > 0)
 	return nil
@@ -399,6 +414,7 @@ func (c *Cluster) Stats() Stats {
 		s = t.Stats()
 	}
 	s.MalformedMessages = c.malformed.Load()
+	s.Introductions = c.introductions.Load()
 	return s
 }
 
@@ -450,25 +466,32 @@ func (c *Cluster) queueRecord(r Record) {
 // (memberlist's 1400-byte UDP buffer less framing and AES-GCM overhead).
 const maxGossipRecord = 1300
 
-// heartbeatLoop sends a heartbeat to every alive peer each
-// HeartbeatInterval until Shutdown.
+// heartbeatLoop sends a round of heartbeats each HeartbeatInterval until
+// Shutdown: to every alive peer when there are at most HeartbeatFanout of
+// them, otherwise to the next HeartbeatFanout peers of a fixed per-node
+// order (see heartbeatTargets), so every peer hears from this node once per
+// heartbeatPeriod and the packets per round never exceed the fanout. Each
+// heartbeat announces that period, so the receiver's phi detector expects
+// the right interval at any cluster size.
 //
 // Heartbeats go directly to each peer as one best-effort UDP packet rather
 // than through the gossip queue. Each observer then measures the arrival
 // times of one sender over one path, which is what phi models; gossiped
 // heartbeats arrive after a random number of relay hops, whose jitter would
 // blur phi. It is also cheaper: a gossiped heartbeat is retransmitted
-// RetransmitMult*log10(N+1) times by every node that relays it (12 times at
-// N=100), a direct one is sent once per peer. At N=100 with a 1 s interval
-// that is 100 packets of about 15 bytes plus 29 bytes of encryption
-// overhead: about 4.5 KB/s per node; the wan profile halves it.
+// RetransmitMult*log10(N+1) times by every node that relays it, a direct
+// one is sent once. With the lan profile a node sends at most 8 packets of
+// about 50 bytes (encryption included) a second: about 0.4 KB/s at any N.
 //
 // Sequence numbers start from the wall clock so that a node restarted
 // before peers noticed it was gone is not ignored as a replay.
-func (c *Cluster) heartbeatLoop(seq uint64) {
+func (c *Cluster) heartbeatLoop(addr string, seq uint64) {
 	defer c.wg.Done()
-	t := time.NewTicker(c.conf.Profile.HeartbeatInterval)
+	prof, self := c.conf.Profile, c.conf.NodeName
+	t := time.NewTicker(prof.HeartbeatInterval)
 	defer t.Stop()
+	var last uint64 // order key of the last peer sent to
+	var peers []heartbeatPeer
 	for {
 		select {
 		case <-c.shutdownCh:
@@ -480,19 +503,74 @@ func (c *Cluster) heartbeatLoop(seq uint64) {
 			c.mu.Unlock()
 			continue
 		}
-		seq++
-		msg := encodeHeartbeat(c.self.Name, seq)
-		targets := make([]*memberlist.Node, 0, len(c.peers))
+		peers = peers[:0]
 		for name, p := range c.peers {
 			if p.status == StatusAlive {
-				targets = append(targets, &memberlist.Node{Name: name, Addr: net.ParseIP(p.addr), Port: uint16(p.port)})
+				peers = append(peers, heartbeatPeer{
+					key:  heartbeatKey(self, name),
+					node: &memberlist.Node{Name: name, Addr: net.ParseIP(p.addr), Port: uint16(p.port)},
+				})
 			}
 		}
 		c.mu.Unlock()
-		for _, n := range targets {
-			if err := c.ml.SendBestEffort(n, msg); err != nil {
-				c.logger.Debug("heartbeat not sent", "peer", n.Name, "err", err)
+		if len(peers) == 0 {
+			continue
+		}
+		seq++
+		msg := encodeHeartbeat(self, addr, seq, heartbeatPeriod(prof, len(peers)))
+		targets := heartbeatTargets(peers, last, prof.HeartbeatFanout)
+		for _, hp := range targets {
+			if err := c.ml.SendBestEffort(hp.node, msg); err != nil {
+				c.logger.Debug("heartbeat not sent", "peer", hp.node.Name, "err", err)
 			}
 		}
+		last = targets[len(targets)-1].key
 	}
+}
+
+// heartbeatPeer is an alive peer with its place in this node's order.
+type heartbeatPeer struct {
+	key  uint64
+	node *memberlist.Node
+}
+
+// heartbeatKey places peer in self's heartbeat order. The order differs
+// from node to node, so a peer's heartbeats from different senders are
+// spread over the period, and it does not move when other nodes join or
+// leave, so a peer's rhythm is kept.
+func heartbeatKey(self, peer string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(self))
+	h.Write([]byte{0})
+	h.Write([]byte(peer))
+	return h.Sum64()
+}
+
+// heartbeatTargets sorts peers by key and returns the fanout peers that
+// follow the key last, wrapping around; all of them if there are no more
+// than fanout.
+func heartbeatTargets(peers []heartbeatPeer, last uint64, fanout int) []heartbeatPeer {
+	if len(peers) <= fanout {
+		return peers
+	}
+	slices.SortFunc(peers, func(a, b heartbeatPeer) int { return cmp.Compare(a.key, b.key) })
+	i, _ := slices.BinarySearchFunc(peers, last, func(p heartbeatPeer, k uint64) int {
+		if p.key <= k {
+			return -1
+		}
+		return 1
+	})
+	out := make([]heartbeatPeer, 0, fanout)
+	for j := range fanout {
+		out = append(out, peers[(i+j)%len(peers)])
+	}
+	return out
+}
+
+// heartbeatPeriod is how often each of n alive peers hears from a node:
+// every round while n fits in the fanout, every ceil(n/fanout) rounds
+// beyond.
+func heartbeatPeriod(p Profile, n int) time.Duration {
+	rounds := max(1, (n+p.HeartbeatFanout-1)/p.HeartbeatFanout)
+	return time.Duration(rounds) * p.HeartbeatInterval
 }

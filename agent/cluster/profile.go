@@ -55,9 +55,23 @@ type Profile struct {
 	// alive (or failed more recently than this) a second node with the same
 	// name is rejected and reported as a conflict.
 	DeadNodeReclaimTime time.Duration
-	// HeartbeatInterval is how often each node sends its phi heartbeat to
-	// every alive peer.
+	// HeartbeatInterval is how often each node sends a round of phi
+	// heartbeats.
 	HeartbeatInterval time.Duration
+	// HeartbeatFanout bounds the heartbeats a node sends per round. A
+	// cluster of up to HeartbeatFanout+1 nodes heartbeats all-to-all every
+	// round; in a larger one each node walks its peers in turn, so every
+	// peer still hears from every node, once per ceil((N-1)/fanout) rounds,
+	// and the cost per node stays flat as the cluster grows.
+	HeartbeatFanout int
+	// Compress turns on memberlist's LZW compression of every packet and
+	// stream. It is off in every built-in profile: almost all packets are
+	// probes, acks and heartbeats of 30-70 bytes, which LZW does not
+	// shrink, and memberlist allocates a fresh 64 KB table per compressed
+	// packet, which was a fifth of the CPU of a 100-node benchmark cluster
+	// and most of an idle agent's garbage. Receivers decompress either way,
+	// so nodes with different settings interoperate.
+	Compress bool
 	// Phi tunes the per-peer phi accrual detectors; FirstHeartbeatEstimate
 	// should match HeartbeatInterval.
 	Phi phi.Config
@@ -65,28 +79,40 @@ type Profile struct {
 
 // profiles holds the built-in profiles by name.
 var profiles = map[string]Profile{
-	// lan: Pis on one switched Ethernet or Wi-Fi segment. memberlist's LAN
-	// defaults, which converge in well under a second on such networks, with
-	// a 1 s heartbeat: a hard-stopped Pi is failed by SWIM in about 5 s and
-	// crosses phi 8 about 3.5 s after its last heartbeat (mean 1 s + 2 s
-	// acceptable pause + a few std devs), against 18 s in the original
-	// project. Wi-Fi round trips on a Pi Zero reach 100-300 ms, so the
-	// 500 ms probe timeout and 100 ms deviation floor leave room for them.
+	// lan: Pis on one switched Ethernet or Wi-Fi segment. Tuned with
+	// rpi-bench (docs/PERFORMANCE.md) against memberlist's DefaultLANConfig,
+	// which Serf and Consul ship: a probe every 200 ms, so the first failed
+	// probe of a dead node comes within about 0.4 s, and a fixed suspicion
+	// window of 11·log10(N)·200 ms (2.2 s up to 10 nodes, 4.4 s at 100):
+	// a Pi stalled for 2 s (an SD-card write, a CPU hog) refutes before it
+	// runs out, with room for the refutation to spread. Up to 10 nodes
+	// memberlist cannot expect the 9 independent confirmations
+	// (SuspicionMult-2) Lifeguard asks for, so the window is fixed; in
+	// larger clusters it starts at 3 times that and shrinks to it as peers
+	// confirm, which a dead node's many probers do within about 2 s while
+	// a node that is merely slow gets longer to refute. A dead Pi is failed everywhere in about 2.8 s at
+	// N = 10 against 6.4 s with DefaultLANConfig. The 100 ms probe timeout
+	// only starts the indirect probes early; a direct ack still counts
+	// until the 200 ms probe interval ends, which covers Wi-Fi round trips.
+	// Heartbeats: 1 s rounds of at most 8 peers; phi crosses 8 about 3.5 s
+	// after the last heartbeat (mean 1 s + 2 s acceptable pause + a few
+	// std devs).
 	"lan": {
 		Name:                    "lan",
-		ProbeInterval:           time.Second,
-		ProbeTimeout:            500 * time.Millisecond,
-		GossipInterval:          200 * time.Millisecond,
+		ProbeInterval:           200 * time.Millisecond,
+		ProbeTimeout:            100 * time.Millisecond,
+		GossipInterval:          100 * time.Millisecond,
 		PushPullInterval:        30 * time.Second,
 		TCPTimeout:              10 * time.Second,
-		SuspicionMult:           4,
-		SuspicionMaxTimeoutMult: 6,
+		SuspicionMult:           11,
+		SuspicionMaxTimeoutMult: 3,
 		RetransmitMult:          4,
 		IndirectChecks:          3,
 		GossipNodes:             3,
 		GossipToTheDeadTime:     30 * time.Second,
 		DeadNodeReclaimTime:     10 * time.Second,
 		HeartbeatInterval:       time.Second,
+		HeartbeatFanout:         8,
 		Phi: phi.Config{
 			Threshold:              8,
 			WindowSize:             1000,
@@ -113,6 +139,7 @@ var profiles = map[string]Profile{
 		GossipToTheDeadTime:     15 * time.Second,
 		DeadNodeReclaimTime:     5 * time.Second,
 		HeartbeatInterval:       500 * time.Millisecond,
+		HeartbeatFanout:         8,
 		Phi: phi.Config{
 			Threshold:              8,
 			WindowSize:             1000,
@@ -140,6 +167,7 @@ var profiles = map[string]Profile{
 		GossipToTheDeadTime:     60 * time.Second,
 		DeadNodeReclaimTime:     30 * time.Second,
 		HeartbeatInterval:       2 * time.Second,
+		HeartbeatFanout:         4,
 		Phi: phi.Config{
 			Threshold:              10,
 			WindowSize:             1000,
@@ -168,6 +196,7 @@ var profiles = map[string]Profile{
 		GossipToTheDeadTime:     time.Second,
 		DeadNodeReclaimTime:     100 * time.Millisecond,
 		HeartbeatInterval:       50 * time.Millisecond,
+		HeartbeatFanout:         8,
 		Phi: phi.Config{
 			Threshold:              8,
 			WindowSize:             100,
@@ -226,6 +255,7 @@ func (p Profile) Validate() error {
 	}{
 		{"suspicion mult", p.SuspicionMult}, {"suspicion max timeout mult", p.SuspicionMaxTimeoutMult},
 		{"retransmit mult", p.RetransmitMult}, {"indirect checks", p.IndirectChecks}, {"gossip nodes", p.GossipNodes},
+		{"heartbeat fanout", p.HeartbeatFanout},
 	}
 	for _, i := range ints {
 		if i.v <= 0 {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/binary"
 	"strings"
 	"testing"
 	"time"
@@ -87,12 +88,19 @@ func TestCodecRoundTripAndLimits(t *testing.T) {
 	if _, err := encodeRecord(big); err == nil || !strings.Contains(err.Error(), "limit") {
 		t.Errorf("oversized record: %v", err)
 	}
-	name, seq, err := decodeHeartbeat(encodeHeartbeat("pi1", 1<<62)[1:])
-	if err != nil || name != "pi1" || seq != 1<<62 {
-		t.Errorf("heartbeat round trip: %q %d %v", name, seq, err)
+	hb, err := decodeHeartbeat(encodeHeartbeat("pi1", "10.0.0.7:7946", 1<<62, 13*time.Second)[1:])
+	if err != nil || hb != (heartbeat{name: "pi1", addr: "10.0.0.7:7946", seq: 1 << 62, period: 13 * time.Second}) {
+		t.Errorf("heartbeat round trip: %+v %v", hb, err)
 	}
-	if _, _, err := decodeHeartbeat([]byte{5}); err == nil {
-		t.Error("heartbeat without a name accepted")
+	for what, body := range map[string][]byte{
+		"no name":         {5, 100},
+		"no period":       {5},
+		"period 0":        {5, 0, 'p'},
+		"period of years": append(binary.AppendUvarint([]byte{5}, uint64(400*24*time.Hour/time.Millisecond)), 3, '1', ':', '2', 'p'),
+	} {
+		if _, err := decodeHeartbeat(body); err == nil {
+			t.Errorf("heartbeat with %s accepted", what)
+		}
 	}
 	if _, err := decodeRecord([]byte(`{"n":"x"}`)); err == nil {
 		t.Error("record with version 0 accepted")

@@ -171,25 +171,59 @@ func checkRecord(r Record) error {
 	return nil
 }
 
-func encodeHeartbeat(name string, seq uint64) []byte {
-	b := make([]byte, 0, 1+binary.MaxVarintLen64+len(name))
+// encodeHeartbeat builds a heartbeat: sequence number, the period after
+// which the receiver should expect the next one (in milliseconds), the
+// sender's advertised gossip address (host:port) and its name.
+func encodeHeartbeat(name, addr string, seq uint64, period time.Duration) []byte {
+	b := make([]byte, 0, 1+3*binary.MaxVarintLen64+len(addr)+len(name))
 	b = append(b, msgHeartbeat)
 	b = binary.AppendUvarint(b, seq)
+	b = binary.AppendUvarint(b, uint64(period.Milliseconds()))
+	b = binary.AppendUvarint(b, uint64(len(addr)))
+	b = append(b, addr...)
 	return append(b, name...)
 }
 
 // decodeHeartbeat parses the body of a msgHeartbeat (without the type byte).
-func decodeHeartbeat(body []byte) (name string, seq uint64, err error) {
+func decodeHeartbeat(body []byte) (hb heartbeat, err error) {
 	seq, n := binary.Uvarint(body)
 	if n <= 0 {
-		return "", 0, fmt.Errorf("decode heartbeat: bad sequence number: %w", errMalformed)
+		return hb, fmt.Errorf("decode heartbeat: bad sequence number: %w", errMalformed)
 	}
-	name = string(body[n:])
+	body = body[n:]
+	ms, n := binary.Uvarint(body)
+	if n <= 0 || ms == 0 || ms > uint64(maxHeartbeatPeriod.Milliseconds()) {
+		return hb, fmt.Errorf("decode heartbeat: bad period: %w", errMalformed)
+	}
+	body = body[n:]
+	alen, n := binary.Uvarint(body)
+	if n <= 0 || alen == 0 || alen > maxAddrLen || alen > uint64(len(body)-n) {
+		return hb, fmt.Errorf("decode heartbeat: bad address: %w", errMalformed)
+	}
+	body = body[n:]
+	addr := string(body[:alen])
+	name := string(body[alen:])
 	if name == "" || len(name) > maxNameLen {
-		return "", 0, fmt.Errorf("decode heartbeat: bad node name: %w", errMalformed)
+		return hb, fmt.Errorf("decode heartbeat: bad node name: %w", errMalformed)
 	}
-	return name, seq, nil
+	return heartbeat{name: name, addr: addr, seq: seq, period: time.Duration(ms) * time.Millisecond}, nil
 }
+
+// heartbeat is a decoded msgHeartbeat.
+type heartbeat struct {
+	name   string
+	addr   string // host:port of the sender's gossip
+	seq    uint64
+	period time.Duration
+}
+
+// maxAddrLen bounds a heartbeat's address: a bracketed IPv6 address with
+// a zone and a port fits.
+const maxAddrLen = 80
+
+// maxHeartbeatPeriod bounds the announced heartbeat period: a day is far
+// beyond any profile and cluster size, and keeps the arithmetic in range.
+const maxHeartbeatPeriod = 24 * time.Hour
 
 func decodeLeave(body []byte) (leaveIntent, error) {
 	var l leaveIntent

@@ -18,6 +18,9 @@ type Stats struct {
 	// MalformedMessages counts user messages and push-pull states that
 	// failed to decode or broke a size limit; they are dropped.
 	MalformedMessages uint64
+	// Introductions counts syncs started because a node memberlist had
+	// never reported sent a heartbeat (see introduce.go).
+	Introductions uint64
 }
 
 // CountingTransport wraps a memberlist transport and counts its traffic. It

@@ -1,0 +1,180 @@
+package cluster
+
+import (
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
+)
+
+func TestHeartbeatTargetsWalkPeersInTurn(t *testing.T) {
+	var peers []heartbeatPeer
+	for i := range 20 {
+		peers = append(peers, heartbeatPeer{key: heartbeatKey("self", fmt.Sprintf("pi%02d", i))})
+	}
+	const fanout = 8
+	sent := map[uint64][]int{} // key → rounds it was sent in
+	var last uint64
+	for round := range 30 {
+		targets := heartbeatTargets(peers, last, fanout)
+		if len(targets) != fanout {
+			t.Fatalf("round %d: %d targets, want %d", round, len(targets), fanout)
+		}
+		for _, p := range targets {
+			sent[p.key] = append(sent[p.key], round)
+		}
+		last = targets[len(targets)-1].key
+	}
+	// 30 rounds of 8 is 240 heartbeats: 12 for each of 20 peers, never more
+	// than ceil(20/8) = 3 rounds apart.
+	for _, p := range peers {
+		rounds := sent[p.key]
+		if len(rounds) != 12 {
+			t.Errorf("peer %x got %d heartbeats in 30 rounds, want 12", p.key, len(rounds))
+		}
+		for i := 1; i < len(rounds); i++ {
+			if gap := rounds[i] - rounds[i-1]; gap > 3 {
+				t.Errorf("peer %x waited %d rounds", p.key, gap)
+			}
+		}
+	}
+
+	// A new peer takes its own place; the walk goes on where it was.
+	next := heartbeatTargets(peers, last, fanout)[0]
+	peers = append(peers, heartbeatPeer{key: heartbeatKey("self", "newcomer")})
+	if got := heartbeatTargets(peers, last, fanout)[0]; got.key != next.key && got.key != heartbeatKey("self", "newcomer") {
+		t.Errorf("after a join the walk restarts at %x, want %x or the newcomer", got.key, next.key)
+	}
+
+	if got := heartbeatTargets(peers[:fanout], last, fanout); len(got) != fanout {
+		t.Errorf("%d peers with fanout %d: %d targets, want all", fanout, fanout, len(got))
+	}
+}
+
+func TestHeartbeatPeriod(t *testing.T) {
+	p := Profile{HeartbeatInterval: time.Second, HeartbeatFanout: 8}
+	for n, want := range map[int]time.Duration{0: time.Second, 1: time.Second, 8: time.Second, 9: 2 * time.Second, 99: 13 * time.Second, 499: 63 * time.Second} {
+		if got := heartbeatPeriod(p, n); got != want {
+			t.Errorf("heartbeatPeriod(%d peers) = %v, want %v", n, got, want)
+		}
+	}
+}
+
+// With a fanout below the number of peers every node still hears from
+// every other, at the period the sender announces, and a dead node's phi
+// still rises everywhere.
+func TestHeartbeatFanoutSmallerThanCluster(t *testing.T) {
+	fanout1 := func(c *Config) { c.Profile.HeartbeatFanout = 1 }
+	var nodes []*Cluster
+	for i := 1; i <= 5; i++ {
+		nodes = append(nodes, startNode(t, fmt.Sprintf("f%d", i), fmt.Sprintf("127.0.1.%d", 80+i), fanout1))
+	}
+	formCluster(t, nodes...)
+	want := 4 * nodes[0].conf.Profile.HeartbeatInterval // 4 peers, one per round
+	testutil.WaitFor(t, waitTimeout, func() error {
+		for _, o := range nodes {
+			o.mu.Lock()
+			for name, p := range o.peers {
+				if p.lastSeq == 0 || p.period != want {
+					err := fmt.Errorf("%s: %s heartbeat seq %d period %v, want one at %v", o.conf.NodeName, name, p.lastSeq, p.period, want)
+					o.mu.Unlock()
+					return err
+				}
+			}
+			o.mu.Unlock()
+		}
+		return nil
+	})
+	for _, o := range nodes {
+		for _, m := range o.Members() {
+			if !m.Self && m.Phi >= m.PhiThreshold {
+				t.Errorf("%s sees live %s with phi %.2f", o.conf.NodeName, m.Name, m.Phi)
+			}
+		}
+	}
+
+	if err := nodes[4].Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, waitTimeout, expect(nodes[:4], "f5", func(m Member) error {
+		if m.Status != StatusFailed || m.Phi < m.PhiThreshold {
+			return fmt.Errorf("status %s phi %.2f, want failed over %.0f", m.Status, m.Phi, m.PhiThreshold)
+		}
+		return nil
+	}))
+	// The survivors now have 3 peers each and announce it.
+	want = 3 * nodes[0].conf.Profile.HeartbeatInterval
+	testutil.WaitFor(t, waitTimeout, func() error {
+		for _, o := range nodes[:4] {
+			o.mu.Lock()
+			for name, p := range o.peers {
+				if p.status == StatusAlive && p.period != want {
+					err := fmt.Errorf("%s: %s period %v, want %v", o.conf.NodeName, name, p.period, want)
+					o.mu.Unlock()
+					return err
+				}
+			}
+			o.mu.Unlock()
+		}
+		return nil
+	})
+}
+
+// A heartbeat from a node memberlist does not list (the gossip announcing
+// it was missed) makes the receiver sync with it at once.
+func TestHeartbeatFromStrangerIntroducesIt(t *testing.T) {
+	a := startNode(t, "s1", "127.0.1.91")
+	x := startNode(t, "s2", "127.0.1.92")
+	if _, ok := a.Member("s2"); ok {
+		t.Fatal("s1 knows s2 before anything was sent")
+	}
+	hb := encodeHeartbeat("s2", addr(x), 7, time.Second)
+	a.handleMsg(hb)
+	a.handleMsg(hb) // a second one within introduceEvery queues nothing more
+	testutil.WaitFor(t, waitTimeout, allAlive([]*Cluster{a, x}, 2))
+	if n := a.Stats().Introductions; n != 1 {
+		t.Errorf("s1 synced with s2 %d times, want once", n)
+	}
+	// Once listed alive, its heartbeats are just heartbeats.
+	a.handleMsg(encodeHeartbeat("s2", addr(x), 1<<62, time.Second))
+	if n := a.Stats().Introductions; n != 1 {
+		t.Errorf("after a heartbeat from a listed node: %d syncs, want 1", n)
+	}
+}
+
+// Every field of Record but Monitoring and Version must make
+// onlyMonitoringDiffers false, or a change to it would not be relayed.
+func TestOnlyMonitoringDiffersCoversEveryField(t *testing.T) {
+	base := Record{Name: "pi1", Addr: "10.0.0.1", GossipPort: 7946, HTTPPort: 8080, Services: []string{"web"},
+		SSHHostKeys: []string{"ssh-ed25519 AAAA"}, AgentVersion: "1", Arch: "arm64", Model: "Pi 4", Version: 1}
+	other := base.Clone()
+	other.Version = 2
+	other.Monitoring.Load1 = 3
+	if !onlyMonitoringDiffers(base, other) {
+		t.Fatal("a monitoring-only change is reported as more")
+	}
+	rt := reflect.TypeOf(base)
+	for i := range rt.NumField() {
+		f := rt.Field(i)
+		if f.Name == "Monitoring" || f.Name == "Version" {
+			continue
+		}
+		changed := base.Clone()
+		v := reflect.ValueOf(&changed).Elem().Field(i)
+		switch v.Kind() {
+		case reflect.String:
+			v.SetString(v.String() + "x")
+		case reflect.Int:
+			v.SetInt(v.Int() + 1)
+		case reflect.Slice:
+			v.Set(reflect.Append(v, reflect.ValueOf("x")))
+		default:
+			t.Fatalf("field %s of kind %s: teach this test (and onlyMonitoringDiffers) about it", f.Name, v.Kind())
+		}
+		if onlyMonitoringDiffers(base, changed) {
+			t.Errorf("a change of %s is taken for a monitoring-only change, so it would not be relayed", f.Name)
+		}
+	}
+}
