@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +25,24 @@ import (
 // leaveTimeout bounds the graceful leave on SIGINT/SIGTERM; a second signal
 // cuts it short.
 const leaveTimeout = 5 * time.Second
+
+// gcPercent is the agent's GC target unless GOGC says otherwise. An idle
+// agent keeps well under 1 MB live, but memberlist allocates a 64 KB buffer
+// for every packet it receives and a 64 KB LZW table for every one it
+// compresses (a few MB/s in a 10-node cluster), so the heap runs up to the
+// runtime's 4 MB minimum goal and the process keeps that much resident. Half
+// the default halves that minimum: 2 MiB less RSS per agent, for about three
+// times as many (sub-millisecond) collections, measured at +0.8 % of one
+// core with the lan profile in a 10-node cluster.
+const gcPercent = 50
+
+// setGCTarget applies gcPercent unless the user has tuned the collector with
+// GOGC; a GOMEMLIMIT works as usual, the agent sets no limit of its own.
+func setGCTarget(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
+}
 
 // App returns the rpi-agent command line application.
 func App() *cli.App {
@@ -144,6 +163,7 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	setGCTarget(os.Getenv)
 	level := new(slog.LevelVar)
 	l, _ := agent.ParseLogLevel(conf.LogLevel)
 	level.Set(l)
