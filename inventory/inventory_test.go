@@ -81,10 +81,16 @@ func TestBuildGroups(t *testing.T) {
 
 func TestListJSONGolden(t *testing.T) {
 	inv := Build(sampleNodes(), Options{User: "ops", SSHKey: "/home/ops/.ssh/id_ed25519"})
-	got, err := inv.ListJSON()
+	compact, err := inv.ListJSON()
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The output is compact; the golden file is indented to be read.
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, compact, "", "  "); err != nil {
+		t.Fatalf("--list output is not JSON: %v\n%s", err, compact)
+	}
+	got := indented.Bytes()
 	golden := filepath.Join("testdata", "list.golden.json")
 	if *update {
 		if err := os.WriteFile(golden, got, 0o644); err != nil {

@@ -220,34 +220,42 @@ func manyNodes(n int) []api.Node {
 	return out
 }
 
-// BenchmarkInventoryList100 measures --list for 100 nodes in process: find
-// the agent, fetch the view over HTTP, build and encode the inventory.
-func BenchmarkInventoryList100(b *testing.B) {
-	srv := fakeagent.Start(b, manyNodes(100), allButFirst(100)...)
-	url := srv.URL("pi-000")
-	b.Setenv("RPI_CONFIG", filepath.Join(b.TempDir(), "none.yaml"))
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		var out bytes.Buffer
-		if err := Run(context.Background(), []string{"rpi-inventory", "--agent", url, "--list"}, &out, &out); err != nil {
-			b.Fatal(err)
-		}
+// BenchmarkInventoryList measures --list in process: find the agent, fetch
+// the view over HTTP, build and encode the inventory.
+func BenchmarkInventoryList(b *testing.B) {
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			srv := fakeagent.Start(b, manyNodes(n), allButFirst(n)...)
+			url := srv.URL("pi-000")
+			b.Setenv("RPI_CONFIG", filepath.Join(b.TempDir(), "none.yaml"))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				var out bytes.Buffer
+				if err := Run(context.Background(), []string{"rpi-inventory", "--agent", url, "--list"}, &out, &out); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
-// BenchmarkInventoryListProcess100 measures what Ansible sees: the wall time
-// of one "rpi-inventory --list" process for 100 nodes, process start included.
-func BenchmarkInventoryListProcess100(b *testing.B) {
+// BenchmarkInventoryListProcess measures what Ansible sees: the wall time
+// of one "rpi-inventory --list" process, process start included.
+func BenchmarkInventoryListProcess(b *testing.B) {
 	bin := buildTool(b)
-	srv := fakeagent.Start(b, manyNodes(100), allButFirst(100)...)
-	url := srv.URL("pi-000")
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		cmd := exec.Command(bin, "--agent", url, "--list")
-		cmd.Env = []string{"RPI_CONFIG=/nonexistent/config.yaml"}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("%v\n%s", err, out)
-		}
+	for _, n := range []int{100, 1000} {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			srv := fakeagent.Start(b, manyNodes(n), allButFirst(n)...)
+			url := srv.URL("pi-000")
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				cmd := exec.Command(bin, "--agent", url, "--list")
+				cmd.Env = []string{"RPI_CONFIG=/nonexistent/config.yaml"}
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("%v\n%s", err, out)
+				}
+			}
+		})
 	}
 }
 
