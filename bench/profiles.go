@@ -15,9 +15,9 @@ type Contender struct {
 }
 
 // MemberlistLANProfile mirrors memberlist's DefaultLANConfig (the timings
-// Serf and Consul ship) as a cluster.Profile. Heartbeats, phi and the
-// reclaim time, which memberlist does not have, are taken from lan so that
-// only SWIM's timings differ.
+// Serf and Consul ship, compression on) as a cluster.Profile. Heartbeats,
+// phi and the reclaim time, which memberlist does not have, are taken from
+// lan so that only memberlist's settings differ.
 func MemberlistLANProfile() cluster.Profile {
 	p, _ := cluster.ProfileByName("lan")
 	p.Name = "memberlist-default-lan"
@@ -32,29 +32,13 @@ func MemberlistLANProfile() cluster.Profile {
 	p.IndirectChecks = 3
 	p.TCPTimeout = 10 * time.Second
 	p.GossipToTheDeadTime = 30 * time.Second
+	p.Compress = true
 	return p
 }
 
-// CandidateLANProfile is the tuning of lan the benchmark evaluates beside
-// the current one: probes twice as often with a shorter timeout, a
-// suspicion window of 3·log10(N)·0.5 s (1.5 s at N = 10, 3 s at N = 100)
-// capped at 4 times that while few peers confirm, gossip twice as often.
-// Everything else is lan's.
-func CandidateLANProfile() cluster.Profile {
-	p, _ := cluster.ProfileByName("lan")
-	p.Name = "lan-candidate"
-	p.ProbeInterval = 500 * time.Millisecond
-	p.ProbeTimeout = 250 * time.Millisecond
-	p.SuspicionMult = 3
-	p.SuspicionMaxTimeoutMult = 4
-	p.GossipInterval = 100 * time.Millisecond
-	return p
-}
-
-// Contenders returns the timings compared in every row: our lan profile,
-// memberlist's DefaultLANConfig and, when candidate is true, the proposed
-// lan tuning.
-func Contenders(candidate bool) ([]Contender, error) {
+// Contenders returns the timings compared in every row: our lan profile
+// and memberlist's DefaultLANConfig.
+func Contenders() ([]Contender, error) {
 	lan, err := cluster.ProfileByName("lan")
 	if err != nil {
 		return nil, fmt.Errorf("contenders: %w", err)
@@ -62,9 +46,6 @@ func Contenders(candidate bool) ([]Contender, error) {
 	out := []Contender{
 		{Label: "lan", Profile: lan},
 		{Label: "memberlist DefaultLANConfig", Profile: MemberlistLANProfile()},
-	}
-	if candidate {
-		out = append(out, Contender{Label: "lan candidate", Profile: CandidateLANProfile()})
 	}
 	for _, c := range out {
 		if err := c.Profile.Validate(); err != nil {

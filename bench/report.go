@@ -194,7 +194,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 				if s.IdleBytes == 0 {
 					return ""
 				}
-				return bps(s.IdleBytes) + hbMark(s)
+				return bps(s.IdleBytes)
 			})
 		}
 		for _, n := range sizes {
@@ -202,7 +202,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 				if s.UpdateBytes == 0 {
 					return ""
 				}
-				return bps(s.UpdateBytes) + hbMark(s)
+				return bps(s.UpdateBytes)
 			})
 		}
 		for _, n := range sizes {
@@ -232,12 +232,6 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 				100*p.Loss, p.Starve, p.StarveEvery, p.Duration, p.N, strings.Join(cells, " | "))
 		}
 		b.WriteString("\n")
-		for _, s := range r.Scale {
-			if s.NoHeartbeats {
-				b.WriteString("† SWIM gossip only: direct heartbeats were off at this size (see notes).\n\n")
-				break
-			}
-		}
 	}
 
 	if f := r.Footprint; f != nil && len(f.Samples) > 0 && f.Err == nil {
@@ -282,13 +276,6 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
-}
-
-func hbMark(s ScaleResult) string {
-	if s.NoHeartbeats {
-		return " †"
-	}
-	return ""
 }
 
 func (r *Report) sizes() []int {

@@ -26,11 +26,6 @@ type ScalePlan struct {
 	// UpdateInterval is how often each node changes its monitoring record
 	// during the second bandwidth window.
 	UpdateInterval time.Duration
-	// NoHeartbeats stretches the heartbeat interval to an hour, leaving
-	// SWIM alone (see Profile.HeartbeatInterval): at N = 500 direct
-	// heartbeats are 250,000 packets a second, more than two shared cores
-	// can carry in one process.
-	NoHeartbeats bool
 }
 
 // ScaleResult is what one contender measured at one size.
@@ -44,7 +39,6 @@ type ScaleResult struct {
 	// IdleBytes and UpdateBytes are gossip bytes sent per node per second.
 	IdleBytes, UpdateBytes float64
 	FalsePositives         []FalsePositive
-	NoHeartbeats           bool
 	// Err is set when the run could not finish (a cluster that never
 	// converged, a failure never detected): a gross failure.
 	Err error
@@ -53,12 +47,8 @@ type ScaleResult struct {
 // RunScale measures one contender at one size: formation, bandwidth idle and
 // with monitoring updates, join convergence and failure detection.
 func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig, logger *slog.Logger) ScaleResult {
-	res := ScaleResult{Contender: c.Label, N: plan.N, NoHeartbeats: plan.NoHeartbeats}
+	res := ScaleResult{Contender: c.Label, N: plan.N}
 	conf.Profile = c.Profile
-	if plan.NoHeartbeats {
-		conf.Profile.HeartbeatInterval = time.Hour
-		conf.Profile.Phi.FirstHeartbeatEstimate = time.Hour
-	}
 	sw, err := NewSwarm(conf)
 	if err != nil {
 		res.Err = err

@@ -250,7 +250,15 @@ func (s *Swarm) Grow(ctx context.Context, n int, timeout time.Duration) (time.Du
 			return 0, err
 		}
 	}
-	err := poll(ctx, timeout, 50*time.Millisecond, func() error { return s.converged() })
+	lastLog := time.Now()
+	err := poll(ctx, timeout, 50*time.Millisecond, func() error {
+		err := s.converged()
+		if err != nil && time.Since(lastLog) > 5*time.Second {
+			lastLog = time.Now()
+			s.logger.Info("still forming", "after", time.Since(start).Round(time.Millisecond), "waiting_for", err)
+		}
+		return err
+	})
 	if err != nil {
 		return 0, fmt.Errorf("grow to %d nodes: %w", n, err)
 	}

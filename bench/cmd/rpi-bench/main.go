@@ -32,13 +32,11 @@ type options struct {
 	rows         string
 	sizes        string
 	trials       int
-	candidate    bool
 	agentBin     string
 	invBin       string
 	fpDuration   time.Duration
 	window       time.Duration
 	footIdle     time.Duration
-	hbMax        int
 	parallelMax  int
 	verbose      bool
 	invRuns      int
@@ -56,13 +54,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.sizes, "sizes", "", "cluster sizes for the scale rows (default 10,100,500; quick 10,100)")
 	fs.IntVar(&o.trials, "trials", 0, "failure-detection trials per size up to 100 nodes (default 20; quick 5, at N = 10 only)")
 	fs.IntVar(&o.joinTrials, "join-trials", 0, "join trials at sizes without detection (default 10; quick 3)")
-	fs.BoolVar(&o.candidate, "candidate", true, "also measure the proposed lan tuning")
 	fs.StringVar(&o.agentBin, "agent-bin", "bin/rpi-agent", "rpi-agent binary for the footprint row")
 	fs.StringVar(&o.invBin, "inventory-bin", "bin/rpi-inventory", "rpi-inventory binary for the inventory row")
 	fs.DurationVar(&o.fpDuration, "fp-duration", 0, "false-positive observation time (default 10m; quick 60s)")
 	fs.DurationVar(&o.window, "window", 0, "each bandwidth window (default 30s; quick 5s)")
 	fs.DurationVar(&o.footIdle, "footprint-idle", 0, "footprint idle time (default 60s; quick 15s)")
-	fs.IntVar(&o.hbMax, "heartbeats-max-n", 100, "above this size, measure SWIM without direct heartbeats (one process cannot carry N² heartbeats)")
 	fs.IntVar(&o.parallelMax, "parallel-max-n", 10, "up to this size the contenders run at the same time; above it one after another")
 	fs.IntVar(&o.invRuns, "inventory-runs", 20, "rpi-inventory runs per size")
 	fs.BoolVar(&o.verbose, "v", false, "log progress at debug level")
@@ -205,7 +201,7 @@ func measure(ctx context.Context, o options, sizes []int, rows map[string]bool, 
 		rep.Elapsed = time.Since(rep.Started)
 		rep.Machine.LoadEnd = bench.LoadAvg()
 	}()
-	cs, err := bench.Contenders(o.candidate)
+	cs, err := bench.Contenders()
 	if err != nil {
 		rep.Notes = append(rep.Notes, err.Error())
 		return rep
@@ -226,8 +222,8 @@ func measure(ctx context.Context, o options, sizes []int, rows map[string]bool, 
 				break
 			}
 			plan := bench.ScalePlan{
-				N: n, Warmup: 5 * time.Second, Window: o.window, UpdateInterval: 5 * time.Second,
-				JoinTrials: o.joinTrials, NoHeartbeats: n > o.hbMax,
+				N: n, Warmup: 5*time.Second + time.Duration(n)*50*time.Millisecond, Window: o.window, UpdateInterval: 5 * time.Second,
+				JoinTrials: o.joinTrials,
 			}
 			if o.quick {
 				plan.Warmup = 2 * time.Second
@@ -280,9 +276,6 @@ func notes(o options) []string {
 		"Bandwidth: bytes sent per node per second counted by each node's CountingTransport (UDP packets and TCP streams, encryption included), after a warm-up.",
 		"False positives: 10 % of every node's outgoing UDP packets dropped; one node frozen for 2 s every 30 s: its transport delivers nothing to memberlist (packets and streams wait, as in socket buffers) and every send blocks, as a descheduled process's goroutines would. Counted: live nodes any peer declared failed.",
 		"Footprint: separate rpi-agent processes (lan profile, encrypted, mDNS off, static join) on 127.0.9.201 and up; RSS is VmRSS, CPU is utime+stime over the idle window.",
-	}
-	if o.hbMax < 500 {
-		n = append(n, fmt.Sprintf("† Above %d nodes the direct heartbeats (N² packets a second for the whole in-process cluster) were stretched to 1 h: SWIM and record gossip only. A node's heartbeats add N × ~45 B/s (encrypted) on top.", o.hbMax))
 	}
 	return n
 }
