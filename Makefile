@@ -14,6 +14,9 @@
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/rpi-cluster/rpi-cluster/internal/version.Version=$(VERSION)
+# urfave/cli's man page and markdown generators are never used; leaving them
+# out drops blackfriday and go-md2man from every binary (smaller, faster start).
+TAGS     := urfave_cli_no_docs
 
 export CGO_ENABLED := 0
 
@@ -28,16 +31,16 @@ build:
 	@for b in $$(ls -d */cmd/* 2>/dev/null); do \
 		name=$$(basename $$b); \
 		echo "go build $$name"; \
-		$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/$$name ./$$b || exit 1; \
+		$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/$$name ./$$b || exit 1; \
 	done
 	@mkdir -p bin/linux-amd64 && if [ "$$($(GO) env GOARCH)" = amd64 ]; then cp bin/rpi-agent bin/linux-amd64/rpi-agent; fi
 
 # Pi Zero/1 are ARMv6, Pi 2/3 (32-bit OS) ARMv7, Pi 3/4/5 with a 64-bit OS arm64.
 cross:
-	GOOS=linux GOARCH=arm64         $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux-arm64/rpi-agent ./agent/cmd/rpi-agent
-	GOOS=linux GOARCH=arm GOARM=7   $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux-armv7/rpi-agent ./agent/cmd/rpi-agent
-	GOOS=linux GOARCH=arm GOARM=6   $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux-armv6/rpi-agent ./agent/cmd/rpi-agent
-	GOOS=linux GOARCH=amd64         $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/linux-amd64/rpi-agent ./agent/cmd/rpi-agent
+	GOOS=linux GOARCH=arm64         $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/linux-arm64/rpi-agent ./agent/cmd/rpi-agent
+	GOOS=linux GOARCH=arm GOARM=7   $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/linux-armv7/rpi-agent ./agent/cmd/rpi-agent
+	GOOS=linux GOARCH=arm GOARM=6   $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/linux-armv6/rpi-agent ./agent/cmd/rpi-agent
+	GOOS=linux GOARCH=amd64         $(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/linux-amd64/rpi-agent ./agent/cmd/rpi-agent
 
 test:
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 15m ./...

@@ -52,7 +52,7 @@ func BuildBinaries(ctx context.Context, root, outDir string) (Binaries, error) {
 		{b.RPIImage, "./image/cmd/rpi-image", []string{"CGO_ENABLED=0"}},
 	}
 	for _, x := range builds {
-		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-o", x.out, x.pkg)
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-tags", "urfave_cli_no_docs", "-o", x.out, x.pkg)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), x.env...)
 		out, err := cmd.CombinedOutput()
