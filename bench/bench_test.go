@@ -249,3 +249,22 @@ func TestReportMarkdownAndFailures(t *testing.T) {
 		t.Errorf("failures %q, want the timed-out formation and lan's false positive", fails)
 	}
 }
+
+func TestParseRSS(t *testing.T) {
+	status := "Name:\trpi-agent\nVmRSS:\t   15728 kB\nRssAnon:\t    4608 kB\nRssFile:\t   11120 kB\nRssShmem:\t       0 kB\n"
+	got, err := parseRSS(1, status)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["VmRSS"] != 15728<<10 || got["RssAnon"] != 4608<<10 || got["RssFile"] != 11120<<10 {
+		t.Errorf("parseRSS = %v", got)
+	}
+	for _, bad := range []string{
+		"VmRSS:\t15728 kB\nRssAnon:\t4608 kB\n",                     // no RssFile
+		"VmRSS:\t15728 MB\nRssAnon:\t4608 kB\nRssFile:\t11120 kB\n", // unit
+	} {
+		if _, err := parseRSS(1, bad); err == nil {
+			t.Errorf("parseRSS(%q) accepted it", bad)
+		}
+	}
+}

@@ -36,8 +36,10 @@ type FootprintPlan struct {
 // ProcSample is one agent's footprint.
 type ProcSample struct {
 	Name string
-	// RSS is VmRSS in bytes after the idle period.
-	RSS uint64
+	// RSS is VmRSS in bytes after the idle period: RSSAnon (heap, stacks,
+	// runtime) plus RSSFile (the binary's mapped pages, clean and shared
+	// with the page cache).
+	RSS, RSSAnon, RSSFile uint64
 	// CPU is the percentage of one core used during the idle period.
 	CPU float64
 }
@@ -142,12 +144,14 @@ func RunFootprint(ctx context.Context, plan FootprintPlan, logger *slog.Logger) 
 			res.Err = fmt.Errorf("footprint: %w", err)
 			return res
 		}
-		rss, err := procRSS(c.Process.Pid)
+		mem, err := procRSS(c.Process.Pid)
 		if err != nil {
 			res.Err = fmt.Errorf("footprint: %w", err)
 			return res
 		}
-		res.Samples[i].RSS = rss
+		res.Samples[i].RSS = mem["VmRSS"]
+		res.Samples[i].RSSAnon = mem["RssAnon"]
+		res.Samples[i].RSSFile = mem["RssFile"]
 		res.Samples[i].CPU = 100 * float64(cpu1-cpu0[i]) / clockTicks / el
 	}
 	return res
@@ -203,26 +207,40 @@ func procCPUTicks(pid int) (uint64, error) {
 	return ut + st, nil
 }
 
-// procRSS returns VmRSS of pid in bytes.
-func procRSS(pid int) (uint64, error) {
+// procRSS returns VmRSS, RssAnon and RssFile of pid in bytes.
+func procRSS(pid int) (map[string]uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("read rss: %w", err)
+		return nil, fmt.Errorf("read rss: %w", err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(v)
-			if len(f) != 2 || f[1] != "kB" {
-				return 0, fmt.Errorf("parse /proc/%d/status: VmRSS %q", pid, v)
-			}
-			kb, err := strconv.ParseUint(f[0], 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("parse /proc/%d/status: %w", pid, err)
-			}
-			return kb << 10, nil
+	return parseRSS(pid, string(b))
+}
+
+// parseRSS reads the resident-memory lines of a /proc/PID/status text.
+func parseRSS(pid int, status string) (map[string]uint64, error) {
+	want := []string{"VmRSS", "RssAnon", "RssFile"}
+	out := make(map[string]uint64, len(want))
+	for _, line := range strings.Split(status, "\n") {
+		key, v, ok := strings.Cut(line, ":")
+		if !ok || !slices.Contains(want, key) {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) != 2 || f[1] != "kB" {
+			return nil, fmt.Errorf("parse /proc/%d/status: %s %q", pid, key, v)
+		}
+		kb, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("parse /proc/%d/status: %w", pid, err)
+		}
+		out[key] = kb << 10
+	}
+	for _, k := range want {
+		if _, ok := out[k]; !ok {
+			return nil, fmt.Errorf("parse /proc/%d/status: no %s", pid, k)
 		}
 	}
-	return 0, fmt.Errorf("parse /proc/%d/status: no VmRSS", pid)
+	return out, nil
 }
 
 // limitedWriter keeps the first n bytes written to it.

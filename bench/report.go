@@ -236,13 +236,19 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 
 	if f := r.Footprint; f != nil && len(f.Samples) > 0 && f.Err == nil {
 		rss := make([]float64, len(f.Samples))
+		anon := make([]float64, len(f.Samples))
+		file := make([]float64, len(f.Samples))
 		cpu := make([]float64, len(f.Samples))
 		for i, s := range f.Samples {
 			rss[i] = float64(s.RSS) / (1 << 20)
+			anon[i] = float64(s.RSSAnon) / (1 << 20)
+			file[i] = float64(s.RSSFile) / (1 << 20)
 			cpu[i] = s.CPU
 		}
 		fmt.Fprintf(&b, "| footprint: %d rpi-agent processes, lan profile, encrypted, after %s idle | median | max | target |\n|---|---:|---:|---|\n", f.Plan.N, f.Plan.Idle)
 		fmt.Fprintf(&b, "| RSS | %.1f MiB | %.1f MiB | ≤ 15 MB |\n", Percentile(rss, 50), Percentile(rss, 100))
+		fmt.Fprintf(&b, "| of which anonymous (heap, stacks, runtime) | %.1f MiB | %.1f MiB | |\n", Percentile(anon, 50), Percentile(anon, 100))
+		fmt.Fprintf(&b, "| of which the binary's mapped file pages | %.1f MiB | %.1f MiB | |\n", Percentile(file, 50), Percentile(file, 100))
 		fmt.Fprintf(&b, "| CPU, %% of one core | %.2f %% | %.2f %% | |\n\n", Percentile(cpu, 50), Percentile(cpu, 100))
 	}
 
