@@ -82,7 +82,8 @@ type Config struct {
 	// on every API write.
 	APIToken string `yaml:"api_token"`
 
-	// Profile names the gossip timing profile: lan (default), local, wan.
+	// Profile names the gossip timing profile: lan (default), local, wan,
+	// memberlist-lan.
 	Profile string `yaml:"profile"`
 
 	// PhiThreshold is the suspicion level above which a peer is considered

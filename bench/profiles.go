@@ -1,8 +1,8 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
-	"time"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 )
@@ -14,38 +14,17 @@ type Contender struct {
 	Profile cluster.Profile
 }
 
-// MemberlistLANProfile mirrors memberlist's DefaultLANConfig (the timings
-// Serf and Consul ship, compression on) as a cluster.Profile. Heartbeats,
-// phi and the reclaim time, which memberlist does not have, are taken from
-// lan so that only memberlist's settings differ.
-func MemberlistLANProfile() cluster.Profile {
-	p, _ := cluster.ProfileByName("lan")
-	p.Name = "memberlist-default-lan"
-	p.ProbeInterval = time.Second
-	p.ProbeTimeout = 500 * time.Millisecond
-	p.SuspicionMult = 4
-	p.SuspicionMaxTimeoutMult = 6
-	p.GossipInterval = 200 * time.Millisecond
-	p.GossipNodes = 3
-	p.RetransmitMult = 4
-	p.PushPullInterval = 30 * time.Second
-	p.IndirectChecks = 3
-	p.TCPTimeout = 10 * time.Second
-	p.GossipToTheDeadTime = 30 * time.Second
-	p.Compress = true
-	return p
-}
-
 // Contenders returns the timings compared in every row: our lan profile
 // and memberlist's DefaultLANConfig.
 func Contenders() ([]Contender, error) {
-	lan, err := cluster.ProfileByName("lan")
-	if err != nil {
+	lan, err1 := cluster.ProfileByName("lan")
+	ml, err2 := cluster.ProfileByName("memberlist-lan")
+	if err := errors.Join(err1, err2); err != nil {
 		return nil, fmt.Errorf("contenders: %w", err)
 	}
 	out := []Contender{
 		{Label: "lan", Profile: lan},
-		{Label: "memberlist DefaultLANConfig", Profile: MemberlistLANProfile()},
+		{Label: "memberlist DefaultLANConfig", Profile: ml},
 	}
 	for _, c := range out {
 		if err := c.Profile.Validate(); err != nil {

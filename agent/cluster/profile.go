@@ -121,6 +121,37 @@ var profiles = map[string]Profile{
 			FirstHeartbeatEstimate: time.Second,
 		},
 	},
+	// memberlist-lan: memberlist's DefaultLANConfig, the timings Serf and
+	// Consul ship (a probe a second, suspicion 4·log10(N) s, compression
+	// on), with lan's heartbeats and detector. Slower to fail a dead Pi
+	// (about 6 s at N = 10 against lan's 3 s) and a fifth of lan's probe
+	// traffic: for a busy or lossy Wi-Fi where lan is too eager, and the
+	// baseline rpi-bench measures lan against.
+	"memberlist-lan": {
+		Name:                    "memberlist-lan",
+		ProbeInterval:           time.Second,
+		ProbeTimeout:            500 * time.Millisecond,
+		GossipInterval:          200 * time.Millisecond,
+		PushPullInterval:        30 * time.Second,
+		TCPTimeout:              10 * time.Second,
+		SuspicionMult:           4,
+		SuspicionMaxTimeoutMult: 6,
+		RetransmitMult:          4,
+		IndirectChecks:          3,
+		GossipNodes:             3,
+		GossipToTheDeadTime:     30 * time.Second,
+		DeadNodeReclaimTime:     10 * time.Second,
+		HeartbeatInterval:       time.Second,
+		HeartbeatFanout:         8,
+		Compress:                true,
+		Phi: phi.Config{
+			Threshold:              8,
+			WindowSize:             1000,
+			MinStdDev:              100 * time.Millisecond,
+			AcceptablePause:        2 * time.Second,
+			FirstHeartbeatEstimate: time.Second,
+		},
+	},
 	// local: agents on one host or a container network (the e2e virtual
 	// cluster): round trips are sub-millisecond, so everything runs about
 	// five times faster than lan, as memberlist's DefaultLocalConfig does.

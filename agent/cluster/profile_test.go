@@ -5,11 +5,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 func TestProfiles(t *testing.T) {
 	names := ProfileNames()
-	if strings.Join(names, ",") != "lan,local,test,wan" {
+	if strings.Join(names, ",") != "lan,local,memberlist-lan,test,wan" {
 		t.Fatalf("ProfileNames() = %v", names)
 	}
 	for _, n := range names {
@@ -28,8 +30,20 @@ func TestProfiles(t *testing.T) {
 		t.Errorf("default profile %q, want lan", p.Name)
 	}
 	_, err := ProfileByName("fast")
-	if err == nil || !strings.Contains(err.Error(), "lan, local, test, wan") {
+	if err == nil || !strings.Contains(err.Error(), "lan, local, memberlist-lan, test, wan") {
 		t.Errorf("unknown profile error %v, want it to list the valid names", err)
+	}
+	// memberlist-lan is memberlist's DefaultLANConfig wherever memberlist
+	// has the setting.
+	conf, _ := ProfileByName("memberlist-lan")
+	def := memberlist.DefaultLANConfig()
+	if conf.ProbeInterval != def.ProbeInterval || conf.ProbeTimeout != def.ProbeTimeout ||
+		conf.GossipInterval != def.GossipInterval || conf.GossipNodes != def.GossipNodes ||
+		conf.PushPullInterval != def.PushPullInterval || conf.SuspicionMult != def.SuspicionMult ||
+		conf.SuspicionMaxTimeoutMult != def.SuspicionMaxTimeoutMult || conf.RetransmitMult != def.RetransmitMult ||
+		conf.IndirectChecks != def.IndirectChecks || conf.TCPTimeout != def.TCPTimeout ||
+		conf.GossipToTheDeadTime != def.GossipToTheDeadTime || conf.Compress != def.EnableCompression {
+		t.Errorf("memberlist-lan differs from memberlist.DefaultLANConfig")
 	}
 	p, _ := ProfileByName("lan")
 	p.ProbeTimeout = 2 * time.Second

@@ -94,7 +94,7 @@ func runFlags() []cli.Flag {
 		&cli.StringFlag{Name: "data-dir", Usage: "`DIR` holding meta-data.json (default /var/lib/rpi-agent)", EnvVars: env("DATA_DIR")},
 		&cli.StringFlag{Name: "encrypt", Usage: "gossip encryption key, base64 (see `rpi-agent keygen`)", EnvVars: env("ENCRYPT")},
 		&cli.StringFlag{Name: "api-token", Usage: "bearer `TOKEN` required for API writes", EnvVars: env("API_TOKEN")},
-		&cli.StringFlag{Name: "profile", Usage: "gossip timing profile: lan, local, wan (default lan)", EnvVars: env("PROFILE")},
+		&cli.StringFlag{Name: "profile", Usage: "gossip timing profile: lan, local, wan, memberlist-lan (default lan)", EnvVars: env("PROFILE")},
 		&cli.Float64Flag{Name: "phi-threshold", Usage: "suspicion level that marks a peer unavailable (default 8)", EnvVars: env("PHI_THRESHOLD")},
 		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn, error", EnvVars: env("LOG_LEVEL")},
 	}
