@@ -1,11 +1,15 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -16,8 +20,9 @@ import (
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
 
-// Tests use 127.0.9.230-249; the benchmark's own swarms start at .1 and
-// its footprint agents at .201, and use port 0 too.
+// Tests use 127.0.9.230-249 and 127.30.0.x; the benchmark's own swarms
+// start at 127.0.9.1, its footprint agents at .201, its separate-process
+// agents in 127.20-21.x.y, and use port 0 too.
 
 func netTransport(t *testing.T, ip string) *memberlist.NetTransport {
 	t.Helper()
@@ -266,5 +271,48 @@ func TestParseRSS(t *testing.T) {
 		if _, err := parseRSS(1, bad); err == nil {
 			t.Errorf("parseRSS(%q) accepted it", bad)
 		}
+	}
+}
+
+func TestParseSentBytes(t *testing.T) {
+	text := "# TYPE rpi_gossip_bytes_total counter\nrpi_gossip_bytes_total{direction=\"sent\"} 1.2345e+06\nrpi_gossip_bytes_total{direction=\"received\"} 7\n"
+	got, err := parseSentBytes("x", bufio.NewScanner(strings.NewReader(text)))
+	if err != nil || got != 1234500 {
+		t.Errorf("parseSentBytes = %v, %v; want 1234500", got, err)
+	}
+	if _, err := parseSentBytes("x", bufio.NewScanner(strings.NewReader("rpi_members 3\n"))); err == nil {
+		t.Error("parseSentBytes found bytes in metrics without them")
+	}
+}
+
+// TestProcScaleMeasuresRealAgents runs the separate-process row on three
+// real rpi-agent processes (127.30.0.x) with two trials.
+func TestProcScaleMeasuresRealAgents(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts rpi-agent processes")
+	}
+	bin := filepath.Join(t.TempDir(), "rpi-agent")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/rpi-cluster/rpi-cluster/agent/cmd/rpi-agent").CombinedOutput(); err != nil {
+		t.Fatalf("build rpi-agent: %v\n%s", err, out)
+	}
+	res := RunProcScale(context.Background(), "lan", ProcScalePlan{
+		AgentBin: bin, Profile: "test", N: 3, Trials: 2, Idle: time.Second, Net: 30,
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if len(res.Detect) != 2 || len(res.Join) != 2 {
+		t.Fatalf("detect %v, join %v: want two trials each", res.Detect, res.Join)
+	}
+	for i := range res.Detect {
+		if res.Detect[i] <= 0 || res.Detect[i] > 30*time.Second || res.Join[i] <= 0 {
+			t.Errorf("trial %d: detect %v, join %v", i+1, res.Detect[i], res.Join[i])
+		}
+	}
+	if res.Formation <= 0 || res.IdleBytes <= 0 {
+		t.Errorf("formation %v, idle bytes %v", res.Formation, res.IdleBytes)
+	}
+	if len(res.FalsePositives) != 0 {
+		t.Errorf("false positives: %+v", res.FalsePositives)
 	}
 }

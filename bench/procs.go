@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -68,8 +69,7 @@ func RunFootprint(ctx context.Context, plan FootprintPlan, logger *slog.Logger) 
 		return res
 	}
 	defer os.RemoveAll(dir)
-	key := make([]byte, 32)
-	rand.Read(key)
+	key := newKey()
 	ip := func(i int) string { return fmt.Sprintf("127.0.9.%d", 201+i) }
 
 	var cmds []*exec.Cmd
@@ -77,26 +77,24 @@ func RunFootprint(ctx context.Context, plan FootprintPlan, logger *slog.Logger) 
 		for _, c := range cmds {
 			c.Process.Signal(syscall.SIGTERM)
 		}
+		// An agent leaves within 5 s of SIGTERM; one that does not is killed.
+		t := time.AfterFunc(15*time.Second, func() {
+			for _, c := range cmds {
+				c.Process.Kill()
+			}
+		})
+		defer t.Stop()
 		for _, c := range cmds {
-			c.Wait() // WaitDelay kills stragglers
+			c.Wait()
 		}
 	}()
 	for i := range plan.N {
 		name := fmt.Sprintf("bench-%d", i)
-		data := filepath.Join(dir, name)
-		if err := os.MkdirAll(data, 0o755); err != nil {
+		cmd, _, err := agentCommand(plan.AgentBin, filepath.Join(dir, name), name, ip(i), "lan", key, []string{ip(0) + ":7946"})
+		if err != nil {
 			res.Err = fmt.Errorf("footprint: %w", err)
 			return res
 		}
-		cmd := exec.Command(plan.AgentBin, "--config", "/dev/null", "--name", name,
-			"--bind", ip(i)+":7946", "--http", ip(i)+":8080", "--join", ip(0)+":7946",
-			"--no-mdns", "--profile", "lan", "--data-dir", data, "--log-level", "warn",
-			"--encrypt", base64.StdEncoding.EncodeToString(key))
-		cmd.Env = append(os.Environ(), "HOME="+dir)
-		var stderr bytes.Buffer
-		cmd.Stderr = &limitedWriter{b: &stderr, n: 8 << 10}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		cmd.WaitDelay = 5 * time.Second
 		if err := cmd.Start(); err != nil {
 			res.Err = fmt.Errorf("footprint: start %s: %w", plan.AgentBin, err)
 			return res
@@ -182,6 +180,34 @@ func aliveAt(ctx context.Context, url string) (int, error) {
 	return n, nil
 }
 
+// newKey returns a random gossip key, base64 as --encrypt takes it.
+func newKey() string {
+	key := make([]byte, 32)
+	rand.Read(key)
+	return base64.StdEncoding.EncodeToString(key)
+}
+
+// agentCommand returns an rpi-agent command for one benchmark agent: no
+// config file, no mDNS, its own data directory (created) and HOME, stderr
+// kept (first 8 KB), killed if this process dies.
+func agentCommand(bin, data, name, ip, profile, key string, joins []string) (*exec.Cmd, *limitedWriter, error) {
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		return nil, nil, err
+	}
+	args := []string{"--config", "/dev/null", "--name", name,
+		"--bind", ip + ":7946", "--http", ip + ":8080",
+		"--no-mdns", "--profile", profile, "--data-dir", data, "--log-level", "warn", "--encrypt", key}
+	for _, j := range joins {
+		args = append(args, "--join", j)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "HOME="+data)
+	stderr := &limitedWriter{b: &bytes.Buffer{}, n: 8 << 10}
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd, stderr, nil
+}
+
 // procCPUTicks returns utime+stime of pid in clock ticks.
 func procCPUTicks(pid int) (uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -243,17 +269,28 @@ func parseRSS(pid int, status string) (map[string]uint64, error) {
 	return out, nil
 }
 
-// limitedWriter keeps the first n bytes written to it.
+// limitedWriter keeps the first n bytes written to it. It is safe to read
+// with String while a process writes to it.
 type limitedWriter struct {
-	b *bytes.Buffer
-	n int
+	mu sync.Mutex
+	b  *bytes.Buffer
+	n  int
 }
 
 func (w *limitedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if room := w.n - w.b.Len(); room > 0 {
 		w.b.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
+}
+
+// String returns what was kept.
+func (w *limitedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
 }
 
 // InventoryPlan configures the rpi-inventory timing.

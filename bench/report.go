@@ -63,6 +63,8 @@ type Report struct {
 	Labels   []string // contender labels, in column order
 	Scale    []ScaleResult
 	FalsePos []FalsePosResult
+	// Procs are the separate-process rows.
+	Procs []ProcScaleResult
 	// Footprint is nil when the row did not run.
 	Footprint *FootprintResult
 	Inventory []InventoryResult
@@ -81,6 +83,15 @@ func (r *Report) Failures() []string {
 		if s.Contender == "lan" && len(s.FalsePositives) > 0 {
 			out = append(out, fmt.Sprintf("lan at N=%d: %d false positives, first %s failed on %s",
 				s.N, len(s.FalsePositives), s.FalsePositives[0].Subject, s.FalsePositives[0].Observer))
+		}
+	}
+	for _, p := range r.Procs {
+		if p.Err != nil {
+			out = append(out, p.Err.Error())
+		}
+		if p.Contender == "lan" && len(p.FalsePositives) > 0 {
+			out = append(out, fmt.Sprintf("lan, %d processes: %d false positives, first %s failed on %s",
+				p.Plan.N, len(p.FalsePositives), p.FalsePositives[0].Subject, p.FalsePositives[0].Observer))
 		}
 	}
 	for _, f := range r.FalsePos {
@@ -234,6 +245,8 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		b.WriteString("\n")
 	}
 
+	r.writeProcs(&b)
+
 	if f := r.Footprint; f != nil && len(f.Samples) > 0 && f.Err == nil {
 		rss := make([]float64, len(f.Samples))
 		anon := make([]float64, len(f.Samples))
@@ -293,4 +306,74 @@ func (r *Report) sizes() []int {
 	}
 	slices.Sort(ns)
 	return ns
+}
+
+// writeProcs writes the separate-process rows as one table, contenders side
+// by side.
+func (r *Report) writeProcs(b *strings.Builder) {
+	if len(r.Procs) == 0 {
+		return
+	}
+	var sizes []int
+	for _, p := range r.Procs {
+		if !slices.Contains(sizes, p.Plan.N) {
+			sizes = append(sizes, p.Plan.N)
+		}
+	}
+	b.WriteString("| separate rpi-agent processes | N | " + strings.Join(r.Labels, " | ") + " | target |\n")
+	b.WriteString("|---|---:|" + strings.Repeat("---:|", len(r.Labels)) + "---|\n")
+	row := func(measure string, target map[int]string, cell func(ProcScaleResult) string) {
+		for _, n := range sizes {
+			cells := make([]string, len(r.Labels))
+			for i, l := range r.Labels {
+				cells[i] = "–"
+				for _, p := range r.Procs {
+					if p.Contender == l && p.Plan.N == n {
+						cells[i] = cell(p)
+					}
+				}
+			}
+			fmt.Fprintf(b, "| %s | %d | %s | %s |\n", measure, n, strings.Join(cells, " | "), target[n])
+		}
+	}
+	trials := func(ds []time.Duration, err error) string {
+		if len(ds) == 0 {
+			if err != nil {
+				return "**failed**"
+			}
+			return "–"
+		}
+		c := fmt.Sprintf("%s / %s (%d)", secs(Percentile(ds, 50)), secs(Percentile(ds, 99)), len(ds))
+		if err != nil {
+			c += " **then failed**"
+		}
+		return c
+	}
+	row("failure detection (SIGKILL) p50 / p99 (trials)", map[int]string{10: "p99 ≤ 2.5 s", 100: "p99 ≤ 5 s"},
+		func(p ProcScaleResult) string { return trials(p.Detect, p.Err) })
+	row("join seen by all, from process start, p50 / p99 (trials)", map[int]string{500: "≤ 5 s"},
+		func(p ProcScaleResult) string { return trials(p.Join, p.Err) })
+	row("cluster formation, all see all", nil, func(p ProcScaleResult) string {
+		if p.Formation == 0 {
+			return "**failed**"
+		}
+		return secs(p.Formation)
+	})
+	row("gossip sent per agent, idle (monitoring every 5 s)", map[int]string{100: "≤ 2 KB/s"}, func(p ProcScaleResult) string {
+		if p.IdleBytes == 0 {
+			return "–"
+		}
+		return bps(p.IdleBytes)
+	})
+	row("live agents declared failed (verdicts)", map[int]string{10: "0", 100: "0"}, func(p ProcScaleResult) string {
+		if p.Formation == 0 {
+			return "–"
+		}
+		nodes := map[string]bool{}
+		for _, f := range p.FalsePositives {
+			nodes[f.Subject] = true
+		}
+		return fmt.Sprintf("%d (%d)", len(nodes), len(p.FalsePositives))
+	})
+	b.WriteString("\n")
 }

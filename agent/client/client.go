@@ -201,6 +201,12 @@ func (c *Client) Health(ctx context.Context) error {
 // cancelled, the stream ends, or fn returns an error. It returns nil when ctx
 // was cancelled.
 func (c *Client) Events(ctx context.Context, fn func(api.Event) error) error {
+	return c.Follow(ctx, nil, fn)
+}
+
+// Follow is Events, calling opened (when not nil) once the agent has
+// accepted the stream: every event from then on reaches fn.
+func (c *Client) Follow(ctx context.Context, opened func(), fn func(api.Event) error) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/v1/events", nil)
 	if err != nil {
 		return err
@@ -219,6 +225,9 @@ func (c *Client) Events(ctx context.Context, fn func(api.Event) error) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return &StatusError{Code: resp.StatusCode, Message: resp.Status, URL: c.BaseURL + "/v1/events"}
+	}
+	if opened != nil {
+		opened()
 	}
 	err = readSSE(resp.Body, func(kind string, data []byte) error {
 		var ev api.Event

@@ -42,6 +42,8 @@ type options struct {
 	invRuns      int
 	joinTrials   int
 	quickDetectN int
+	procSizes    string
+	procTrials   int
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -50,11 +52,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var o options
 	fs.BoolVar(&o.quick, "quick", false, "reduced run for CI: N = 10 and 100, 5 trials, short windows (under 5 min)")
 	fs.StringVar(&o.out, "o", "", "also write the report to `FILE`")
-	fs.StringVar(&o.rows, "rows", "scale,falsepos,footprint,inventory", "rows to run, comma-separated: scale (detection, join, bandwidth), falsepos, footprint, inventory")
+	fs.StringVar(&o.rows, "rows", "scale,procs,falsepos,footprint,inventory", "rows to run, comma-separated: scale (detection, join, bandwidth), procs (the same with rpi-agent processes), falsepos, footprint, inventory")
 	fs.StringVar(&o.sizes, "sizes", "", "cluster sizes for the scale rows (default 10,100,500; quick 10,100)")
 	fs.IntVar(&o.trials, "trials", 0, "failure-detection trials per size up to 100 nodes (default 20; quick 5, at N = 10 only)")
 	fs.IntVar(&o.joinTrials, "join-trials", 0, "join trials at sizes without detection (default 10; quick 3)")
-	fs.StringVar(&o.agentBin, "agent-bin", "bin/rpi-agent", "rpi-agent binary for the footprint row")
+	fs.StringVar(&o.procSizes, "proc-sizes", "", "cluster sizes for the procs rows (default 10,100; quick 10)")
+	fs.IntVar(&o.procTrials, "proc-trials", 0, "join and detection trials per size in the procs rows (default 20; quick 5)")
+	fs.StringVar(&o.agentBin, "agent-bin", "bin/rpi-agent", "rpi-agent binary for the procs and footprint rows")
 	fs.StringVar(&o.invBin, "inventory-bin", "bin/rpi-inventory", "rpi-inventory binary for the inventory row")
 	fs.DurationVar(&o.fpDuration, "fp-duration", 0, "false-positive observation time (default 10m; quick 60s)")
 	fs.DurationVar(&o.window, "window", 0, "each bandwidth window (default 30s; quick 5s)")
@@ -66,7 +70,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	applyDefaults(&o)
-	sizes, err := parseSizes(o.sizes)
+	sizes, err := parseSizes("--sizes", o.sizes)
+	if err != nil {
+		fmt.Fprintf(stderr, "rpi-bench: %v\n", err)
+		return 2
+	}
+	procSizes, err := parseSizes("--proc-sizes", o.procSizes)
 	if err != nil {
 		fmt.Fprintf(stderr, "rpi-bench: %v\n", err)
 		return 2
@@ -74,10 +83,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	rows := map[string]bool{}
 	for _, r := range strings.Split(o.rows, ",") {
 		switch r = strings.TrimSpace(r); r {
-		case "scale", "falsepos", "footprint", "inventory":
+		case "scale", "procs", "falsepos", "footprint", "inventory":
 			rows[r] = true
 		default:
-			fmt.Fprintf(stderr, "rpi-bench: unknown row %q: use scale, falsepos, footprint, inventory\n", r)
+			fmt.Fprintf(stderr, "rpi-bench: unknown row %q: use scale, procs, falsepos, footprint, inventory\n", r)
 			return 2
 		}
 	}
@@ -103,7 +112,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 
-	rep := measure(ctx, o, sizes, rows, logger)
+	rep := measure(ctx, o, sizes, procSizes, rows, logger)
 	if err := rep.WriteMarkdown(stdout); err != nil {
 		fmt.Fprintf(stderr, "rpi-bench: write report: %v\n", err)
 		return 1
@@ -148,6 +157,18 @@ func applyDefaults(o *options) {
 			o.sizes = "10,100"
 		}
 	}
+	if o.procSizes == "" {
+		o.procSizes = "10,100"
+		if o.quick {
+			o.procSizes = "10"
+		}
+	}
+	if o.procTrials == 0 {
+		o.procTrials = 20
+		if o.quick {
+			o.procTrials = 5
+		}
+	}
 	if o.trials == 0 {
 		o.trials = 20
 		if o.quick {
@@ -175,19 +196,19 @@ func applyDefaults(o *options) {
 	}
 }
 
-func parseSizes(s string) ([]int, error) {
+func parseSizes(flag, s string) ([]int, error) {
 	var out []int
 	for _, f := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || n < 2 || n > 2000 {
-			return nil, fmt.Errorf("bad size %q in --sizes: want numbers from 2 to 2000, like 10,100,500", f)
+		if err != nil || n < 3 || n > 2000 {
+			return nil, fmt.Errorf("bad size %q in %s: want numbers from 3 to 2000, like 10,100,500", f, flag)
 		}
 		out = append(out, n)
 	}
 	return out, nil
 }
 
-func measure(ctx context.Context, o options, sizes []int, rows map[string]bool, logger *slog.Logger) *bench.Report {
+func measure(ctx context.Context, o options, sizes, procSizes []int, rows map[string]bool, logger *slog.Logger) *bench.Report {
 	rep := &bench.Report{
 		Machine: bench.ReadMachine(),
 		Command: "rpi-bench " + strings.Join(os.Args[1:], " "),
@@ -248,6 +269,21 @@ func measure(ctx context.Context, o options, sizes []int, rows map[string]bool, 
 			}
 		}
 	}
+	if rows["procs"] {
+		// One contender at a time: 100 processes each are enough for two
+		// cores. Each contender has its own 127.X.0.0/16.
+		for _, n := range procSizes {
+			for i, c := range cs {
+				if ctx.Err() != nil {
+					break
+				}
+				rep.Procs = append(rep.Procs, bench.RunProcScale(ctx, c.Label, bench.ProcScalePlan{
+					AgentBin: o.agentBin, Profile: c.Profile.Name, N: n, Trials: o.procTrials,
+					Idle: o.window, Net: 20 + i,
+				}, logger))
+			}
+		}
+	}
 	if rows["falsepos"] && ctx.Err() == nil {
 		conf := base
 		conf.ClusterName = "bench-fp"
@@ -275,6 +311,7 @@ func notes(o options) []string {
 		"Join: from the new node's Join call to the last peer's join event for it.",
 		"Bandwidth: bytes sent per node per second counted by each node's CountingTransport (UDP packets and TCP streams, encryption included), after a warm-up.",
 		"False positives: 10 % of every node's outgoing UDP packets dropped; one node frozen for 2 s every 30 s: its transport delivers nothing to memberlist (packets and streams wait, as in socket buffers) and every send blocks, as a descheduled process's goroutines would. Counted: live nodes any peer declared failed.",
+		"Separate processes: real rpi-agent processes (the contender's --profile, encrypted, mDNS off, static join to the first two) on 127.20.x.y and 127.21.x.y, one contender after the other; each trial starts a new agent (join: from starting the process to the last peer's join event, process start included) and then SIGKILLs a random one (detection: to the last survivor's fail event); events come from every agent's /v1/events stream, bytes from every agent's rpi_gossip_bytes_total over the bandwidth window, monitoring sampled every 5 s as agents do.",
 		"Footprint: separate rpi-agent processes (lan profile, encrypted, mDNS off, static join) on 127.0.9.201 and up; RSS is VmRSS, CPU is utime+stime over the idle window.",
 	}
 	return n
