@@ -37,6 +37,10 @@ type ProcScalePlan struct {
 	Trials int
 	// Idle is the window over which gossip bytes are counted.
 	Idle time.Duration
+	// StartEvery spaces the agents' starts (0: all at once). Started
+	// together, 100 agents' start-up work lands on this machine's two
+	// cores at once, which no cluster of boards has to share.
+	StartEvery time.Duration
 	// Net is the second octet of the agents' addresses, 127.Net.x.y, so
 	// contenders never share an address.
 	Net int
@@ -47,7 +51,7 @@ type ProcScaleResult struct {
 	Contender string
 	Plan      ProcScalePlan
 	// Formation is from starting the first process until every agent
-	// lists all N alive.
+	// lists all N alive, the spaced starts included.
 	Formation time.Duration
 	// Detect runs from the SIGKILL to the last survivor's fail event;
 	// Join from starting the new process to the last peer's join event.
@@ -290,6 +294,11 @@ func RunProcScale(ctx context.Context, label string, plan ProcScalePlan, logger 
 	log.Info("starting agent processes")
 	t0 := time.Now()
 	for i := range plan.N {
+		if i > 0 && plan.StartEvery > 0 {
+			if err := sleepCtx(ctx, plan.StartEvery); err != nil {
+				return fail(err)
+			}
+		}
 		if _, err := c.start(i); err != nil {
 			return fail(err)
 		}

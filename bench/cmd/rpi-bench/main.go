@@ -279,7 +279,7 @@ func measure(ctx context.Context, o options, sizes, procSizes []int, rows map[st
 				}
 				rep.Procs = append(rep.Procs, bench.RunProcScale(ctx, c.Label, bench.ProcScalePlan{
 					AgentBin: o.agentBin, Profile: c.Profile.Name, N: n, Trials: o.procTrials,
-					Idle: o.window, Net: 20 + i,
+					Idle: o.window, Net: 20 + i, StartEvery: 100 * time.Millisecond,
 				}, logger))
 			}
 		}
@@ -311,7 +311,7 @@ func notes(o options) []string {
 		"Join: from the new node's Join call to the last peer's join event for it.",
 		"Bandwidth: bytes sent per node per second counted by each node's CountingTransport (UDP packets and TCP streams, encryption included), after a warm-up.",
 		"False positives: 10 % of every node's outgoing UDP packets dropped; one node frozen for 2 s every 30 s: its transport delivers nothing to memberlist (packets and streams wait, as in socket buffers) and every send blocks, as a descheduled process's goroutines would. Counted: live nodes any peer declared failed.",
-		"Separate processes: real rpi-agent processes (the contender's --profile, encrypted, mDNS off, static join to the first two) on 127.20.x.y and 127.21.x.y, one contender after the other; each trial starts a new agent (join: from starting the process to the last peer's join event, process start included) and then SIGKILLs a random one (detection: to the last survivor's fail event); events come from every agent's /v1/events stream, bytes from every agent's rpi_gossip_bytes_total over the bandwidth window, monitoring sampled every 5 s as agents do.",
+		"Separate processes: real rpi-agent processes (the contender's --profile, encrypted, mDNS off, static join to the first two) on 127.20.x.y and 127.21.x.y, one contender after the other, started 10 a second (all at once, 100 agents' start-up work on two shared cores sent lan into a storm of false suspicions that sustained itself: 3.4 % of a core per agent instead of 1.3 %); each trial starts a new agent (join: from starting the process to the last peer's join event, process start included) and then SIGKILLs a random one (detection: to the last survivor's fail event); events come from every agent's /v1/events stream, bytes from every agent's rpi_gossip_bytes_total over the bandwidth window, monitoring sampled every 5 s as agents do.",
 		"Footprint: separate rpi-agent processes (lan profile, encrypted, mDNS off, static join) on 127.0.9.201 and up; RSS is VmRSS, CPU is utime+stime over the idle window.",
 	}
 	return n
