@@ -74,7 +74,7 @@ demo: build
 bench: build
 	$(GO) run ./bench/cmd/rpi-bench -o build/bench-results.md
 
-# Every row, shorter, at N = 10 (about 4 minutes). N = 100 stays in make bench:
+# Every row, shorter, at N = 10 (about 5 minutes). N = 100 stays in make bench:
 # a 100-node lan cluster in one process on two cores declares live nodes
 # failed (see docs/PERFORMANCE.md), which would fail this run.
 bench-quick: build
