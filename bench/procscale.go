@@ -182,7 +182,7 @@ func (c *procCluster) record(observer string, ev api.Event) {
 
 // waitVerdict waits until every live agent but subject has recorded an
 // event about subject in verdicts (joins or fails) and returns the latest.
-func (c *procCluster) waitVerdict(subject string, verdicts *map[string]map[string]time.Time, timeout time.Duration) (time.Time, error) {
+func (c *procCluster) waitVerdict(subject string, verdicts map[string]map[string]time.Time, timeout time.Duration) (time.Time, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
@@ -193,7 +193,7 @@ func (c *procCluster) waitVerdict(subject string, verdicts *map[string]map[strin
 			if name == subject {
 				continue
 			}
-			t, ok := (*verdicts)[subject][name]
+			t, ok := verdicts[subject][name]
 			if !ok {
 				missing++
 				continue
@@ -333,7 +333,7 @@ func RunProcScale(ctx context.Context, label string, plan ProcScalePlan, logger 
 		if err != nil {
 			return fail(err)
 		}
-		last, err := c.waitVerdict(a.name, &c.joins, 30*time.Second)
+		last, err := c.waitVerdict(a.name, c.joins, 30*time.Second)
 		if err != nil {
 			return fail(fmt.Errorf("join trial %d: %w", trial+1, err))
 		}
@@ -347,7 +347,7 @@ func RunProcScale(ctx context.Context, label string, plan ProcScalePlan, logger 
 
 		victim := c.pickVictim(rng, a.name)
 		killed := c.kill(victim)
-		last, err = c.waitVerdict(victim.name, &c.fails, 60*time.Second)
+		last, err = c.waitVerdict(victim.name, c.fails, 60*time.Second)
 		if err != nil {
 			return fail(fmt.Errorf("detection trial %d: %w", trial+1, err))
 		}
