@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/client"
 )
 
 // FootprintPlan configures the separate-process footprint run.
@@ -102,7 +103,7 @@ func RunFootprint(ctx context.Context, plan FootprintPlan, logger *slog.Logger) 
 		cmds = append(cmds, cmd)
 		res.Samples = append(res.Samples, ProcSample{Name: name})
 	}
-	url := "http://" + ip(0) + ":8080/v1/nodes"
+	url := "http://" + ip(0) + ":8080"
 	err = poll(ctx, 60*time.Second, 200*time.Millisecond, func() error {
 		for _, c := range cmds {
 			if c.ProcessState != nil {
@@ -155,25 +156,21 @@ func RunFootprint(ctx context.Context, plan FootprintPlan, logger *slog.Logger) 
 	return res
 }
 
-func aliveAt(ctx context.Context, url string) (int, error) {
+// aliveAt returns how many nodes the agent at base lists alive.
+func aliveAt(ctx context.Context, base string) (int, error) {
+	cl, err := client.New(base, "")
+	if err != nil {
+		return 0, err
+	}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
+	nodes, err := cl.Nodes(rctx)
 	if err != nil {
 		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var nodes []api.Node
-	if err := json.NewDecoder(resp.Body).Decode(&nodes); err != nil {
-		return 0, fmt.Errorf("decode %s: %w", url, err)
 	}
 	n := 0
 	for _, nd := range nodes {
-		if nd.Status == "alive" {
+		if nd.Status == api.StatusAlive {
 			n++
 		}
 	}

@@ -378,7 +378,7 @@ func (c *procCluster) waitFormed(log *slog.Logger, timeout time.Duration) error 
 			if done[a.name] {
 				continue
 			}
-			n, err := aliveAt(c.ctx, "http://"+a.ip+":8080/v1/nodes")
+			n, err := aliveAt(c.ctx, "http://"+a.ip+":8080")
 			if err == nil && n == c.plan.N {
 				done[a.name] = true
 				continue
