@@ -138,8 +138,8 @@ func (c *procCluster) follow(a *procAgent) error {
 			c.record(a.name, ev)
 			return nil
 		})
-		// After opened, ready is full and this is dropped: a killed
-		// agent's stream ends with an error nobody needs.
+		// Once the stream was open nobody reads ready again: the error
+		// a killed agent's stream ends with lands in the buffer, unread.
 		select {
 		case ready <- fmt.Errorf("event stream of %s: %v", a.name, err):
 		default:
