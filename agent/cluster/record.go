@@ -124,6 +124,10 @@ type pushPullState struct {
 	Records []Record `json:"r"`
 	// Desired is the whole desired table (see Desired).
 	Desired []Desired `json:"d,omitempty"`
+	// Left holds the leave intents of nodes this node knows left, so a
+	// peer that missed an intent's gossip still tells a leave from a
+	// failure after the next push-pull.
+	Left []leaveIntent `json:"l,omitempty"`
 }
 
 func encodeJSON(t byte, v any) ([]byte, error) {

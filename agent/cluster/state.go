@@ -412,6 +412,9 @@ func (c *Cluster) handleLocalState(join bool) []byte {
 		if p.status == StatusAlive && p.rec != nil {
 			s.Records = append(s.Records, p.rec.Clone())
 		}
+		if p.status == StatusLeft && p.rec != nil {
+			s.Left = append(s.Left, leaveIntent{Name: p.rec.Name, Version: p.rec.Version})
+		}
 	}
 	c.mu.Unlock()
 	b, err := encodeJSON(msgState, s)
@@ -445,6 +448,14 @@ func (c *Cluster) handleRemoteState(buf []byte, join bool) {
 			continue
 		}
 		c.handleDesired(d, false)
+	}
+	for _, l := range s.Left {
+		raw, err := encodeJSON(msgLeave, l)
+		if err != nil || l.Name == "" {
+			c.dropMalformed(fmt.Errorf("push-pull leave intent %q", l.Name))
+			continue
+		}
+		c.handleLeaveIntent(l, raw)
 	}
 }
 
