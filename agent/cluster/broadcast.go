@@ -7,9 +7,8 @@ import "github.com/hashicorp/memberlist"
 // the older one still waiting in the queue, so the queue holds at most one
 // record and one leave intent per node however often records change.
 type namedBroadcast struct {
-	key    string
-	msg    []byte
-	notify chan struct{} // closed when sent or superseded; may be nil
+	key string
+	msg []byte
 }
 
 var _ memberlist.NamedBroadcast = (*namedBroadcast)(nil)
@@ -23,11 +22,7 @@ func (b *namedBroadcast) Invalidates(other memberlist.Broadcast) bool {
 
 func (b *namedBroadcast) Message() []byte { return b.msg }
 
-func (b *namedBroadcast) Finished() {
-	if b.notify != nil {
-		close(b.notify)
-	}
-}
+func (b *namedBroadcast) Finished() {}
 
 func recordKey(name string) string { return "r/" + name }
 func leaveKey(name string) string  { return "l/" + name }

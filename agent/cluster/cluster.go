@@ -112,6 +112,10 @@ type Cluster struct {
 	// memberlist was last queued for introduction (see introduce.go).
 	introduced  map[string]time.Time
 	introduceCh chan heartbeat
+	// acks is set while this node leaves (see leave.go); ackCh queues the
+	// acknowledgements this node owes to peers that are leaving.
+	acks  *leaveAcks
+	ackCh chan *memberlist.Node
 
 	// desiredMu guards the desired table and its clock. It is never held
 	// together with mu.
@@ -185,6 +189,7 @@ func Create(conf *Config) (*Cluster, error) {
 		desired:     make(map[string]Desired),
 		introduced:  make(map[string]time.Time),
 		introduceCh: make(chan heartbeat, introduceQueue),
+		ackCh:       make(chan *memberlist.Node, ackQueue),
 		self: Record{
 			Name:         c.NodeName,
 			HTTPPort:     c.HTTPPort,
@@ -293,9 +298,10 @@ func (c *Cluster) Start() error {
 	c.mu.Unlock()
 	c.queueRecord(rec)
 
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.heartbeatLoop(net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort)), nowVersion())
 	go c.introduceLoop()
+	go c.ackLoop()
 	c.logger.Info("cluster started", "addr", net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort)),
 		"cluster", c.conf.ClusterName, "profile", p.Name, "encrypted", len(c.conf.SecretKey) > 0)
 	return nil
@@ -330,47 +336,6 @@ func (c *Cluster) Join(addrs []string) (int, error) {
 		return n, fmt.Errorf("join %v: %w", addrs, err)
 	}
 	return n, nil
-}
-
-// Leave tells the cluster this node is going away, so peers report it as
-// left rather than failed, and waits up to timeout for the news to go out.
-// Gossip keeps running until Shutdown.
-func (c *Cluster) Leave(timeout time.Duration) error {
-	c.lifeMu.Lock()
-	defer c.lifeMu.Unlock()
-	switch {
-	case c.stopped:
-		return fmt.Errorf("leave: %w", ErrShutdown)
-	case !c.started:
-		return fmt.Errorf("leave: %w", ErrNotStarted)
-	}
-	deadline := time.Now().Add(timeout)
-
-	c.mu.Lock()
-	c.leaving = true
-	intent := leaveIntent{Name: c.self.Name, Version: c.self.Version}
-	c.mu.Unlock()
-	msg, err := encodeJSON(msgLeave, intent)
-	if err != nil {
-		return fmt.Errorf("leave: encode intent: %w", err)
-	}
-	// The intent goes out before memberlist's own leave message so peers
-	// can tell this leave from a failure. Waiting for it is bounded by
-	// half the timeout; peers that get it late still turn "failed" into
-	// "left" when it arrives.
-	sent := make(chan struct{})
-	c.broadcasts.QueueBroadcast(&namedBroadcast{key: leaveKey(intent.Name), msg: msg, notify: sent})
-	if c.numAlive.Load() > 1 {
-		select {
-		case <-sent:
-		case <-time.After(timeout / 2):
-		}
-	}
-	if err := c.ml.Leave(time.Until(deadline)); err != nil {
-		return fmt.Errorf("leave: %w", err)
-	}
-	c.logger.Info("left cluster")
-	return nil
 }
 
 // Shutdown stops gossip and every goroutine of the Cluster and closes all
@@ -508,7 +473,7 @@ func (c *Cluster) heartbeatLoop(addr string, seq uint64) {
 			if p.status == StatusAlive {
 				peers = append(peers, heartbeatPeer{
 					key:  heartbeatKey(self, name),
-					node: &memberlist.Node{Name: name, Addr: net.ParseIP(p.addr), Port: uint16(p.port)},
+					node: peerNode(name, p),
 				})
 			}
 		}

@@ -211,6 +211,16 @@ func TestFiveNodesFailLeaveRestart(t *testing.T) {
 	if err := nodes[3].Leave(2 * time.Second); err != nil {
 		t.Fatalf("leave: %v", err)
 	}
+	// Leave returns once every alive peer has acknowledged the intent, so
+	// none of them can take memberlist's leave message for a failure.
+	for _, o := range nodes[:3] {
+		o.mu.Lock()
+		leaving := o.peers["n4"].leaving
+		o.mu.Unlock()
+		if !leaving {
+			t.Errorf("%s has no leave intent from n4 after Leave returned", o.conf.NodeName)
+		}
+	}
 	if err := nodes[3].Shutdown(); err != nil {
 		t.Fatal(err)
 	}
@@ -310,12 +320,13 @@ func TestRecordPropagationAndVersions(t *testing.T) {
 
 	// Malformed messages are dropped and counted.
 	before := n2.Stats().MalformedMessages
-	for _, bad := range [][]byte{{}, {99}, {msgRecord, '{'}, {msgRecord, '{', '}'}, {msgHeartbeat}, {msgLeave, 'x'}} {
+	for _, bad := range [][]byte{{}, {99}, {msgRecord, '{'}, {msgRecord, '{', '}'}, {msgHeartbeat}, {msgLeave, 'x'},
+		{msgLeaveDirect, 'x'}, {msgLeaveAck, '{', '}'}, {msgLeaveAck, 'x'}} {
 		n2.handleMsg(bad)
 	}
 	n2.handleRemoteState([]byte("junk"), false)
-	if got := n2.Stats().MalformedMessages - before; got != 7 {
-		t.Fatalf("malformed messages counted: %d, want 7", got)
+	if got := n2.Stats().MalformedMessages - before; got != 10 {
+		t.Fatalf("malformed messages counted: %d, want 10", got)
 	}
 
 	// Many updates: versions seen by peers only ever grow, and all converge.

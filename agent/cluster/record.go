@@ -94,6 +94,10 @@ const (
 	msgLeave     byte = 3 // a leaveIntent as JSON
 	msgState     byte = 4 // a pushPullState as JSON
 	msgDesired   byte = 5 // a Desired as JSON
+	// msgLeaveDirect is a leaveIntent sent straight to one peer, which
+	// answers with msgLeaveAck.
+	msgLeaveDirect byte = 6
+	msgLeaveAck    byte = 7 // a leaveAck as JSON
 )
 
 // Size limits. Anything larger is dropped and counted as malformed.
@@ -116,6 +120,11 @@ var errMalformed = errors.New("malformed message")
 type leaveIntent struct {
 	Name    string `json:"n"`
 	Version uint64 `json:"v"`
+}
+
+// leaveAck tells a leaving node that From has its leave intent.
+type leaveAck struct {
+	From string `json:"f"`
 }
 
 // pushPullState is the user state of a push-pull exchange.
@@ -228,6 +237,17 @@ const maxAddrLen = 80
 // maxHeartbeatPeriod bounds the announced heartbeat period: a day is far
 // beyond any profile and cluster size, and keeps the arithmetic in range.
 const maxHeartbeatPeriod = 24 * time.Hour
+
+func decodeLeaveAck(body []byte) (leaveAck, error) {
+	var a leaveAck
+	if err := json.Unmarshal(body, &a); err != nil {
+		return a, fmt.Errorf("decode leave ack: %w: %w", errMalformed, err)
+	}
+	if a.From == "" || len(a.From) > maxNameLen {
+		return a, fmt.Errorf("decode leave ack: bad node name: %w", errMalformed)
+	}
+	return a, nil
+}
 
 func decodeLeave(body []byte) (leaveIntent, error) {
 	var l leaveIntent

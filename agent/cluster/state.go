@@ -226,6 +226,22 @@ func (c *Cluster) handleMsg(buf []byte) {
 			return
 		}
 		c.handleLeaveIntent(l, slices.Clone(buf))
+	case msgLeaveDirect:
+		l, err := decodeLeave(body)
+		if err != nil {
+			c.dropMalformed(err)
+			return
+		}
+		// Relays go out as ordinary gossip: only the leaver asks for acks.
+		c.handleLeaveIntent(l, append([]byte{msgLeave}, body...))
+		c.ackLeave(l.Name)
+	case msgLeaveAck:
+		a, err := decodeLeaveAck(body)
+		if err != nil {
+			c.dropMalformed(err)
+			return
+		}
+		c.handleLeaveAck(a)
 	case msgDesired:
 		d, err := decodeDesired(body)
 		if err != nil {
@@ -373,31 +389,6 @@ func sameRecord(a, b Record) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return string(ja) == string(jb)
-}
-
-// handleLeaveIntent marks a node as leaving, or turns its failure into a
-// leave when the intent arrives after memberlist's verdict.
-func (c *Cluster) handleLeaveIntent(l leaveIntent, raw []byte) {
-	now := time.Now()
-	c.mu.Lock()
-	p := c.peers[l.Name]
-	if l.Name == c.self.Name || p == nil || p.status == "" || p.leaving ||
-		(p.rec != nil && l.Version < p.rec.Version) {
-		c.mu.Unlock()
-		return
-	}
-	p.leaving = true
-	var ev *Event
-	if p.status == StatusFailed {
-		p.status = StatusLeft
-		ev = &Event{Type: EventLeave, Member: c.memberLocked(l.Name, p, now), Time: now}
-	}
-	c.mu.Unlock()
-	c.broadcasts.QueueBroadcast(&namedBroadcast{key: leaveKey(l.Name), msg: raw})
-	if ev != nil {
-		c.logger.Info("node left", "peer", l.Name)
-		c.publish(*ev)
-	}
 }
 
 // handleLocalState returns our own record and those of alive peers, and
