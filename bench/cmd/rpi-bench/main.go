@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +45,7 @@ type options struct {
 	quickDetectN int
 	procSizes    string
 	procTrials   int
+	cpuProfile   string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -66,6 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.parallelMax, "parallel-max-n", 10, "up to this size the contenders run at the same time; above it one after another")
 	fs.IntVar(&o.invRuns, "inventory-runs", 20, "rpi-inventory runs per size")
 	fs.BoolVar(&o.verbose, "v", false, "log progress at debug level")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the in-process rows to `FILE` (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -112,6 +115,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 	}()
 
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err != nil {
+			fmt.Fprintf(stderr, "rpi-bench: %v\n", err)
+			return 2
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(stderr, "rpi-bench: start CPU profile: %v\n", err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
 	rep := measure(ctx, o, sizes, procSizes, rows, logger)
 	if err := rep.WriteMarkdown(stdout); err != nil {
 		fmt.Fprintf(stderr, "rpi-bench: write report: %v\n", err)
