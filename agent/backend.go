@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"slices"
+	"sync"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/api"
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
@@ -48,18 +49,28 @@ func (a *Agent) changeServices(service string, change func(string) (bool, error)
 }
 
 func (b backend) Subscribe() (<-chan api.Event, func()) {
+	// The translator blocks on a slow reader, so events are only ever
+	// dropped, and counted, by the cluster's subscription.
 	in, cancel := b.a.cluster.Subscribe(64)
 	out := make(chan api.Event, 64)
+	done := make(chan struct{})
 	go func() {
 		defer close(out)
 		for ev := range in {
 			select {
 			case out <- toAPIEvent(ev):
-			default: // the reader is behind: drop rather than block
+			case <-done:
+				return
 			}
 		}
 	}()
-	return out, cancel
+	var once sync.Once
+	return out, func() {
+		once.Do(func() {
+			close(done)
+			cancel()
+		})
+	}
 }
 
 func (b backend) GossipStats() api.GossipStats {
@@ -69,6 +80,7 @@ func (b backend) GossipStats() api.GossipStats {
 		MessagesReceived: s.MessagesReceived,
 		BytesSent:        s.BytesSent,
 		BytesReceived:    s.BytesReceived,
+		EventsDropped:    s.DroppedEvents,
 	}
 }
 

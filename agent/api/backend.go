@@ -8,6 +8,9 @@ type GossipStats struct {
 	MessagesReceived uint64
 	BytesSent        uint64
 	BytesReceived    uint64
+	// EventsDropped counts events that subscribers (event streams, hooks)
+	// were too slow to take.
+	EventsDropped uint64
 }
 
 // Backend is what the API serves from. The agent implements it on top of

@@ -49,6 +49,8 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	p.family("rpi_gossip_bytes_total", "counter", "Gossip bytes sent and received by this agent.")
 	p.sample("rpi_gossip_bytes_total", float64(stats.BytesSent), "direction", "sent")
 	p.sample("rpi_gossip_bytes_total", float64(stats.BytesReceived), "direction", "received")
+	p.family("rpi_events_dropped_total", "counter", "Membership events that event streams and hooks were too slow to take.")
+	p.sample("rpi_events_dropped_total", float64(stats.EventsDropped))
 
 	current := make([]Node, 0, len(nodes))
 	for _, n := range nodes {

@@ -91,6 +91,8 @@ type Cluster struct {
 	malformed atomic.Uint64
 	// introductions counts syncs with nodes heard from but not listed.
 	introductions atomic.Uint64
+	// droppedEvents counts events subscribers were too slow to take.
+	droppedEvents atomic.Uint64
 
 	// lifeMu serialises Start, Leave and Shutdown.
 	lifeMu     sync.Mutex
@@ -380,6 +382,7 @@ func (c *Cluster) Stats() Stats {
 	}
 	s.MalformedMessages = c.malformed.Load()
 	s.Introductions = c.introductions.Load()
+	s.DroppedEvents = c.droppedEvents.Load()
 	return s
 }
 

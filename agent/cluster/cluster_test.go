@@ -481,6 +481,9 @@ func TestSubscribeCancelAndShutdown(t *testing.T) {
 	ch2, _ := c.Subscribe(1)
 	c.UpdateSelf(func(r *Record) { r.Services = []string{"a"} })
 	c.UpdateSelf(func(r *Record) { r.Services = []string{"b"} }) // dropped: buffer full
+	if got := c.Stats().DroppedEvents; got != 2 {
+		t.Errorf("dropped events counted: %d, want 2 (one per full subscriber)", got)
+	}
 	if ev := <-ch1; ev.Type != EventUpdate || !ev.Member.Self || !slices.Equal(ev.Member.Services, []string{"a"}) {
 		t.Fatalf("first event %+v", ev)
 	}

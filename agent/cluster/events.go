@@ -8,7 +8,8 @@ type subscription struct {
 
 // Subscribe returns a channel of events with room for buf of them (minimum
 // 1) and a cancel function that closes it. A subscriber that falls behind
-// loses events rather than delaying gossip; Shutdown closes every channel.
+// loses events rather than delaying gossip (Stats counts them as
+// DroppedEvents); Shutdown closes every channel.
 func (c *Cluster) Subscribe(buf int) (<-chan Event, func()) {
 	s := &subscription{ch: make(chan Event, max(buf, 1))}
 	c.subMu.Lock()
@@ -39,6 +40,7 @@ func (c *Cluster) publish(ev Event) {
 		select {
 		case s.ch <- ev:
 		default:
+			c.droppedEvents.Add(1)
 			s.dropped++
 			if s.dropped == 1 || s.dropped%1000 == 0 {
 				c.logger.Warn("event subscriber too slow, dropping events", "dropped", s.dropped)

@@ -21,6 +21,9 @@ type Stats struct {
 	// Introductions counts syncs started because a node memberlist had
 	// never reported sent a heartbeat (see introduce.go).
 	Introductions uint64
+	// DroppedEvents counts events lost by subscribers that fell behind
+	// (see Subscribe).
+	DroppedEvents uint64
 }
 
 // CountingTransport wraps a memberlist transport and counts its traffic. It
