@@ -77,6 +77,9 @@ func runFalsePositives(ctx context.Context, c Contender, plan FalsePosPlan, conf
 		next = next.Add(plan.StarveEvery)
 	}
 	res.Events = sw.FalsePositives()
+	if err := sw.checkEvents(); err != nil && res.Err == nil {
+		res.Err = err
+	}
 	nodes := map[string]bool{}
 	for _, e := range res.Events {
 		nodes[e.Subject] = true

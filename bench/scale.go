@@ -116,6 +116,9 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 		log.Debug("trial", "i", i+1, "join", res.Join[len(res.Join)-1], "detect", res.Detect[len(res.Detect)-1])
 	}
 	res.FalsePositives = sw.FalsePositives()
+	if err := sw.checkEvents(); err != nil && res.Err == nil {
+		res.Err = err
+	}
 	if res.Err != nil {
 		log.Error("scale run failed", "err", res.Err)
 	}
