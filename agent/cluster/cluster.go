@@ -153,6 +153,8 @@ type peer struct {
 	// heartbeats, estimated from the cluster size until the first arrives.
 	period time.Duration
 	since  time.Time
+	// hbKey caches heartbeatKey(self, name); 0 until first needed.
+	hbKey uint64
 }
 
 // Create validates conf and builds a Cluster. Nothing listens until Start.
@@ -471,13 +473,15 @@ func (c *Cluster) heartbeatLoop(addr string, seq uint64) {
 			c.mu.Unlock()
 			continue
 		}
+		// A round touches every alive peer, so it only copies what it
+		// needs; nodes are built for the few targets.
 		peers = peers[:0]
 		for name, p := range c.peers {
 			if p.status == StatusAlive {
-				peers = append(peers, heartbeatPeer{
-					key:  heartbeatKey(self, name),
-					node: peerNode(name, p),
-				})
+				if p.hbKey == 0 {
+					p.hbKey = heartbeatKey(self, name)
+				}
+				peers = append(peers, heartbeatPeer{key: p.hbKey, name: name, addr: p.addr, port: p.port})
 			}
 		}
 		c.mu.Unlock()
@@ -488,8 +492,9 @@ func (c *Cluster) heartbeatLoop(addr string, seq uint64) {
 		msg := encodeHeartbeat(self, addr, seq, heartbeatPeriod(prof, len(peers)))
 		targets := heartbeatTargets(peers, last, prof.HeartbeatFanout)
 		for _, hp := range targets {
-			if err := c.ml.SendBestEffort(hp.node, msg); err != nil {
-				c.logger.Debug("heartbeat not sent", "peer", hp.node.Name, "err", err)
+			node := &memberlist.Node{Name: hp.name, Addr: net.ParseIP(hp.addr), Port: uint16(hp.port)}
+			if err := c.ml.SendBestEffort(node, msg); err != nil {
+				c.logger.Debug("heartbeat not sent", "peer", hp.name, "err", err)
 			}
 		}
 		last = targets[len(targets)-1].key
@@ -499,7 +504,9 @@ func (c *Cluster) heartbeatLoop(addr string, seq uint64) {
 // heartbeatPeer is an alive peer with its place in this node's order.
 type heartbeatPeer struct {
 	key  uint64
-	node *memberlist.Node
+	name string
+	addr string
+	port int
 }
 
 // heartbeatKey places peer in self's heartbeat order. The order differs

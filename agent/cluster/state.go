@@ -40,7 +40,10 @@ func (c *Cluster) handleNodeMeta(limit int) []byte {
 
 // handleAlive refuses nodes of another cluster or without our metadata.
 func (c *Cluster) handleAlive(n *memberlist.Node) error {
-	if n.Name == c.conf.NodeName && string(n.Meta) == string(c.meta) {
+	// memberlist asks on every alive message. Metadata byte for byte our
+	// own (same cluster and protocol, and the same HTTP port, as agents
+	// usually have) passes as ours does, without decoding.
+	if string(n.Meta) == string(c.meta) {
 		return nil
 	}
 	return c.checkMeta(n)
