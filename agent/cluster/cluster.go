@@ -492,13 +492,17 @@ func (c *Cluster) heartbeatLoop(addr string, seq uint64) {
 		msg := encodeHeartbeat(self, addr, seq, heartbeatPeriod(prof, len(peers)))
 		targets := heartbeatTargets(peers, last, prof.HeartbeatFanout)
 		for _, hp := range targets {
-			node := &memberlist.Node{Name: hp.name, Addr: net.ParseIP(hp.addr), Port: uint16(hp.port)}
-			if err := c.ml.SendBestEffort(node, msg); err != nil {
+			if err := c.ml.SendBestEffort(memberNode(hp.name, hp.addr, hp.port), msg); err != nil {
 				c.logger.Debug("heartbeat not sent", "peer", hp.name, "err", err)
 			}
 		}
 		last = targets[len(targets)-1].key
 	}
+}
+
+// memberNode addresses a peer for memberlist's direct sends.
+func memberNode(name, addr string, port int) *memberlist.Node {
+	return &memberlist.Node{Name: name, Addr: net.ParseIP(addr), Port: uint16(port)}
 }
 
 // heartbeatPeer is an alive peer with its place in this node's order.

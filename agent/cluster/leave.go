@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -49,7 +48,7 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 	acks := &leaveAcks{pending: make(map[string]bool), done: make(chan struct{})}
 	for name, p := range c.peers {
 		if p.status == StatusAlive {
-			targets = append(targets, peerNode(name, p))
+			targets = append(targets, memberNode(name, p.addr, p.port))
 			acks.pending[name] = true
 		}
 	}
@@ -94,10 +93,6 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 	return nil
 }
 
-func peerNode(name string, p *peer) *memberlist.Node {
-	return &memberlist.Node{Name: name, Addr: net.ParseIP(p.addr), Port: uint16(p.port)}
-}
-
 // ackLeave queues an acknowledgement for a peer that sent us its leave
 // intent directly. It never blocks the caller (memberlist's packet
 // handler).
@@ -108,7 +103,7 @@ func (c *Cluster) ackLeave(name string) {
 		c.mu.Unlock()
 		return
 	}
-	n := peerNode(name, p)
+	n := memberNode(name, p.addr, p.port)
 	c.mu.Unlock()
 	select {
 	case c.ackCh <- n:
