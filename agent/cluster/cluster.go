@@ -147,6 +147,9 @@ type peer struct {
 	// leaving is set by the node's leave intent, so that the following
 	// memberlist leave is reported as left, not failed.
 	leaving bool
+	// left is set when the node's last departure was a leave, and cleared
+	// by a failure (see handleNodeLeave).
+	left    bool
 	det     *phi.Detector
 	lastSeq uint64
 	// period is the heartbeat period det models: announced by the peer's

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
@@ -508,4 +511,54 @@ func TestSubscribeCancelAndShutdown(t *testing.T) {
 	if err := c.Leave(time.Second); !errors.Is(err, ErrShutdown) {
 		t.Fatalf("leave after shutdown: %v", err)
 	}
+}
+
+// A node that left and restarted can be reported dead again right after
+// it rejoins, while memberlist still relays its previous run's leave. That
+// report is a leave, not a failure; a report a suspicion timeout later is a
+// failure again.
+func TestStaleLeaveAfterRejoin(t *testing.T) {
+	c := startNode(t, "st1", "127.0.1.81")
+	events := collect(c)
+	old := &memberlist.Node{Name: "st2", Addr: net.ParseIP("127.0.1.82"), Port: 7001}
+	fresh := &memberlist.Node{Name: "st2", Addr: net.ParseIP("127.0.1.82"), Port: 7002}
+
+	c.handleNodeJoin(old)
+	intent := leaveIntent{Name: "st2"}
+	raw, err := encodeJSON(msgLeave, intent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.handleLeaveIntent(intent, raw)
+	c.handleNodeLeave(old) // the graceful leave
+	c.handleNodeJoin(fresh)
+	c.handleNodeLeave(fresh) // the old leave, relayed after the restart
+	if m, _ := c.Member("st2"); m.Status != StatusLeft {
+		t.Fatalf("st2 reported gone just after rejoining: status %s, want left", m.Status)
+	}
+	c.handleNodeJoin(fresh) // it refutes
+
+	// Later, the new run really fails.
+	c.mu.Lock()
+	c.peers["st2"].since = time.Now().Add(-c.minSuspicion())
+	c.mu.Unlock()
+	c.handleNodeLeave(fresh)
+	if m, _ := c.Member("st2"); m.Status != StatusFailed {
+		t.Fatalf("st2 gone a suspicion timeout after rejoining: status %s, want failed", m.Status)
+	}
+	testutil.WaitFor(t, waitTimeout, func() error {
+		events.mu.Lock()
+		defer events.mu.Unlock()
+		var got []EventType
+		for _, ev := range events.events {
+			if ev.Member.Name == "st2" {
+				got = append(got, ev.Type)
+			}
+		}
+		want := []EventType{EventJoin, EventLeave, EventJoin, EventLeave, EventJoin, EventFail}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("events for st2: %v, want %v", got, want)
+		}
+		return nil
+	})
 }

@@ -159,7 +159,7 @@ func (c *Cluster) handleLeaveIntent(l leaveIntent, raw []byte) {
 	p.leaving = true
 	var ev *Event
 	if p.status == StatusFailed {
-		p.status = StatusLeft
+		p.status, p.left = StatusLeft, true
 		ev = &Event{Type: EventLeave, Member: c.memberLocked(l.Name, p, now), Time: now}
 	}
 	c.mu.Unlock()

@@ -145,10 +145,17 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 		c.mu.Unlock()
 		return
 	}
+	// A node that left and came back can be reported gone again right
+	// after it rejoins: memberlist still relays the dead message of its
+	// previous run, takes the new run for dead, and the new run refutes a
+	// moment later. No verdict about the new run can come that soon (one
+	// takes a whole suspicion timeout), so within that time it is the old
+	// leave, not a failure.
+	stale := p.left && now.Sub(p.since) < c.minSuspicion()
 	typ := EventFail
-	p.status = StatusFailed
-	if p.leaving {
-		typ, p.status = EventLeave, StatusLeft
+	p.status, p.left = StatusFailed, false
+	if p.leaving || stale {
+		typ, p.status, p.left = EventLeave, StatusLeft, true
 	}
 	p.since = now
 	c.recountLocked()
@@ -160,6 +167,13 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 		c.logger.Info("node left", "peer", n.Name, "addr", n.Address())
 	}
 	c.publish(ev)
+}
+
+// minSuspicion is the shortest time in which memberlist can declare an
+// alive node dead: its suspicion timeout at the smallest cluster size.
+func (c *Cluster) minSuspicion() time.Duration {
+	p := c.conf.Profile
+	return time.Duration(p.SuspicionMult) * p.ProbeInterval
 }
 
 // handleNodeUpdate: a node's memberlist metadata or address changed.
