@@ -93,6 +93,8 @@ type Cluster struct {
 	introductions atomic.Uint64
 	// droppedEvents counts events subscribers were too slow to take.
 	droppedEvents atomic.Uint64
+	// readvertisements counts re-advertisements peers asked for.
+	readvertisements atomic.Uint64
 
 	// lifeMu serialises Start, Leave and Shutdown.
 	lifeMu     sync.Mutex
@@ -118,6 +120,8 @@ type Cluster struct {
 	// acknowledgements this node owes to peers that are leaving.
 	acks  *leaveAcks
 	ackCh chan *memberlist.Node
+	// readvertiseCh holds a peer's request to re-advertise this node.
+	readvertiseCh chan struct{}
 
 	// desiredMu guards the desired table and its clock. It is never held
 	// together with mu.
@@ -187,16 +191,17 @@ func Create(conf *Config) (*Cluster, error) {
 		return nil, fmt.Errorf("create cluster: %w", err)
 	}
 	cl := &Cluster{
-		conf:        c,
-		logger:      logger,
-		meta:        m,
-		shutdownCh:  make(chan struct{}),
-		peers:       make(map[string]*peer),
-		subs:        make(map[*subscription]struct{}),
-		desired:     make(map[string]Desired),
-		introduced:  make(map[string]time.Time),
-		introduceCh: make(chan heartbeat, introduceQueue),
-		ackCh:       make(chan *memberlist.Node, ackQueue),
+		conf:          c,
+		logger:        logger,
+		meta:          m,
+		shutdownCh:    make(chan struct{}),
+		peers:         make(map[string]*peer),
+		subs:          make(map[*subscription]struct{}),
+		desired:       make(map[string]Desired),
+		introduced:    make(map[string]time.Time),
+		introduceCh:   make(chan heartbeat, introduceQueue),
+		ackCh:         make(chan *memberlist.Node, ackQueue),
+		readvertiseCh: make(chan struct{}, 1),
 		self: Record{
 			Name:         c.NodeName,
 			HTTPPort:     c.HTTPPort,
@@ -308,7 +313,7 @@ func (c *Cluster) Start() error {
 	c.wg.Add(3)
 	go c.heartbeatLoop(net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort)), nowVersion())
 	go c.introduceLoop()
-	go c.ackLoop()
+	go c.replyLoop()
 	c.logger.Info("cluster started", "addr", net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort)),
 		"cluster", c.conf.ClusterName, "profile", p.Name, "encrypted", len(c.conf.SecretKey) > 0)
 	return nil
@@ -388,6 +393,7 @@ func (c *Cluster) Stats() Stats {
 	s.MalformedMessages = c.malformed.Load()
 	s.Introductions = c.introductions.Load()
 	s.DroppedEvents = c.droppedEvents.Load()
+	s.Readvertisements = c.readvertisements.Load()
 	return s
 }
 

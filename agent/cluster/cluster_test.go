@@ -562,3 +562,24 @@ func TestStaleLeaveAfterRejoin(t *testing.T) {
 		return nil
 	})
 }
+
+// A node that gets heartbeats from a peer it holds failed asks that peer to
+// re-advertise itself, since the peer may never have heard of its death.
+func TestHeartbeatFromFailedPeerAsksForReadvertisement(t *testing.T) {
+	a := startNode(t, "ra1", "127.0.1.91")
+	b := startNode(t, "ra2", "127.0.1.92")
+	formCluster(t, a, b)
+	if got := b.Stats().Readvertisements; got != 0 {
+		t.Fatalf("re-advertisements before any failure: %d", got)
+	}
+	// a holds b failed; b, alive, keeps sending heartbeats.
+	a.mu.Lock()
+	a.peers["ra2"].status = StatusFailed
+	a.mu.Unlock()
+	testutil.WaitFor(t, waitTimeout, func() error {
+		if got := b.Stats().Readvertisements; got == 0 {
+			return errors.New("b was not asked to re-advertise itself")
+		}
+		return nil
+	})
+}

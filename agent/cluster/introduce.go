@@ -2,6 +2,8 @@ package cluster
 
 import (
 	"time"
+
+	"github.com/hashicorp/memberlist"
 )
 
 // A heartbeat can come from a node memberlist has never reported: the
@@ -16,7 +18,13 @@ import (
 // they may heartbeat too (they still think this node alive): a push-pull
 // merges the peer's view, and a node that was frozen or cut off holds
 // stale suspicions of others, which the merge would spread. memberlist's
-// own path (gossip to the dead, then refutation) brings those back.
+// own path is gossip to the dead, then refutation, but the dead message is
+// retransmitted only a few times: under heavy loss the node may never hear
+// it, and this node then holds it failed until a push-pull between the two,
+// up to a minute away (the e2e suite's 10 % loss saw 16 s). So a heartbeat
+// from a node held failed asks it to re-advertise itself instead (a
+// msgReadvertise; it answers with memberlist's UpdateNode, an alive message
+// with a higher incarnation, which revives it everywhere it was failed).
 //
 // Introductions are bounded: one per sender per introduceEvery, at most
 // introduceQueue waiting, one running at a time.
@@ -65,7 +73,18 @@ func (c *Cluster) introduceLoop() {
 			c.mu.Lock()
 			p := c.peers[hb.name]
 			known := p != nil && p.status != ""
+			var failed *memberlist.Node
+			if known && p.status == StatusFailed {
+				failed = memberNode(hb.name, p.addr, p.port)
+			}
 			c.mu.Unlock()
+			if failed != nil {
+				c.logger.Info("heard from a node held failed; asking it to re-advertise", "peer", hb.name)
+				if err := c.ml.SendBestEffort(failed, []byte{msgReadvertise}); err != nil {
+					c.logger.Debug("cannot ask for re-advertisement", "peer", hb.name, "err", err)
+				}
+				continue
+			}
 			if known {
 				continue // gossip got there first
 			}

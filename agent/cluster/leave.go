@@ -112,8 +112,10 @@ func (c *Cluster) ackLeave(name string) {
 	}
 }
 
-// ackLoop sends the queued acknowledgements, one at a time.
-func (c *Cluster) ackLoop() {
+// replyLoop answers peers' direct requests, one at a time: it sends the
+// queued leave acknowledgements and re-advertises this node when a peer
+// holds it failed.
+func (c *Cluster) replyLoop() {
 	defer c.wg.Done()
 	msg, err := encodeJSON(msgLeaveAck, leaveAck{From: c.conf.NodeName})
 	if err != nil {
@@ -127,6 +129,18 @@ func (c *Cluster) ackLoop() {
 		case n := <-c.ackCh:
 			if err := c.ml.SendReliable(n, msg); err != nil {
 				c.logger.Debug("cannot acknowledge leave intent", "peer", n.Name, "err", err)
+			}
+		case <-c.readvertiseCh:
+			c.mu.Lock()
+			leaving := c.leaving
+			c.mu.Unlock()
+			if leaving {
+				continue // an alive message now would undo the leave
+			}
+			c.readvertisements.Add(1)
+			c.logger.Info("a peer holds this node failed; re-advertising it")
+			if err := c.ml.UpdateNode(c.conf.Profile.ProbeInterval); err != nil {
+				c.logger.Debug("re-advertisement not yet sent", "err", err)
 			}
 		}
 	}

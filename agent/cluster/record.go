@@ -98,6 +98,9 @@ const (
 	// answers with msgLeaveAck.
 	msgLeaveDirect byte = 6
 	msgLeaveAck    byte = 7 // a leaveAck as JSON
+	// msgReadvertise asks the receiver to re-advertise itself: the sender
+	// holds it failed but still gets its heartbeats (see introduce.go).
+	msgReadvertise byte = 8
 )
 
 // Size limits. Anything larger is dropped and counted as malformed.

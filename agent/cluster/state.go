@@ -259,6 +259,11 @@ func (c *Cluster) handleMsg(buf []byte) {
 			return
 		}
 		c.handleLeaveAck(a)
+	case msgReadvertise:
+		select {
+		case c.readvertiseCh <- struct{}{}:
+		default: // one is already queued
+		}
 	case msgDesired:
 		d, err := decodeDesired(body)
 		if err != nil {
@@ -284,8 +289,12 @@ func (c *Cluster) handleHeartbeat(hb heartbeat, now time.Time) {
 		c.strangerLocked(hb, now)
 		return
 	}
+	if p.status == StatusFailed {
+		c.strangerLocked(hb, now) // alive after all: ask it to re-advertise
+		return
+	}
 	if p.status != StatusAlive || hb.seq <= p.lastSeq {
-		return // gone, duplicate or reordered
+		return // left, duplicate or reordered
 	}
 	p.lastSeq = hb.seq
 	if hb.period != p.period {

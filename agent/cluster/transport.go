@@ -24,6 +24,9 @@ type Stats struct {
 	// DroppedEvents counts events lost by subscribers that fell behind
 	// (see Subscribe).
 	DroppedEvents uint64
+	// Readvertisements counts the times a peer that held this node failed
+	// asked it to re-advertise itself (see introduce.go).
+	Readvertisements uint64
 }
 
 // CountingTransport wraps a memberlist transport and counts its traffic. It
