@@ -159,29 +159,44 @@ func TestPause(t *testing.T) {
 	others := c.Others(victim)
 
 	t.Run("short", func(t *testing.T) {
-		w := watch(c, others, []*vcluster.Node{victim}, 100*time.Millisecond)
-		defer w.Stop()
-		if err := c.Pause(ctx, victim); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(short) // the fault's duration is the experiment, not a wait for a condition
-		if err := c.Unpause(ctx, victim); err != nil {
-			t.Fatal(err)
-		}
-		// Any suspicion raised during the pause must be refuted before
-		// its timeout: keep watching past the longest suspicion timeout.
-		watchUntil := time.Now().Add(time.Duration(p.SuspicionMult*p.SuspicionMaxTimeoutMult)*p.ProbeInterval + 2*p.ProbeInterval)
-		testutil.WaitFor(t, time.Until(watchUntil)+time.Minute, func() error {
-			if time.Now().Before(watchUntil) {
-				return fmt.Errorf("still watching for %v", time.Until(watchUntil).Round(time.Second))
+		// docker pause and unpause each take tens to hundreds of
+		// milliseconds, so the node is frozen for some unknown part of the
+		// span from calling pause to unpause returning. That span bounds
+		// the freeze; the pause is timed so the bound is short, and an
+		// attempt whose bound came out longer proves nothing (lan does not
+		// promise to survive it) and is repeated.
+		const attempts = 3
+		slack := p.ProbeInterval / 2
+		for attempt := 1; ; attempt++ {
+			w := watch(c, others, []*vcluster.Node{victim}, 100*time.Millisecond)
+			frozen, err := freeze(ctx, c, victim, short)
+			if err != nil {
+				w.Stop()
+				t.Fatal(err)
 			}
-			return c.ExpectStatus(ctx, c.Nodes(), []*vcluster.Node{victim}, api.StatusAlive)
-		})
-		w.Stop()
-		figure(t, "pause below threshold: duration / false failures / suspect sightings / max phi", "%v / %d / %d / %.2f",
-			short, len(w.failed), w.suspects, w.maxPhi)
-		if len(w.failed) > 0 {
-			t.Fatalf("a %v pause was declared a failure:\n%s", short, strings.Join(w.failed, "\n"))
+			// Any suspicion raised during the pause must be refuted before
+			// its timeout: keep watching past the longest suspicion timeout.
+			watchUntil := time.Now().Add(time.Duration(p.SuspicionMult*p.SuspicionMaxTimeoutMult)*p.ProbeInterval + 2*p.ProbeInterval)
+			testutil.WaitFor(t, time.Until(watchUntil)+time.Minute, func() error {
+				if time.Now().Before(watchUntil) {
+					return fmt.Errorf("still watching for %v", time.Until(watchUntil).Round(time.Second))
+				}
+				return c.ExpectStatus(ctx, c.Nodes(), []*vcluster.Node{victim}, api.StatusAlive)
+			})
+			w.Stop()
+			if frozen > short+slack {
+				if attempt == attempts {
+					t.Fatalf("docker could not freeze %s for at most %v in %d attempts (the last took up to %v): the machine is too loaded to run this test", victim, short+slack, attempts, frozen)
+				}
+				t.Logf("attempt %d: %s was frozen for up to %v, more than the %v under test; %d false failures not counted; again", attempt, victim, frozen.Round(time.Millisecond), short, len(w.failed))
+				continue
+			}
+			figure(t, "pause below threshold: frozen at most / false failures / suspect sightings / max phi", "%v / %d / %d / %.2f",
+				frozen.Round(time.Millisecond), len(w.failed), w.suspects, w.maxPhi)
+			if len(w.failed) > 0 {
+				t.Fatalf("a pause of at most %v was declared a failure:\n%s", frozen.Round(time.Millisecond), strings.Join(w.failed, "\n"))
+			}
+			return
 		}
 	})
 
@@ -206,6 +221,23 @@ func TestPause(t *testing.T) {
 		}
 		figure(t, "unpause → alive again everywhere", "%v", time.Since(thawed).Round(time.Millisecond))
 	})
+}
+
+// freeze pauses n for about d and returns how long it may have been frozen:
+// the span from calling docker pause until docker unpause returned. Unpause
+// is assumed to take about as long as pause did, and is called that much
+// before d is up.
+func freeze(ctx context.Context, c *vcluster.Cluster, n *vcluster.Node, d time.Duration) (time.Duration, error) {
+	start := time.Now()
+	if err := c.Pause(ctx, n); err != nil {
+		return 0, err
+	}
+	took := time.Since(start)
+	time.Sleep(time.Until(start.Add(d - took))) // the fault's duration is the experiment, not a wait for a condition
+	if err := c.Unpause(ctx, n); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
 }
 
 // TestSplitAndHeal: the network splits 2/2 and heals, twice: first with a
