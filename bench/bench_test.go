@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
 	"os/exec"
 	"path/filepath"
@@ -24,9 +23,9 @@ import (
 // start at 127.0.9.1, its footprint agents at .201, its separate-process
 // agents in 127.20-21.x.y, and use port 0 too.
 
-func netTransport(t *testing.T, ip string) *memberlist.NetTransport {
+func netTransport(t *testing.T, ip string) *cluster.NetTransport {
 	t.Helper()
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{ip}, Logger: log.New(io.Discard, "", 0)})
+	nt, err := cluster.NewNetTransport(ip, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

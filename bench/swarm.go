@@ -4,15 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
 	"math/rand/v2"
 	"sort"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/memberlist"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 )
@@ -138,10 +134,7 @@ func (s *Swarm) Add() (string, time.Time, error) {
 	s.alive[name] = make(map[string]time.Time)
 	s.mu.Unlock()
 
-	nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-		BindAddrs: []string{ip},
-		Logger:    log.New(io.Discard, "", 0),
-	})
+	nt, err := cluster.NewNetTransport(ip, 0, nil)
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("add node %s: listen on %s: %w", name, ip, err)
 	}

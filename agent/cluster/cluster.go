@@ -243,11 +243,7 @@ func (c *Cluster) Start() error {
 	}
 	inner := c.conf.Transport
 	if inner == nil {
-		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{
-			BindAddrs: []string{c.conf.BindAddr},
-			BindPort:  c.conf.BindPort,
-			Logger:    newMemberlistLogger(c.logger),
-		})
+		nt, err := NewNetTransport(c.conf.BindAddr, c.conf.BindPort, c.logger)
 		if err != nil {
 			return fmt.Errorf("start cluster: listen on %s: %w", net.JoinHostPort(c.conf.BindAddr, strconv.Itoa(c.conf.BindPort)), err)
 		}
