@@ -430,15 +430,30 @@ func (l *Launcher) awaitView(ctx context.Context, service string, names []string
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	var missing []string
+	state := map[bool]string{true: "running", false: "gone"}[add]
+	missing := names
+	var lastErr error
 	for {
 		nodes, err := l.Client.ServiceNodes(ctx, service)
-		if err == nil {
+		var unreachable *client.UnreachableError
+		switch {
+		case errors.As(err, &unreachable) && ctx.Err() == nil:
+			// The agent is gone (it may be the node that just failed);
+			// gossip will not bring it back, so waiting is pointless.
+			fmt.Fprintf(l.out(), "warning: cannot confirm that %s sees %s %s on %s: %v; the next command should ask another agent\n",
+				l.Client.BaseURL, service, state, strings.Join(names, ", "), err)
+			return
+		case err != nil:
+			if ctx.Err() == nil { // not our own deadline cutting the request
+				lastErr = err
+			}
+		default:
+			lastErr = nil
 			running := map[string]bool{}
 			for _, n := range nodes {
 				running[n.Name] = true
 			}
-			missing = missing[:0]
+			missing = nil
 			for _, name := range names {
 				if running[name] != add {
 					missing = append(missing, name)
@@ -450,8 +465,13 @@ func (l *Launcher) awaitView(ctx context.Context, service string, names []string
 		}
 		select {
 		case <-ctx.Done():
+			if lastErr != nil {
+				fmt.Fprintf(l.out(), "warning: after %v, cannot confirm that %s sees %s %s on %s: %v\n",
+					timeout, l.Client.BaseURL, service, state, strings.Join(names, ", "), lastErr)
+				return
+			}
 			fmt.Fprintf(l.out(), "warning: after %v, %s does not yet see %s %s on %s; gossip may be slow, the next command may not see it either\n",
-				timeout, l.Client.BaseURL, service, map[bool]string{true: "running", false: "gone"}[add], strings.Join(missing, ", "))
+				timeout, l.Client.BaseURL, service, state, strings.Join(missing, ", "))
 			return
 		case <-tick.C:
 		}

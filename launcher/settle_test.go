@@ -53,3 +53,25 @@ func TestAwaitViewWarnsAtDeadline(t *testing.T) {
 		t.Fatalf("want a warning naming the missing node, got %q", out.String())
 	}
 }
+
+func TestAwaitViewGivesUpOnUnreachableAgent(t *testing.T) {
+	ts := httptest.NewServer(http.NotFoundHandler())
+	url := ts.URL
+	ts.Close() // nothing listens there any more
+	c, _ := client.New(url, "")
+	var out bytes.Buffer
+	l := &Launcher{Client: c, Out: &out, SettleTimeout: time.Hour}
+	done := make(chan struct{})
+	go func() {
+		l.awaitView(context.Background(), "web", []string{"pi-2"}, true)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("awaitView kept waiting on an agent that cannot be reached")
+	}
+	if !strings.Contains(out.String(), "cannot confirm that "+url+" sees web running on pi-2") {
+		t.Fatalf("want a warning naming the agent and the node, got %q", out.String())
+	}
+}
