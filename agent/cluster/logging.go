@@ -8,17 +8,29 @@ import (
 )
 
 // memberlistLog adapts memberlist's *log.Logger output ("[WARN] memberlist:
-// text") to slog at debug level, keeping memberlist's own level as an
-// attribute. memberlist is chatty about routine events (refutations, probe
-// failures during a partition); this package logs what operators need.
+// text") to slog, keeping memberlist's own level as memberlist_level.
+// memberlist is chatty about routine events (probe failures during a
+// partition, rejected packets), and this package logs what operators need
+// in its own words, so its lines go out at debug level, except the life of
+// a suspicion (a peer suspected, declared failed, or this node refuting
+// one), which explains every failure verdict and goes out at info.
 type memberlistLog struct{ logger *slog.Logger }
 
 func newMemberlistLogger(l *slog.Logger) *log.Logger {
 	return log.New(memberlistLog{l.With("component", "memberlist")}, "", 0)
 }
 
+// suspicionLines start memberlist's messages about suspicions.
+var suspicionLines = [][]byte{
+	[]byte("Suspect "),            // its probes of a peer went unanswered
+	[]byte("Marking "),            // a suspicion of a peer ran out
+	[]byte("Refuting a suspect "), // this node was suspected
+	[]byte("Refuting a dead "),    // this node was declared failed
+}
+
 func (w memberlistLog) Write(p []byte) (int, error) {
-	if !w.logger.Enabled(context.Background(), slog.LevelDebug) {
+	ctx := context.Background()
+	if !w.logger.Enabled(ctx, slog.LevelInfo) { // nor, then, debug
 		return len(p), nil
 	}
 	line := bytes.TrimSpace(p)
@@ -30,7 +42,16 @@ func (w memberlistLog) Write(p []byte) (int, error) {
 		}
 	}
 	line = bytes.TrimPrefix(line, []byte("memberlist: "))
-	w.logger.Debug(string(line), "level", level)
+	to := slog.LevelDebug
+	for _, prefix := range suspicionLines {
+		if bytes.HasPrefix(line, prefix) {
+			to = slog.LevelInfo
+			break
+		}
+	}
+	if w.logger.Enabled(ctx, to) {
+		w.logger.Log(ctx, to, string(line), "memberlist_level", level)
+	}
 	return len(p), nil
 }
 
