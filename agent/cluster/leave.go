@@ -139,7 +139,10 @@ func (c *Cluster) replyLoop() {
 			}
 			c.readvertisements.Add(1)
 			c.logger.Info("a peer holds this node failed; re-advertising it")
-			if err := c.ml.UpdateNode(c.conf.Profile.ProbeInterval); err != nil {
+			// The alive message is queued before UpdateNode waits for its
+			// last retransmission; waiting longer than a gossip round
+			// would only hold up Shutdown, which stops gossip first.
+			if err := c.ml.UpdateNode(c.conf.Profile.GossipInterval); err != nil {
 				c.logger.Debug("re-advertisement not yet sent", "err", err)
 			}
 		}
