@@ -95,6 +95,9 @@ type Cluster struct {
 	droppedEvents atomic.Uint64
 	// readvertisements counts re-advertisements peers asked for.
 	readvertisements atomic.Uint64
+	// overrules counts failure verdicts set aside by heartbeats (see
+	// verdict.go).
+	overrules atomic.Uint64
 
 	// lifeMu serialises Start, Leave and Shutdown.
 	lifeMu     sync.Mutex
@@ -160,6 +163,11 @@ type peer struct {
 	// heartbeats, estimated from the cluster size until the first arrives.
 	period time.Duration
 	since  time.Time
+	// heardAt is when the node's latest heartbeat arrived.
+	heardAt time.Time
+	// overruled is when memberlist's failure verdict on the node was set
+	// aside (see verdict.go); zero otherwise.
+	overruled time.Time
 	// hbKey caches heartbeatKey(self, name); 0 until first needed.
 	hbKey uint64
 }
@@ -390,6 +398,7 @@ func (c *Cluster) Stats() Stats {
 	s.Introductions = c.introductions.Load()
 	s.DroppedEvents = c.droppedEvents.Load()
 	s.Readvertisements = c.readvertisements.Load()
+	s.Overrules = c.overrules.Load()
 	return s
 }
 

@@ -164,6 +164,18 @@ func collect(c *Cluster) *collector {
 	return col
 }
 
+func (col *collector) count(typ EventType, name string) int {
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	n := 0
+	for _, ev := range col.events {
+		if ev.Type == typ && ev.Member.Name == name {
+			n++
+		}
+	}
+	return n
+}
+
 func (col *collector) has(typ EventType, name string) error {
 	col.mu.Lock()
 	defer col.mu.Unlock()

@@ -25,6 +25,8 @@ import (
 // from a node held failed asks it to re-advertise itself instead (a
 // msgReadvertise; it answers with memberlist's UpdateNode, an alive message
 // with a higher incarnation, which revives it everywhere it was failed).
+// The same request goes to a node whose failure verdict was overruled
+// (verdict.go), at the verdict and at each heartbeat until it is revived.
 //
 // Introductions are bounded: one per sender per introduceEvery, at most
 // introduceQueue waiting, one running at a time.
@@ -74,12 +76,15 @@ func (c *Cluster) introduceLoop() {
 			p := c.peers[hb.name]
 			known := p != nil && p.status != ""
 			var failed *memberlist.Node
-			if known && p.status == StatusFailed {
+			heldFailed := known && p.status == StatusFailed
+			if heldFailed || known && !p.overruled.IsZero() {
 				failed = memberNode(hb.name, p.addr, p.port)
 			}
 			c.mu.Unlock()
 			if failed != nil {
-				c.logger.Info("heard from a node held failed; asking it to re-advertise", "peer", hb.name)
+				if heldFailed { // overrules log once, in handleNodeLeave
+					c.logger.Info("heard from a node held failed; asking it to re-advertise", "peer", hb.name)
+				}
 				if err := c.ml.SendBestEffort(failed, []byte{msgReadvertise}); err != nil {
 					c.logger.Debug("cannot ask for re-advertisement", "peer", hb.name, "err", err)
 				}

@@ -101,6 +101,12 @@ func (c *Cluster) handleNodeJoin(n *memberlist.Node) {
 	now := time.Now()
 	c.mu.Lock()
 	p := c.peers[n.Name]
+	if p != nil && !p.overruled.IsZero() {
+		c.withdrawVerdictLocked(p, n)
+		c.mu.Unlock()
+		c.logger.Info("node re-advertised itself; memberlist's failure verdict is withdrawn", "peer", n.Name)
+		return
+	}
 	if p == nil {
 		p = &peer{}
 		c.peers[n.Name] = p
@@ -133,7 +139,8 @@ func (c *Cluster) handleNodeJoin(n *memberlist.Node) {
 
 // handleNodeLeave: memberlist declared a node dead or left. memberlist v0.7
 // does not say which (Node.State is never filled in), so the node's leave
-// intent decides.
+// intent decides. A failure verdict on a node whose heartbeat arrived after
+// the suspicion began is overruled (see verdict.go).
 func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 	if n.Name == c.conf.NodeName {
 		return
@@ -152,6 +159,22 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 	// takes a whole suspicion timeout), so within that time it is the old
 	// leave, not a failure.
 	stale := p.left && now.Sub(p.since) < c.minSuspicion()
+	if !p.leaving && !stale && p.status == StatusAlive && c.outlivedSuspicionLocked(p, now) {
+		heard := now.Sub(p.heardAt)
+		c.overruleLocked(n.Name, p, now)
+		c.mu.Unlock()
+		c.logger.Info("memberlist declared a node failed that sent a heartbeat after it was suspected; asking it to re-advertise",
+			"peer", n.Name, "last_heartbeat", heard.Round(time.Millisecond))
+		return
+	}
+	ev := c.goneLocked(n.Name, p, stale, now)
+	c.mu.Unlock()
+	c.reportGone(ev)
+}
+
+// goneLocked marks p failed, or left if it announced its leave (or stale:
+// the verdict is its previous run's leave), and returns the event.
+func (c *Cluster) goneLocked(name string, p *peer, stale bool, now time.Time) Event {
 	typ := EventFail
 	p.status, p.left = StatusFailed, false
 	if p.leaving || stale {
@@ -159,12 +182,17 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 	}
 	p.since = now
 	c.recountLocked()
-	ev := Event{Type: typ, Member: c.memberLocked(n.Name, p, now), Time: now}
-	c.mu.Unlock()
-	if typ == EventFail {
-		c.logger.Warn("node failed", "peer", n.Name, "addr", n.Address())
+	return Event{Type: typ, Member: c.memberLocked(name, p, now), Time: now}
+}
+
+// reportGone logs and publishes an event from goneLocked.
+func (c *Cluster) reportGone(ev Event) {
+	m := ev.Member
+	addr := hostPort(m.Addr, m.GossipPort)
+	if ev.Type == EventFail {
+		c.logger.Warn("node failed", "peer", m.Name, "addr", addr)
 	} else {
-		c.logger.Info("node left", "peer", n.Name, "addr", n.Address())
+		c.logger.Info("node left", "peer", m.Name, "addr", addr)
 	}
 	c.publish(ev)
 }
@@ -297,6 +325,10 @@ func (c *Cluster) handleHeartbeat(hb heartbeat, now time.Time) {
 		return // left, duplicate or reordered
 	}
 	p.lastSeq = hb.seq
+	p.heardAt = now
+	if !p.overruled.IsZero() {
+		c.askReadvertiseLocked(hb.name) // alive still: ask again
+	}
 	if hb.period != p.period {
 		// The sender's cluster grew or shrank past a multiple of its
 		// fanout: intervals measured at the old period would make phi

@@ -27,6 +27,10 @@ type Stats struct {
 	// Readvertisements counts the times a peer that held this node failed
 	// asked it to re-advertise itself (see introduce.go).
 	Readvertisements uint64
+	// Overrules counts memberlist failure verdicts on peers set aside
+	// because a heartbeat showed the peer outlived the suspicion (see
+	// verdict.go).
+	Overrules uint64
 }
 
 // CountingTransport wraps a memberlist transport and counts its traffic. It
