@@ -81,6 +81,9 @@ func (b backend) GossipStats() api.GossipStats {
 		BytesSent:        s.BytesSent,
 		BytesReceived:    s.BytesReceived,
 		EventsDropped:    s.DroppedEvents,
+
+		VerdictsOverruled:     s.Overrules,
+		ReadvertisementsAsked: s.Readvertisements,
 	}
 }
 

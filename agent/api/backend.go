@@ -11,6 +11,12 @@ type GossipStats struct {
 	// EventsDropped counts events that subscribers (event streams, hooks)
 	// were too slow to take.
 	EventsDropped uint64
+	// VerdictsOverruled counts memberlist failure verdicts on peers that
+	// this agent set aside because the peer's heartbeat outlived the
+	// suspicion; ReadvertisementsAsked counts peers' requests that this
+	// agent re-advertise itself because they held it failed.
+	VerdictsOverruled     uint64
+	ReadvertisementsAsked uint64
 }
 
 // Backend is what the API serves from. The agent implements it on top of

@@ -51,6 +51,10 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	p.sample("rpi_gossip_bytes_total", float64(stats.BytesReceived), "direction", "received")
 	p.family("rpi_events_dropped_total", "counter", "Membership events that event streams and hooks were too slow to take.")
 	p.sample("rpi_events_dropped_total", float64(stats.EventsDropped))
+	p.family("rpi_verdicts_overruled_total", "counter", "Failure verdicts on peers set aside because the peer's heartbeat arrived after it was suspected.")
+	p.sample("rpi_verdicts_overruled_total", float64(stats.VerdictsOverruled))
+	p.family("rpi_readvertisements_total", "counter", "Times a peer holding this agent failed asked it to re-advertise itself.")
+	p.sample("rpi_readvertisements_total", float64(stats.ReadvertisementsAsked))
 
 	current := make([]Node, 0, len(nodes))
 	for _, n := range nodes {

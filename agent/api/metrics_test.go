@@ -180,7 +180,7 @@ func TestMetrics(t *testing.T) {
 	nodes[1].Name = weird
 	nodes[3].Phi = math.Inf(1) // certainly failed
 	ts, f, _ := testServer(t, "", nodes...)
-	f.stats = GossipStats{MessagesSent: 1200, MessagesReceived: 1100, BytesSent: 98765, BytesReceived: 87654, EventsDropped: 7}
+	f.stats = GossipStats{MessagesSent: 1200, MessagesReceived: 1100, BytesSent: 98765, BytesReceived: 87654, EventsDropped: 7, VerdictsOverruled: 3, ReadvertisementsAsked: 2}
 
 	a := call(t, "GET", ts.URL+"/metrics", "", nil)
 	if a.code != 200 || a.header.Get("Content-Type") != "text/plain; version=0.0.4; charset=utf-8" {
@@ -210,6 +210,8 @@ func TestMetrics(t *testing.T) {
 		{"rpi_gossip_bytes_total", []string{"direction", "sent"}, 98765},
 		{"rpi_gossip_bytes_total", []string{"direction", "received"}, 87654},
 		{"rpi_events_dropped_total", nil, 7},
+		{"rpi_verdicts_overruled_total", nil, 3},
+		{"rpi_readvertisements_total", nil, 2},
 		{"rpi_cpu_percent", []string{"node", "pi-1"}, 12.5},
 		{"rpi_cpu_percent", []string{"node", "pi-3"}, 97},
 		{"rpi_memory_used_bytes", []string{"node", weird}, 6 << 30},
