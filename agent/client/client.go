@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -97,6 +98,7 @@ func (c *Client) httpClient() *http.Client {
 	return &http.Client{Timeout: DefaultTimeout}
 }
 
+// do sends body as JSON and decodes the JSON answer into out (unless nil).
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {
@@ -106,25 +108,41 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, rd)
+	data, err := c.fetch(ctx, method, path, "application/json", rd)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Accept", "application/json")
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+// fetch makes one request and returns the answer's body, or the agent's
+// error as a *StatusError.
+func (c *Client) fetch(ctx context.Context, method, path, accept string, body io.Reader) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.BaseURL+path, body)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", accept)
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
-		return &UnreachableError{URL: c.BaseURL, Err: err}
+		return nil, &UnreachableError{URL: c.BaseURL, Err: err}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("read %s %s: %w", method, path, err)
+		return nil, fmt.Errorf("read %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
 		msg := strings.TrimSpace(string(data))
@@ -139,15 +157,29 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 				msg = e.Err
 			}
 		}
-		return &StatusError{Code: resp.StatusCode, Message: msg, URL: c.BaseURL + path}
+		return nil, &StatusError{Code: resp.StatusCode, Message: msg, URL: c.BaseURL + path}
 	}
-	if out == nil {
-		return nil
+	return data, nil
+}
+
+// Metric returns one sample of the agent's /metrics, named as the
+// exposition writes it: `rpi_gossip_bytes_total{direction="sent"}`, or the
+// bare name of a sample without labels.
+func (c *Client) Metric(ctx context.Context, sample string) (float64, error) {
+	data, err := c.fetch(ctx, http.MethodGet, "/metrics", "text/plain", nil)
+	if err != nil {
+		return 0, err
 	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("decode %s %s: %w", method, path, err)
+	for line := range strings.SplitSeq(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s/metrics: %s: %w", c.BaseURL, line, err)
+			}
+			return f, nil
+		}
 	}
-	return nil
+	return 0, fmt.Errorf("%s/metrics has no sample %s", c.BaseURL, sample)
 }
 
 // Nodes returns every member as seen by the agent.
