@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -229,7 +228,7 @@ func TestReportMarkdownAndFailures(t *testing.T) {
 		},
 		FalsePos: []FalsePosResult{
 			{Contender: "lan", Plan: FalsePosPlan{N: 10, Loss: 0.1, Duration: time.Minute, Starve: 2 * time.Second, StarveEvery: 30 * time.Second},
-				Events: []FalsePositive{{Subject: "n0", Observer: "n1"}}, Nodes: 1, Freezes: 2},
+				Events: []FalsePositive{{Subject: "n0", Observer: "n1"}}, Nodes: 1, Freezes: 2, Overruled: 4},
 		},
 	}
 	var b strings.Builder
@@ -241,7 +240,7 @@ func TestReportMarkdownAndFailures(t *testing.T) {
 		"2 CPUs, Test CPU, go1.26", "`rpi-bench --quick`", "1.00 1.00 1.00 at start",
 		"| failure detection p50 / p99 (trials) | 10 | 2.00 s / 3.00 s (2) | **failed** | p99 ≤ 2.5 s |",
 		"| gossip sent per node, idle | 10 | 1.5 KB/s | – |",
-		"1 nodes (1 verdicts, 2 freezes)",
+		"1 nodes (1 verdicts, 2 freezes; 4 overruled)",
 		"### Gross failures",
 	} {
 		if !strings.Contains(out, want) {
@@ -270,17 +269,6 @@ func TestParseRSS(t *testing.T) {
 		if _, err := parseRSS(1, bad); err == nil {
 			t.Errorf("parseRSS(%q) accepted it", bad)
 		}
-	}
-}
-
-func TestParseSentBytes(t *testing.T) {
-	text := "# TYPE rpi_gossip_bytes_total counter\nrpi_gossip_bytes_total{direction=\"sent\"} 1.2345e+06\nrpi_gossip_bytes_total{direction=\"received\"} 7\n"
-	got, err := parseSentBytes("x", bufio.NewScanner(strings.NewReader(text)))
-	if err != nil || got != 1234500 {
-		t.Errorf("parseSentBytes = %v, %v; want 1234500", got, err)
-	}
-	if _, err := parseSentBytes("x", bufio.NewScanner(strings.NewReader("rpi_members 3\n"))); err == nil {
-		t.Error("parseSentBytes found bytes in metrics without them")
 	}
 }
 

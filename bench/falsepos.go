@@ -28,7 +28,11 @@ type FalsePosResult struct {
 	// distinct nodes concerned.
 	Events []FalsePositive
 	Nodes  int
-	Err    error
+	// Overruled counts memberlist verdicts on live nodes that the agents
+	// set aside because a heartbeat showed the node outlived the suspicion:
+	// wrong verdicts that did not become false positives.
+	Overruled uint64
+	Err       error
 }
 
 // RunFalsePositives runs every contender's cluster at once under loss with
@@ -77,6 +81,7 @@ func runFalsePositives(ctx context.Context, c Contender, plan FalsePosPlan, conf
 		next = next.Add(plan.StarveEvery)
 	}
 	res.Events = sw.FalsePositives()
+	res.Overruled = sw.Overrules()
 	if err := sw.checkEvents(); err != nil && res.Err == nil {
 		res.Err = err
 	}
@@ -85,6 +90,6 @@ func runFalsePositives(ctx context.Context, c Contender, plan FalsePosPlan, conf
 		nodes[e.Subject] = true
 	}
 	res.Nodes = len(nodes)
-	log.Info("false-positive run done", "freezes", res.Freezes, "false_positive_nodes", res.Nodes, "events", len(res.Events))
+	log.Info("false-positive run done", "freezes", res.Freezes, "false_positive_nodes", res.Nodes, "events", len(res.Events), "overruled", res.Overruled)
 	return res
 }

@@ -1,17 +1,13 @@
 package bench
 
 import (
-	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -437,7 +433,7 @@ func (c *procCluster) idleBytes(ctx context.Context, window time.Duration) (floa
 	sum := func() (float64, error) {
 		var total float64
 		for _, a := range agents {
-			v, err := sentBytes(ctx, "http://"+a.ip+":8080/metrics")
+			v, err := sentBytes(ctx, a.ip)
 			if err != nil {
 				return 0, err
 			}
@@ -460,36 +456,11 @@ func (c *procCluster) idleBytes(ctx context.Context, window time.Duration) (floa
 	return (after - before) / float64(len(agents)) / time.Since(t0).Seconds(), nil
 }
 
-// sentBytes reads rpi_gossip_bytes_total{direction="sent"} from an agent's
-// /metrics.
-func sentBytes(ctx context.Context, url string) (float64, error) {
+// sentBytes reads rpi_gossip_bytes_total{direction="sent"} from the
+// /metrics of the agent on ip.
+func sentBytes(ctx context.Context, ip string) (float64, error) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, http.MethodGet, url, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	return parseSentBytes(url, bufio.NewScanner(resp.Body))
-}
-
-func parseSentBytes(url string, sc *bufio.Scanner) (float64, error) {
-	const metric = `rpi_gossip_bytes_total{direction="sent"} `
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), metric); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				return 0, fmt.Errorf("%s: %s: %w", url, metric, err)
-			}
-			return f, nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("%s: %w", url, err)
-	}
-	return 0, errors.New(url + ": no " + strings.TrimSpace(metric))
+	c := client.Client{BaseURL: "http://" + ip + ":8080"}
+	return c.Metric(rctx, `rpi_gossip_bytes_total{direction="sent"}`)
 }

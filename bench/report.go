@@ -221,6 +221,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 				if s.Err != nil && len(s.Join) == 0 {
 					return ""
 				}
+				if s.Overruled > 0 {
+					return fmt.Sprintf("%d (%d verdicts overruled)", len(s.FalsePositives), s.Overruled)
+				}
 				return fmt.Sprint(len(s.FalsePositives))
 			})
 		}
@@ -234,7 +237,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 						if f.Err != nil {
 							cells[i] = "**failed**"
 						} else {
-							cells[i] = fmt.Sprintf("%d nodes (%d verdicts, %d freezes)", f.Nodes, len(f.Events), f.Freezes)
+							cells[i] = fmt.Sprintf("%d nodes (%d verdicts, %d freezes; %d overruled)", f.Nodes, len(f.Events), f.Freezes, f.Overruled)
 						}
 					}
 				}

@@ -39,6 +39,9 @@ type ScaleResult struct {
 	// IdleBytes and UpdateBytes are gossip bytes sent per node per second.
 	IdleBytes, UpdateBytes float64
 	FalsePositives         []FalsePositive
+	// Overruled counts failure verdicts the nodes set aside (see
+	// Swarm.Overrules); one about a killed node delays its detection.
+	Overruled uint64
 	// Err is set when the run could not finish (a cluster that never
 	// converged, a failure never detected): a gross failure.
 	Err error
@@ -116,13 +119,14 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 		log.Debug("trial", "i", i+1, "join", res.Join[len(res.Join)-1], "detect", res.Detect[len(res.Detect)-1])
 	}
 	res.FalsePositives = sw.FalsePositives()
+	res.Overruled = sw.Overrules()
 	if err := sw.checkEvents(); err != nil && res.Err == nil {
 		res.Err = err
 	}
 	if res.Err != nil {
 		log.Error("scale run failed", "err", res.Err)
 	}
-	log.Info("trials done", "joins", len(res.Join), "detections", len(res.Detect), "false_positives", len(res.FalsePositives))
+	log.Info("trials done", "joins", len(res.Join), "detections", len(res.Detect), "false_positives", len(res.FalsePositives), "overruled", res.Overruled)
 	return res
 }
 

@@ -77,8 +77,8 @@ type Swarm struct {
 	killed map[string]time.Time
 	fps    []FalsePositive
 	closed bool
-	// droppedGone sums the dropped events of nodes already stopped.
-	droppedGone uint64
+	// gone sums the counters of nodes already stopped.
+	gone cluster.Stats
 
 	wg sync.WaitGroup
 }
@@ -369,7 +369,9 @@ func (s *Swarm) Kill(name string) (time.Time, []string, error) {
 	s.mu.Unlock()
 	n.c.Shutdown()
 	s.mu.Lock()
-	s.droppedGone += n.c.Stats().DroppedEvents
+	st := n.c.Stats()
+	s.gone.DroppedEvents += st.DroppedEvents
+	s.gone.Overrules += st.Overrules
 	s.mu.Unlock()
 	return at, survivors, nil
 }
@@ -464,15 +466,28 @@ func (s *Swarm) FalsePositives() []FalsePositive {
 // because the swarm's collectors fell behind. Anything but 0 means a
 // verdict may be missing from the measurements.
 func (s *Swarm) DroppedEvents() uint64 {
+	return s.sum(func(st cluster.Stats) uint64 { return st.DroppedEvents })
+}
+
+// Overrules returns how many of memberlist's failure verdicts the nodes
+// set aside because the accused node's heartbeat had outlived the
+// suspicion (see agent/cluster/verdict.go): wrong verdicts that were not
+// reported.
+func (s *Swarm) Overrules() uint64 {
+	return s.sum(func(st cluster.Stats) uint64 { return st.Overrules })
+}
+
+// sum adds up one counter over every node, stopped ones included.
+func (s *Swarm) sum(counter func(cluster.Stats) uint64) uint64 {
 	s.mu.Lock()
-	total := s.droppedGone
+	total := counter(s.gone)
 	nodes := make([]*swarmNode, 0, len(s.nodes))
 	for _, n := range s.nodes {
 		nodes = append(nodes, n)
 	}
 	s.mu.Unlock()
 	for _, n := range nodes {
-		total += n.c.Stats().DroppedEvents
+		total += counter(n.c.Stats())
 	}
 	return total
 }
