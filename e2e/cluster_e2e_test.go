@@ -371,8 +371,12 @@ func TestPacketLoss(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	figure(t, "10% loss on every node ("+how+"): duration / polls / false failures / suspect sightings / max phi",
-		"%v / %d / %d / %d / %.2f", dur, w.polls, len(w.failed), w.suspects, w.maxPhi)
+	overruled, err := counterSum(ctx, c.Nodes(), "rpi_verdicts_overruled_total")
+	if err != nil {
+		t.Error(err)
+	}
+	figure(t, "10% loss on every node ("+how+"): duration / polls / false failures / suspect sightings / max phi / verdicts overruled",
+		"%v / %d / %d / %d / %.2f / %.0f", dur, w.polls, len(w.failed), w.suspects, w.maxPhi, overruled)
 	if len(w.failed) > 0 {
 		t.Fatalf("false failures under 10%% loss:\n%s", strings.Join(w.failed, "\n"))
 	}

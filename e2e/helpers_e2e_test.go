@@ -251,3 +251,17 @@ func (w *watcher) Stop() {
 	}
 	<-w.done
 }
+
+// counterSum adds up the sample name (a counter without labels) over the
+// nodes' /metrics.
+func counterSum(ctx context.Context, nodes []*vcluster.Node, name string) (float64, error) {
+	var sum float64
+	for _, n := range nodes {
+		v, err := n.Client().Metric(ctx, name)
+		if err != nil {
+			return 0, err
+		}
+		sum += v
+	}
+	return sum, nil
+}
