@@ -60,6 +60,16 @@ func TestHeartbeatPeriod(t *testing.T) {
 			t.Errorf("heartbeatPeriod(%d peers) = %v, want %v", n, got, want)
 		}
 	}
+	// Fast heartbeats: every peer every 50 ms up to 11 peers, then as before.
+	p.FastHeartbeatPeers, p.FastHeartbeatInterval = 11, 50*time.Millisecond
+	for n, want := range map[int]time.Duration{1: 50 * time.Millisecond, 11: 50 * time.Millisecond, 12: 2 * time.Second, 99: 13 * time.Second} {
+		if got := heartbeatPeriod(p, n); got != want {
+			t.Errorf("fast: heartbeatPeriod(%d peers) = %v, want %v", n, got, want)
+		}
+		if got, fast := roundInterval(p, n), n <= 11; (got == p.FastHeartbeatInterval) != fast {
+			t.Errorf("fast: roundInterval(%d peers) = %v", n, got)
+		}
+	}
 }
 
 // With a fanout below the number of peers every node still hears from

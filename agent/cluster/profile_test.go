@@ -50,6 +50,21 @@ func TestProfiles(t *testing.T) {
 	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "probe timeout") {
 		t.Errorf("probe timeout > interval: %v", err)
 	}
+	for name, tc := range map[string]struct {
+		mutate func(p *Profile)
+		want   string
+	}{
+		"silence without fast heartbeats": {func(p *Profile) { p.FastHeartbeatPeers, p.FastHeartbeatInterval = 0, 0 }, "silence timeout"},
+		"silence too short":               {func(p *Profile) { p.SilenceTimeout = 15 * p.FastHeartbeatInterval }, "silence timeout"},
+		"fast peers without interval":     {func(p *Profile) { p.FastHeartbeatInterval, p.SilenceTimeout = 0, 0 }, "fast heartbeats"},
+		"negative":                        {func(p *Profile) { p.SilenceTimeout = -time.Second }, "negative"},
+	} {
+		p, _ := ProfileByName("lan")
+		tc.mutate(&p)
+		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error about %s", name, err, tc.want)
+		}
+	}
 }
 
 func TestConfigValidate(t *testing.T) {

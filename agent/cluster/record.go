@@ -101,6 +101,9 @@ const (
 	// msgReadvertise asks the receiver to re-advertise itself: the sender
 	// holds it failed but still gets its heartbeats (see introduce.go).
 	msgReadvertise byte = 8
+	// msgSilent names the peers whose heartbeats the sender has missed
+	// for a while: it witnesses their silence (see silence.go).
+	msgSilent byte = 9
 )
 
 // Size limits. Anything larger is dropped and counted as malformed.

@@ -114,7 +114,7 @@ func (c *Cluster) handleNodeJoin(n *memberlist.Node) {
 		c.unknown--
 	}
 	p.status = StatusAlive
-	p.leaving = false
+	p.leaving, p.silenced = false, false
 	p.since = now
 	c.setAddrLocked(p, n)
 	c.recountLocked()
@@ -149,6 +149,12 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 	c.mu.Lock()
 	p := c.peers[n.Name]
 	if p == nil || p.status == "" {
+		c.mu.Unlock()
+		return
+	}
+	if p.silenced {
+		// Failed here on silence already (silence.go): memberlist agrees.
+		p.silenced = false
 		c.mu.Unlock()
 		return
 	}
@@ -287,6 +293,13 @@ func (c *Cluster) handleMsg(buf []byte) {
 			return
 		}
 		c.handleLeaveAck(a)
+	case msgSilent:
+		from, names, err := decodeSilent(body)
+		if err != nil {
+			c.dropMalformed(err)
+			return
+		}
+		c.handleSilent(from, names, time.Now())
 	case msgReadvertise:
 		select {
 		case c.readvertiseCh <- struct{}{}:
@@ -311,8 +324,20 @@ func (c *Cluster) dropMalformed(err error) {
 
 func (c *Cluster) handleHeartbeat(hb heartbeat, now time.Time) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	p := c.peers[hb.name]
+	if p != nil && p.silenced && p.status == StatusFailed {
+		if hb.seq <= p.lastSeq {
+			c.mu.Unlock()
+			return // sent before the silence
+		}
+		silent := now.Sub(p.heardAt)
+		ev := c.reviveLocked(p, hb, now)
+		c.mu.Unlock()
+		c.logger.Info("heartbeats resumed from a node failed on silence; it is alive", "peer", hb.name, "silent", silent.Round(time.Millisecond))
+		c.publish(ev)
+		return
+	}
+	defer c.mu.Unlock()
 	if p == nil || p.status == "" {
 		c.strangerLocked(hb, now)
 		return

@@ -31,6 +31,9 @@ type Stats struct {
 	// because a heartbeat showed the peer outlived the suspicion (see
 	// verdict.go).
 	Overrules uint64
+	// SilenceVerdicts counts peers this node failed itself, ahead of
+	// memberlist, because their heartbeats fell silent (see silence.go).
+	SilenceVerdicts uint64
 }
 
 // CountingTransport wraps a memberlist transport and counts its traffic. It
