@@ -84,6 +84,7 @@ func (b backend) GossipStats() api.GossipStats {
 
 		VerdictsOverruled:     s.Overrules,
 		ReadvertisementsAsked: s.Readvertisements,
+		SilenceVerdicts:       s.SilenceVerdicts,
 	}
 }
 

@@ -17,6 +17,9 @@ type GossipStats struct {
 	// agent re-advertise itself because they held it failed.
 	VerdictsOverruled     uint64
 	ReadvertisementsAsked uint64
+	// SilenceVerdicts counts peers this agent failed itself because their
+	// heartbeats fell silent and another peer found them silent too.
+	SilenceVerdicts uint64
 }
 
 // Backend is what the API serves from. The agent implements it on top of

@@ -55,6 +55,8 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	p.sample("rpi_verdicts_overruled_total", float64(stats.VerdictsOverruled))
 	p.family("rpi_readvertisements_total", "counter", "Times a peer holding this agent failed asked it to re-advertise itself.")
 	p.sample("rpi_readvertisements_total", float64(stats.ReadvertisementsAsked))
+	p.family("rpi_silence_verdicts_total", "counter", "Peers failed by this agent, ahead of memberlist, because their heartbeats fell silent.")
+	p.sample("rpi_silence_verdicts_total", float64(stats.SilenceVerdicts))
 
 	current := make([]Node, 0, len(nodes))
 	for _, n := range nodes {
