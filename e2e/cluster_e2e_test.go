@@ -154,6 +154,9 @@ func TestPause(t *testing.T) {
 	if short >= minSuspicion {
 		short = minSuspicion / 2
 	}
+	if p.SilenceTimeout > 0 && short >= p.SilenceTimeout {
+		short = p.SilenceTimeout / 2
+	}
 	long := time.Duration(p.SuspicionMult*p.SuspicionMaxTimeoutMult)*p.ProbeInterval + 2*p.ProbeInterval + p.ProbeTimeout + 5*time.Second
 	victim := c.Nodes()[3]
 	others := c.Others(victim)

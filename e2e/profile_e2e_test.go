@@ -15,6 +15,7 @@ import (
 // fault durations from.
 type profileTimings struct {
 	ProbeInterval, ProbeTimeout, AcceptablePause time.Duration
+	SilenceTimeout                               time.Duration
 	SuspicionMult, SuspicionMaxTimeoutMult       int
 }
 
@@ -28,7 +29,8 @@ func lanProfile(t *testing.T) profileTimings {
 	}
 	return profileTimings{
 		ProbeInterval: p.ProbeInterval, ProbeTimeout: p.ProbeTimeout, AcceptablePause: p.Phi.AcceptablePause,
-		SuspicionMult: p.SuspicionMult, SuspicionMaxTimeoutMult: p.SuspicionMaxTimeoutMult,
+		SilenceTimeout: p.SilenceTimeout,
+		SuspicionMult:  p.SuspicionMult, SuspicionMaxTimeoutMult: p.SuspicionMaxTimeoutMult,
 	}
 }
 
