@@ -492,6 +492,7 @@ func (c *Cluster) heartbeatLoop(addr string, seq uint64) {
 	var last uint64 // order key of the last peer sent to
 	var peers []heartbeatPeer
 	var accused []string
+	var fastAt time.Time // the last round with fast heartbeats
 	for {
 		select {
 		case <-c.shutdownCh:
@@ -527,6 +528,11 @@ func (c *Cluster) heartbeatLoop(addr string, seq uint64) {
 			msg := encodeHeartbeat(self, addr, seq, heartbeatPeriod(prof, len(peers)))
 			fanout := prof.HeartbeatFanout
 			if fastHeartbeats(prof, len(peers)) {
+				fanout, fastAt = len(peers), now
+			} else if now.Sub(fastAt) < prof.SilenceTimeout {
+				// Just out of fast rounds: tell every peer the new
+				// period, so none waits for a fast heartbeat that
+				// will not come and takes it for silence.
 				fanout = len(peers)
 			}
 			targets := heartbeatTargets(peers, last, fanout)

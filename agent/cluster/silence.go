@@ -92,9 +92,13 @@ type silenceVerdict struct {
 // SilenceTimeout and that a witness finds silent too. It appends to accused
 // the peers silent for half of it, and those failed here on silence, which
 // this node reports as their witness.
+//
+// Only a node that itself heartbeats fast judges: when the cluster grows
+// past FastHeartbeatPeers, a peer that has switched to slow rounds may not
+// have told this node yet, and its silence would be no silence at all.
 func (c *Cluster) judgeSilenceLocked(now time.Time, accused []string) ([]silenceVerdict, []string) {
 	timeout := c.conf.Profile.SilenceTimeout
-	if timeout == 0 {
+	if timeout == 0 || !fastHeartbeats(c.conf.Profile, int(c.numAlive.Load())-1) {
 		return nil, accused
 	}
 	var verdicts []silenceVerdict

@@ -324,3 +324,27 @@ func TestSilentReportCodec(t *testing.T) {
 		}
 	}
 }
+
+// Beyond FastHeartbeatPeers a node judges nobody on silence, even a peer
+// whose heartbeats come as often as fast ones would: memberlist decides.
+func TestNoSilenceVerdictsInLargerClusters(t *testing.T) {
+	// Three peers each, one more than fast heartbeats allow; the test
+	// profile's slow rounds are as frequent as these fast ones.
+	small := withProfile(func(p *Profile) {
+		p.FastHeartbeatPeers, p.FastHeartbeatInterval, p.SilenceTimeout = 2, p.HeartbeatInterval, 16*p.HeartbeatInterval
+		p.SuspicionMult = 30 // memberlist takes 3 s: a silence verdict would come first
+	})
+	nodes := formCluster(t,
+		startNode(t, "sl1", "127.0.1.151", small),
+		startNode(t, "sl2", "127.0.1.152", small),
+		startNode(t, "sl3", "127.0.1.153", small),
+		startNode(t, "sl4", "127.0.1.154", small))
+	observers := nodes[:3]
+	nodes[3].Shutdown()
+	testutil.WaitFor(t, waitTimeout, expect(observers, "sl4", status(StatusFailed)))
+	for _, o := range observers {
+		if n := o.Stats().SilenceVerdicts; n != 0 {
+			t.Errorf("%s: %d silence verdicts in a cluster past the fast heartbeat limit, want 0", o.conf.NodeName, n)
+		}
+	}
+}
