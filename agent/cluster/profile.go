@@ -101,15 +101,17 @@ var profiles = map[string]Profile{
 	// (SuspicionMult-2) Lifeguard asks for, so the window is fixed; in
 	// larger clusters it starts at 3 times that and shrinks to it as peers
 	// confirm, which a dead node's many probers do within about 2 s while
-	// a node that is merely slow gets longer to refute. A dead Pi is failed everywhere in about 2.8 s at
-	// N = 10 against 6.4 s with DefaultLANConfig. The 100 ms probe timeout
+	// a node that is merely slow gets longer to refute. memberlist alone
+	// fails a dead Pi everywhere in about 3 s at N = 10 against 6.4 s with
+	// DefaultLANConfig. The 100 ms probe timeout
 	// only starts the indirect probes early; a direct ack still counts
 	// until the 200 ms probe interval ends, which covers Wi-Fi round trips.
 	// Heartbeats: 1 s rounds of at most 8 peers; phi crosses 8 about 3.5 s
 	// after the last heartbeat (mean 1 s + 2 s acceptable pause + a few
 	// std devs). In a cluster of up to 12 nodes, heartbeats go to every
 	// peer every 50 ms, and a peer silent for 2.35 s that another peer
-	// finds silent too is failed at once (silence.go): a dead Pi is
+	// finds silent too is failed at once (silence.go; phi crosses 8 at
+	// about 2.6 s on these heartbeats): a dead Pi is
 	// failed everywhere about 2.4 s after it died, while a 2 s stall plus
 	// five heartbeats lost in a row is still survived. That costs about
 	// 20 packets of 60 bytes a second per peer (11 KB/s per node at 10
