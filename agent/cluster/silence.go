@@ -65,12 +65,14 @@ func roundInterval(p Profile, peers int) time.Duration {
 
 // silenceLocked returns how long p's heartbeats have been silent, and
 // false if p is not judged on silence: it is not alive here, is leaving,
-// is under an overruled verdict, or does not send heartbeats fast enough.
-// memberlist's report that p is alive counts as a heartbeat, so a node
-// that dies before its first heartbeat arrives is judged too.
+// or does not send heartbeats fast enough. memberlist's report that p is
+// alive counts as a heartbeat, so a node that dies before its first
+// heartbeat arrives is judged too. A peer under an overruled verdict is
+// judged as well: its heartbeats overruled memberlist, and once they stop
+// there is nothing left to wait for.
 func (c *Cluster) silenceLocked(p *peer, now time.Time) (time.Duration, bool) {
 	prof := c.conf.Profile
-	if prof.SilenceTimeout == 0 || p.status != StatusAlive || p.leaving || !p.overruled.IsZero() ||
+	if prof.SilenceTimeout == 0 || p.status != StatusAlive || p.leaving ||
 		p.period > prof.FastHeartbeatInterval {
 		return 0, false
 	}
@@ -121,8 +123,13 @@ func (c *Cluster) judgeSilenceLocked(now time.Time, accused []string) ([]silence
 		if silent < timeout || now.Sub(p.witnessedAt) > timeout/4 {
 			continue
 		}
+		// Under an overruled verdict memberlist holds the peer dead
+		// already: this upholds its verdict, and nothing is left for
+		// memberlist to agree to.
+		overruled := !p.overruled.IsZero()
+		p.overruled = time.Time{}
 		ev := c.goneLocked(name, p, false, now)
-		p.silenced = true
+		p.silenced = !overruled
 		c.silenceVerdicts.Add(1)
 		verdicts = append(verdicts, silenceVerdict{ev: ev, silent: silent, witness: p.witness})
 	}

@@ -348,3 +348,42 @@ func TestNoSilenceVerdictsInLargerClusters(t *testing.T) {
 		}
 	}
 }
+
+// A peer whose heartbeats overruled memberlist's verdict, and then stop, is
+// failed on silence as soon as a witness agrees, not a suspicion window
+// later; the overrule's own deadline then adds nothing.
+func TestSilenceUpholdsOverruledVerdict(t *testing.T) {
+	a := startNode(t, "su1", "127.0.1.161", silenceProfile)
+	events := collect(a)
+	fast := a.conf.Profile.FastHeartbeatInterval
+	a.mu.Lock()
+	// g's last heartbeat came 500 ms ago (silent for more than the 400 ms
+	// timeout, heard after memberlist's 3 s suspicion began); w witnesses.
+	a.peers["sug"] = &peer{status: StatusAlive, addr: "127.0.1.162", port: 9, period: fast, heardAt: time.Now().Add(-500 * time.Millisecond)}
+	a.peers["suw"] = &peer{status: StatusAlive, addr: "127.0.1.163", port: 9, period: fast, heardAt: time.Now()}
+	a.recountLocked()
+	a.mu.Unlock()
+
+	a.handleNodeLeave(memberNode("sug", "127.0.1.162", 9))
+	if got := a.Stats().Overrules; got != 1 {
+		t.Fatalf("overrules %d, want 1", got)
+	}
+	a.mu.Lock()
+	at := a.peers["sug"].overruled
+	a.mu.Unlock()
+	a.handleSilent("suw", []string{"sug"}, time.Now())
+	testutil.WaitFor(t, waitTimeout, func() error { return events.has(EventFail, "sug") })
+	if got := a.Stats().SilenceVerdicts; got != 1 {
+		t.Fatalf("silence verdicts %d, want 1: the overrule's deadline failed the node, not its silence", got)
+	}
+	a.mu.Lock()
+	p := *a.peers["sug"]
+	a.mu.Unlock()
+	if !p.overruled.IsZero() || p.silenced || p.status != StatusFailed {
+		t.Fatalf("after the verdict: overruled %v, silenced %v, status %s; want cleared, false, failed", p.overruled, p.silenced, p.status)
+	}
+	a.upholdVerdict("sug", at) // what the overrule's timer does
+	if n := events.count(EventFail, "sug"); n != 1 {
+		t.Fatalf("%d fail events, want 1", n)
+	}
+}

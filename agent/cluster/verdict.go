@@ -22,9 +22,10 @@ import (
 // alive here and is asked to re-advertise itself, at once and again at
 // each heartbeat from it; its alive message revives it in memberlist
 // (NotifyJoin), which ends the overrule. If memberlist has not revived it
-// within another minSuspicion, the verdict is upheld and reported then. A
-// node that died just after a heartbeat while already suspected is still
-// failed, one suspicion window late; a node killed outright is never
+// within another minSuspicion, the verdict is upheld and reported then (or
+// sooner, when its heartbeats fall silent: see silence.go). A node that
+// died just after a heartbeat while already suspected is still failed, one
+// suspicion window late (or on silence); a node killed outright is never
 // overruled, since its last heartbeat precedes any suspicion of it.
 
 // outlivedSuspicionLocked reports whether p's last heartbeat arrived
