@@ -330,10 +330,10 @@ func (c *Cluster) handleHeartbeat(hb heartbeat, now time.Time) {
 			c.mu.Unlock()
 			return // sent before the silence
 		}
-		silent := now.Sub(p.heardAt)
+		failedFor := now.Sub(p.since) // since the verdict (goneLocked)
 		ev := c.reviveLocked(p, hb, now)
 		c.mu.Unlock()
-		c.logger.Info("heartbeats resumed from a node failed on silence; it is alive", "peer", hb.name, "silent", silent.Round(time.Millisecond))
+		c.logger.Info("heartbeats resumed from a node failed on silence; it is alive", "peer", hb.name, "failed_for", failedFor.Round(time.Millisecond))
 		c.publish(ev)
 		return
 	}
