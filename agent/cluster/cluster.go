@@ -101,6 +101,13 @@ type Cluster struct {
 	// silenceVerdicts counts peers failed on heartbeat silence (see
 	// silence.go).
 	silenceVerdicts atomic.Uint64
+	// watcherVerdicts counts peers failed on a watcher's verdict (see
+	// watch.go).
+	watcherVerdicts atomic.Uint64
+	// hbSeq numbers this node's heartbeats; hbAddr is the address they
+	// carry. Both are set before the heartbeat loop starts.
+	hbSeq  atomic.Uint64
+	hbAddr string
 
 	// lifeMu serialises Start, Leave and Shutdown.
 	lifeMu     sync.Mutex
@@ -128,6 +135,8 @@ type Cluster struct {
 	ackCh chan *memberlist.Node
 	// readvertiseCh holds a peer's request to re-advertise this node.
 	readvertiseCh chan struct{}
+	// refutedAt is when this node last answered a verdict about itself.
+	refutedAt time.Time
 
 	// desiredMu guards the desired table and its clock. It is never held
 	// together with mu.
@@ -177,8 +186,11 @@ type peer struct {
 	// witnessedAt is when a peer (witness) last reported the node silent.
 	witnessedAt time.Time
 	witness     string
-	// hbKey caches heartbeatKey(self, name); 0 until first needed.
-	hbKey uint64
+	// hbKey caches heartbeatKey(self, name), ringKey its place on the
+	// watch ring; 0 until first needed.
+	hbKey, ringKey uint64
+	// sentPeriod is the period this node last announced to the peer.
+	sentPeriod time.Duration
 }
 
 // Create validates conf and builds a Cluster. Nothing listens until Start.
@@ -324,7 +336,9 @@ func (c *Cluster) Start() error {
 	c.queueRecord(rec)
 
 	c.wg.Add(3)
-	go c.heartbeatLoop(net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort)), nowVersion())
+	c.hbAddr = net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort))
+	c.hbSeq.Store(nowVersion())
+	go c.heartbeatLoop()
 	go c.introduceLoop()
 	go c.replyLoop()
 	c.logger.Info("cluster started", "addr", net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort)),
@@ -409,6 +423,7 @@ func (c *Cluster) Stats() Stats {
 	s.Readvertisements = c.readvertisements.Load()
 	s.Overrules = c.overrules.Load()
 	s.SilenceVerdicts = c.silenceVerdicts.Load()
+	s.WatcherVerdicts = c.watcherVerdicts.Load()
 	return s
 }
 
@@ -466,9 +481,11 @@ const maxGossipRecord = 1300
 // order (see heartbeatTargets), so every peer hears from this node once per
 // heartbeatPeriod and the packets per round never exceed the fanout. With
 // at most FastHeartbeatPeers peers, rounds go to all of them every
-// FastHeartbeatInterval instead, and each round also judges the peers'
-// silence (see silence.go). Each heartbeat announces its period, so the
-// receiver's phi detector expects the right interval at any cluster size.
+// FastHeartbeatInterval instead (see silence.go); with more, and
+// WatchPeers set, the node's watchers get a heartbeat every WatchInterval
+// besides (see watch.go). Each round also judges the peers' silence. Each
+// heartbeat announces its period, so the receiver's phi detector expects
+// the right interval at any cluster size.
 //
 // Heartbeats go directly to each peer as one best-effort UDP packet rather
 // than through the gossip queue. Each observer then measures the arrival
@@ -476,23 +493,22 @@ const maxGossipRecord = 1300
 // heartbeats arrive after a random number of relay hops, whose jitter would
 // blur phi. It is also cheaper: a gossiped heartbeat is retransmitted
 // RetransmitMult*log10(N+1) times by every node that relays it, a direct
-// one is sent once. With the lan profile a node sends at most 8 packets of
-// about 50 bytes (encryption included) a second in a cluster of more than
-// 12 nodes, about 0.4 KB/s at any N; in one of up to 12 nodes, 20 a second
-// to each peer: 180 packets and about 11 KB/s at 10 nodes.
+// one is sent once. With the lan profile a node sends 8 slow heartbeats a
+// second and 10 watch heartbeats of about 60 bytes (encryption included)
+// in a cluster of more than 12 nodes, about 1.1 KB/s at any N; in one of
+// up to 12 nodes, 20 a second to each peer: 180 packets and about 11 KB/s
+// at 10 nodes.
 //
 // Sequence numbers start from the wall clock so that a node restarted
 // before peers noticed it was gone is not ignored as a replay.
-func (c *Cluster) heartbeatLoop(addr string, seq uint64) {
+func (c *Cluster) heartbeatLoop() {
 	defer c.wg.Done()
-	prof, self := c.conf.Profile, c.conf.NodeName
-	interval := roundInterval(prof, 0)
+	interval := roundInterval(c.conf.Profile, 0)
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
-	var last uint64 // order key of the last peer sent to
+	var plan roundPlan
 	var peers []heartbeatPeer
 	var accused []string
-	var fastAt time.Time // the last round with fast heartbeats
 	for {
 		select {
 		case <-c.shutdownCh:
@@ -507,54 +523,164 @@ func (c *Cluster) heartbeatLoop(addr string, seq uint64) {
 			continue
 		}
 		// A round touches every alive peer, so it only copies what it
-		// needs; nodes are built for the few targets. Peers failed here
-		// on silence still get heartbeats (see silence.go).
+		// needs. Peers failed here on silence still get heartbeats (see
+		// silence.go).
 		peers = peers[:0]
 		for name, p := range c.peers {
 			if p.status == StatusAlive || p.silenced {
 				if p.hbKey == 0 {
-					p.hbKey = heartbeatKey(self, name)
+					p.hbKey, p.ringKey = heartbeatKey(c.conf.NodeName, name), ringKey(name)
 				}
-				peers = append(peers, heartbeatPeer{key: p.hbKey, name: name, addr: p.addr, port: p.port})
+				peers = append(peers, heartbeatPeer{key: p.hbKey, ring: p.ringKey, name: name, addr: p.addr, port: p.port, alive: p.status == StatusAlive})
 			}
 		}
 		var verdicts []silenceVerdict
 		verdicts, accused = c.judgeSilenceLocked(now, accused[:0])
+		var sends, reportTo []heartbeatSend
+		sends, reportTo, interval = plan.next(c.conf.Profile, c.conf.NodeName, peers, accused, now)
+		for _, hs := range sends {
+			c.peers[hs.name].sentPeriod = hs.period
+		}
 		c.mu.Unlock()
 		c.reportSilence(verdicts)
-		interval = roundInterval(prof, len(peers))
-		if len(peers) > 0 {
-			seq++
-			msg := encodeHeartbeat(self, addr, seq, heartbeatPeriod(prof, len(peers)))
-			fanout := prof.HeartbeatFanout
-			if fastHeartbeats(prof, len(peers)) {
-				fanout, fastAt = len(peers), now
-			} else if now.Sub(fastAt) < prof.SilenceTimeout {
-				// Just out of fast rounds: tell every peer the new
-				// period, so none waits for a fast heartbeat that
-				// will not come and takes it for silence.
-				fanout = len(peers)
-			}
-			targets := heartbeatTargets(peers, last, fanout)
-			var report []byte
-			if len(accused) > 0 {
-				report = encodeSilent(self, accused)
-			}
-			for _, hp := range targets {
-				node := memberNode(hp.name, hp.addr, hp.port)
-				if err := c.ml.SendBestEffort(node, msg); err != nil {
-					c.logger.Debug("heartbeat not sent", "peer", hp.name, "err", err)
-				}
-				if report != nil {
-					if err := c.ml.SendBestEffort(node, report); err != nil {
-						c.logger.Debug("silence report not sent", "peer", hp.name, "err", err)
-					}
+		c.sendVerdicts(verdicts, peers)
+		c.sendHeartbeats(sends)
+		if len(accused) > 0 {
+			report := encodeNames(msgSilent, c.conf.NodeName, accused)
+			for _, hs := range reportTo {
+				if err := c.ml.SendBestEffort(memberNode(hs.name, hs.addr, hs.port), report); err != nil {
+					c.logger.Debug("silence report not sent", "peer", hs.name, "err", err)
 				}
 			}
-			last = targets[len(targets)-1].key
 		}
 		timer.Reset(interval)
 	}
+}
+
+// roundPlan picks each round's heartbeats; it keeps what rounds need of
+// the ones before.
+type roundPlan struct {
+	last   uint64    // order key of the last peer sent a slow heartbeat
+	fastAt time.Time // the last fast round
+	slowAt time.Time // the last slow round among watch rounds
+	// watchers are the peers getting watch heartbeats; dropped, those
+	// that did until recently, with when they stop being told the slow
+	// period.
+	watchers []string
+	dropped  map[string]time.Time
+}
+
+// next plans the round at now for peers: the heartbeats to send, the peers
+// to send the report of accused to, and the time to the next round.
+func (r *roundPlan) next(prof Profile, self string, peers []heartbeatPeer, accused []string, now time.Time) (sends, reportTo []heartbeatSend, interval time.Duration) {
+	n := len(peers)
+	if n == 0 {
+		return nil, nil, roundInterval(prof, 0)
+	}
+	to := func(hp heartbeatPeer, period time.Duration) heartbeatSend {
+		return heartbeatSend{name: hp.name, addr: hp.addr, port: hp.port, period: period}
+	}
+	if fastHeartbeats(prof, n) {
+		r.fastAt = now
+		r.setWatchers(nil, now, 0)
+		for _, hp := range peers {
+			sends = append(sends, to(hp, prof.FastHeartbeatInterval))
+		}
+		return sends, sends, prof.FastHeartbeatInterval
+	}
+	// Just out of fast rounds: tell every peer the new period, so none
+	// waits for a fast heartbeat that will not come and takes it for
+	// silence.
+	leavingFast := now.Sub(r.fastAt) < prof.SilenceTimeout
+	if prof.WatchPeers == 0 {
+		fanout := prof.HeartbeatFanout
+		if leavingFast {
+			fanout = n
+		}
+		targets := heartbeatTargets(peers, r.last, fanout)
+		r.last = targets[len(targets)-1].key
+		for _, hp := range targets {
+			sends = append(sends, to(hp, heartbeatPeriod(prof, n)))
+		}
+		return sends, sends, prof.HeartbeatInterval
+	}
+
+	ring := make([]ringNode, 0, n+1)
+	ring = append(ring, ringNode{key: ringKey(self), name: self})
+	byName := make(map[string]heartbeatPeer, n)
+	for _, hp := range peers {
+		byName[hp.name] = hp
+		if hp.alive {
+			ring = append(ring, ringNode{key: hp.ring, name: hp.name, addr: hp.addr, port: hp.port})
+		}
+	}
+	slices.SortFunc(ring, compareRing)
+	watchers := successors(ring, self, prof.WatchPeers)
+	names := make([]string, len(watchers))
+	for i, w := range watchers {
+		names[i] = w.name
+		sends = append(sends, to(byName[w.name], prof.WatchInterval))
+	}
+	r.setWatchers(names, now, prof.WatchSilenceTimeout/2)
+	others := make([]heartbeatPeer, 0, n)
+	for _, hp := range peers {
+		if !slices.Contains(names, hp.name) {
+			others = append(others, hp)
+		}
+	}
+	if len(others) > 0 {
+		slow := slowPeriod(prof, len(others))
+		switch {
+		case leavingFast:
+			for _, hp := range others {
+				sends = append(sends, to(hp, slow))
+			}
+		case now.Sub(r.slowAt) >= prof.HeartbeatInterval:
+			r.slowAt = now
+			targets := heartbeatTargets(others, r.last, prof.HeartbeatFanout)
+			r.last = targets[len(targets)-1].key
+			for _, hp := range targets {
+				sends = append(sends, to(hp, slow))
+			}
+		}
+		for name, until := range r.dropped {
+			if hp, ok := byName[name]; ok && now.Before(until) {
+				sends = append(sends, to(hp, slow))
+			} else {
+				delete(r.dropped, name)
+			}
+		}
+	}
+	// Reports go to each accused node's watchers, the witnesses it may
+	// have, and to the node itself, which answers if it is alive.
+	for _, name := range accused {
+		if hp, ok := byName[name]; ok && !slices.ContainsFunc(reportTo, func(s heartbeatSend) bool { return s.name == name }) {
+			reportTo = append(reportTo, to(hp, 0))
+		}
+		for _, w := range successors(ring, name, prof.WatchPeers) {
+			if w.name != self && !slices.ContainsFunc(reportTo, func(s heartbeatSend) bool { return s.name == w.name }) {
+				reportTo = append(reportTo, to(byName[w.name], 0))
+			}
+		}
+	}
+	return sends, reportTo, prof.WatchInterval
+}
+
+// setWatchers records the peers getting watch heartbeats from now on; the
+// ones dropped are told the slow period for tell.
+func (r *roundPlan) setWatchers(names []string, now time.Time, tell time.Duration) {
+	for _, old := range r.watchers {
+		if !slices.Contains(names, old) {
+			if r.dropped == nil {
+				r.dropped = make(map[string]time.Time)
+			}
+			r.dropped[old] = now.Add(tell)
+		}
+	}
+	for _, name := range names {
+		delete(r.dropped, name)
+	}
+	r.watchers = append(r.watchers[:0], names...)
 }
 
 // memberNode addresses a peer for memberlist's direct sends.
@@ -562,12 +688,16 @@ func memberNode(name, addr string, port int) *memberlist.Node {
 	return &memberlist.Node{Name: name, Addr: net.ParseIP(addr), Port: uint16(port)}
 }
 
-// heartbeatPeer is an alive peer with its place in this node's order.
+// heartbeatPeer is a peer that gets heartbeats, with its place in this
+// node's order and on the watch ring; alive is false for a peer failed on
+// silence.
 type heartbeatPeer struct {
-	key  uint64
-	name string
-	addr string
-	port int
+	key   uint64
+	ring  uint64
+	name  string
+	addr  string
+	port  int
+	alive bool
 }
 
 // heartbeatKey places peer in self's heartbeat order. The order differs
@@ -610,6 +740,13 @@ func heartbeatPeriod(p Profile, n int) time.Duration {
 	if fastHeartbeats(p, n) {
 		return p.FastHeartbeatInterval
 	}
+	return slowPeriod(p, n)
+}
+
+// slowPeriod is how often each of n peers hears from a node in slow
+// rounds: every round while n fits in the fanout, every ceil(n/fanout)
+// rounds beyond.
+func slowPeriod(p Profile, n int) time.Duration {
 	rounds := max(1, (n+p.HeartbeatFanout-1)/p.HeartbeatFanout)
 	return time.Duration(rounds) * p.HeartbeatInterval
 }

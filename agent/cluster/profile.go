@@ -75,6 +75,15 @@ type Profile struct {
 	// silence.go). It needs fast heartbeats; zero leaves every verdict to
 	// memberlist.
 	SilenceTimeout time.Duration
+	// WatchPeers, WatchInterval and WatchSilenceTimeout carry silence
+	// verdicts past FastHeartbeatPeers (see watch.go): each node
+	// heartbeats the WatchPeers nodes that follow it on a ring of the
+	// cluster every WatchInterval, they fail it once it has been silent
+	// for WatchSilenceTimeout and one of them has a witness, and they tell
+	// every peer. Zero leaves larger clusters to memberlist.
+	WatchPeers          int
+	WatchInterval       time.Duration
+	WatchSilenceTimeout time.Duration
 	// Compress turns on memberlist's LZW compression of every packet and
 	// stream. It is off in every built-in profile: almost all packets are
 	// probes, acks and heartbeats of 30-70 bytes, which LZW does not
@@ -137,6 +146,9 @@ var profiles = map[string]Profile{
 		FastHeartbeatPeers:      11,
 		FastHeartbeatInterval:   50 * time.Millisecond,
 		SilenceTimeout:          2350 * time.Millisecond,
+		WatchPeers:              2,
+		WatchInterval:           200 * time.Millisecond,
+		WatchSilenceTimeout:     3200 * time.Millisecond,
 		Phi: phi.Config{
 			Threshold:              8,
 			WindowSize:             1000,
@@ -326,6 +338,25 @@ func (p Profile) Validate() error {
 	if p.SilenceTimeout > 0 && (p.FastHeartbeatInterval == 0 || p.SilenceTimeout < minSilenceRounds*p.FastHeartbeatInterval) {
 		return fmt.Errorf("profile %q: silence timeout %v needs fast heartbeats at least %d times as frequent (fast heartbeat interval %v)",
 			p.Name, p.SilenceTimeout, minSilenceRounds, p.FastHeartbeatInterval)
+	}
+	if p.WatchPeers < 0 || p.WatchInterval < 0 || p.WatchSilenceTimeout < 0 {
+		return fmt.Errorf("profile %q: watch peers, watch interval and watch silence timeout must not be negative", p.Name)
+	}
+	if (p.WatchPeers > 0) != (p.WatchInterval > 0) || (p.WatchPeers > 0) != (p.WatchSilenceTimeout > 0) {
+		return fmt.Errorf("profile %q: watched heartbeats need watch peers, a watch interval and a watch silence timeout (or none)", p.Name)
+	}
+	if p.WatchPeers == 1 {
+		return fmt.Errorf("profile %q: watch peers must be at least 2: a verdict needs a second watcher as its witness", p.Name)
+	}
+	if p.WatchInterval > 0 {
+		if p.WatchSilenceTimeout < minSilenceRounds*p.WatchInterval {
+			return fmt.Errorf("profile %q: watch silence timeout %v needs watch heartbeats at least %d times as frequent (watch interval %v)",
+				p.Name, p.WatchSilenceTimeout, minSilenceRounds, p.WatchInterval)
+		}
+		if p.WatchInterval <= p.FastHeartbeatInterval || p.WatchInterval >= p.HeartbeatInterval {
+			return fmt.Errorf("profile %q: watch interval %v must lie between the fast heartbeat interval %v and the heartbeat interval %v",
+				p.Name, p.WatchInterval, p.FastHeartbeatInterval, p.HeartbeatInterval)
+		}
 	}
 	if p.ProbeTimeout >= p.ProbeInterval {
 		return fmt.Errorf("profile %q: probe timeout %v must be shorter than probe interval %v", p.Name, p.ProbeTimeout, p.ProbeInterval)

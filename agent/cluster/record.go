@@ -104,6 +104,9 @@ const (
 	// msgSilent names the peers whose heartbeats the sender has missed
 	// for a while: it witnesses their silence (see silence.go).
 	msgSilent byte = 9
+	// msgVerdict names a peer the sender, one of its watchers, has failed
+	// on silence (see watch.go).
+	msgVerdict byte = 10
 )
 
 // Size limits. Anything larger is dropped and counted as malformed.

@@ -57,50 +57,65 @@ func fastHeartbeats(p Profile, peers int) bool {
 // roundInterval is the time between heartbeat rounds with peers alive
 // peers.
 func roundInterval(p Profile, peers int) time.Duration {
-	if fastHeartbeats(p, peers) {
+	switch {
+	case fastHeartbeats(p, peers):
 		return p.FastHeartbeatInterval
+	case p.WatchPeers > 0:
+		return p.WatchInterval
 	}
 	return p.HeartbeatInterval
 }
 
-// silenceLocked returns how long p's heartbeats have been silent, and
-// false if p is not judged on silence: it is not alive here, is leaving,
-// or does not send heartbeats fast enough. memberlist's report that p is
-// alive counts as a heartbeat, so a node that dies before its first
-// heartbeat arrives is judged too. A peer under an overruled verdict is
-// judged as well: its heartbeats overruled memberlist, and once they stop
-// there is nothing left to wait for.
-func (c *Cluster) silenceLocked(p *peer, now time.Time) (time.Duration, bool) {
+// silenceLocked returns how long p's heartbeats have been silent and the
+// timeout they are judged by, and false if p is not judged on silence: it
+// is not alive here, is leaving, or does not send heartbeats fast enough.
+// Fast heartbeats are judged only while this node heartbeats fast itself:
+// when the cluster grows past FastHeartbeatPeers, a peer that has switched
+// to slow rounds may not have told this node yet, and its silence would be
+// no silence at all. Watch heartbeats (watch.go) are judged at any size: a
+// peer sends them only to the watchers it picked. memberlist's report
+// that p is alive counts as a heartbeat, so a node that dies before its
+// first heartbeat arrives is judged too. A peer under an overruled verdict
+// is judged as well: its heartbeats overruled memberlist, and once they
+// stop there is nothing left to wait for.
+func (c *Cluster) silenceLocked(p *peer, now time.Time) (silent, timeout time.Duration, judged bool) {
 	prof := c.conf.Profile
-	if prof.SilenceTimeout == 0 || p.status != StatusAlive || p.leaving ||
-		p.period > prof.FastHeartbeatInterval {
-		return 0, false
+	if p.status != StatusAlive || p.leaving || p.period == 0 {
+		return 0, 0, false
+	}
+	switch {
+	case prof.SilenceTimeout > 0 && p.period <= prof.FastHeartbeatInterval &&
+		fastHeartbeats(prof, int(c.numAlive.Load())-1):
+		timeout = prof.SilenceTimeout
+	case prof.WatchPeers > 0 && p.period == prof.WatchInterval:
+		timeout = prof.WatchSilenceTimeout
+	default:
+		return 0, 0, false
 	}
 	last := p.heardAt
 	if p.since.After(last) {
 		last = p.since // alive since: the silence before does not count
 	}
-	return now.Sub(last), true
+	return now.Sub(last), timeout, true
 }
 
-// silenceVerdict is a peer failed on silence, for the log.
+// silenceVerdict is a peer failed on silence, for the log; watched is set
+// when it was judged on watch heartbeats, and the verdict must be told to
+// every peer (watch.go).
 type silenceVerdict struct {
 	ev      Event
 	silent  time.Duration
 	witness string
+	watched bool
 }
 
-// judgeSilenceLocked fails the peers that have been silent for the
-// SilenceTimeout and that a witness finds silent too. It appends to accused
-// the peers silent for half of it, and those failed here on silence, which
-// this node reports as their witness.
-//
-// Only a node that itself heartbeats fast judges: when the cluster grows
-// past FastHeartbeatPeers, a peer that has switched to slow rounds may not
-// have told this node yet, and its silence would be no silence at all.
+// judgeSilenceLocked fails the peers that have been silent for their
+// silence timeout and that a witness finds silent too. It appends to
+// accused the peers silent for half of it, and those failed here on
+// silence, which this node reports as their witness.
 func (c *Cluster) judgeSilenceLocked(now time.Time, accused []string) ([]silenceVerdict, []string) {
-	timeout := c.conf.Profile.SilenceTimeout
-	if timeout == 0 || !fastHeartbeats(c.conf.Profile, int(c.numAlive.Load())-1) {
+	prof := c.conf.Profile
+	if prof.SilenceTimeout == 0 && prof.WatchPeers == 0 {
 		return nil, accused
 	}
 	var verdicts []silenceVerdict
@@ -115,7 +130,7 @@ func (c *Cluster) judgeSilenceLocked(now time.Time, accused []string) ([]silence
 			accuse(name) // still silent: others may not have judged yet
 			continue
 		}
-		silent, judged := c.silenceLocked(p, now)
+		silent, timeout, judged := c.silenceLocked(p, now)
 		if !judged || silent < timeout/2 {
 			continue
 		}
@@ -123,17 +138,24 @@ func (c *Cluster) judgeSilenceLocked(now time.Time, accused []string) ([]silence
 		if silent < timeout || now.Sub(p.witnessedAt) > timeout/4 {
 			continue
 		}
-		// Under an overruled verdict memberlist holds the peer dead
-		// already: this upholds its verdict, and nothing is left for
-		// memberlist to agree to.
-		overruled := !p.overruled.IsZero()
-		p.overruled = time.Time{}
-		ev := c.goneLocked(name, p, false, now)
-		p.silenced = !overruled
+		watched := p.period == prof.WatchInterval
+		ev := c.failOnSilenceLocked(name, p, now)
 		c.silenceVerdicts.Add(1)
-		verdicts = append(verdicts, silenceVerdict{ev: ev, silent: silent, witness: p.witness})
+		verdicts = append(verdicts, silenceVerdict{ev: ev, silent: silent, witness: p.witness, watched: watched})
 	}
 	return verdicts, accused
+}
+
+// failOnSilenceLocked fails p on silence, its own or a watcher's, and
+// returns the fail event. Under an overruled verdict memberlist holds the
+// peer dead already: this upholds its verdict, and nothing is left for
+// memberlist to agree to.
+func (c *Cluster) failOnSilenceLocked(name string, p *peer, now time.Time) Event {
+	overruled := !p.overruled.IsZero()
+	p.overruled = time.Time{}
+	ev := c.goneLocked(name, p, false, now)
+	p.silenced = !overruled
+	return ev
 }
 
 // reportSilence logs and publishes the verdicts of judgeSilenceLocked.
@@ -147,21 +169,31 @@ func (c *Cluster) reportSilence(verdicts []silenceVerdict) {
 
 // handleSilent records a peer's report of the nodes it finds silent: the
 // reporter is their witness. Reports from nodes not alive here, and about
-// this node or the reporter itself, are ignored.
+// the reporter itself, are ignored; one about this node is answered with a
+// heartbeat (answerLocked).
 func (c *Cluster) handleSilent(from string, names []string, now time.Time) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if w := c.peers[from]; w == nil || w.status != StatusAlive {
+		c.mu.Unlock()
 		return
 	}
+	var answer []heartbeatSend
 	for _, name := range names {
-		if name == from || name == c.conf.NodeName {
+		if name == c.conf.NodeName {
+			if hs, ok := c.answerLocked(from); ok {
+				answer = append(answer[:0], hs)
+			}
+			continue
+		}
+		if name == from {
 			continue
 		}
 		if p := c.peers[name]; p != nil {
 			p.witnessedAt, p.witness = now, from
 		}
 	}
+	c.mu.Unlock()
+	c.sendHeartbeats(answer)
 }
 
 // reviveLocked brings p, failed here on silence, back to life: its
@@ -179,11 +211,12 @@ func (c *Cluster) reviveLocked(p *peer, hb heartbeat, now time.Time) Event {
 	return Event{Type: EventJoin, Member: c.memberLocked(hb.name, p, now), Time: now}
 }
 
-// encodeSilent builds a msgSilent: the sender's name, then the names of the
-// peers it finds silent, each prefixed with its length.
-func encodeSilent(from string, names []string) []byte {
+// encodeNames builds a msgSilent or msgVerdict: the sender's name, then the
+// names of the peers it finds silent or has failed, each prefixed with its
+// length.
+func encodeNames(typ byte, from string, names []string) []byte {
 	b := make([]byte, 0, 2+len(from)+maxSilentReport)
-	b = append(b, msgSilent)
+	b = append(b, typ)
 	b = binary.AppendUvarint(b, uint64(len(from)))
 	b = append(b, from...)
 	for _, n := range names {
@@ -193,12 +226,13 @@ func encodeSilent(from string, names []string) []byte {
 	return b
 }
 
-// decodeSilent parses the body of a msgSilent (without the type byte).
-func decodeSilent(body []byte) (from string, names []string, err error) {
+// decodeNames parses the body of a msgSilent or msgVerdict (without the
+// type byte).
+func decodeNames(body []byte) (from string, names []string, err error) {
 	for len(body) > 0 {
 		n, k := binary.Uvarint(body)
 		if k <= 0 || n == 0 || n > maxNameLen || n > uint64(len(body)-k) {
-			return "", nil, fmt.Errorf("decode silence report: bad name: %w", errMalformed)
+			return "", nil, fmt.Errorf("decode names: bad name: %w", errMalformed)
 		}
 		name := string(body[k : k+int(n)])
 		body = body[k+int(n):]
@@ -209,7 +243,7 @@ func decodeSilent(body []byte) (from string, names []string, err error) {
 		}
 	}
 	if from == "" {
-		return "", nil, fmt.Errorf("decode silence report: no sender: %w", errMalformed)
+		return "", nil, fmt.Errorf("decode names: no sender: %w", errMalformed)
 	}
 	return from, names, nil
 }

@@ -210,7 +210,7 @@ func TestSilenceWithoutWitnessFailsNobody(t *testing.T) {
 			return nil // reported below
 		}
 		a.mu.Lock()
-		silent, _ := a.silenceLocked(a.peers["sw2"], time.Now())
+		silent, _, _ := a.silenceLocked(a.peers["sw2"], time.Now())
 		a.mu.Unlock()
 		c.mu.Lock()
 		reported := c.peers["sw2"].witness == "sw1"
@@ -287,7 +287,7 @@ func TestIsolatedNodeFailsNobodyOnSilence(t *testing.T) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		for _, name := range []string{"so1", "so3"} {
-			if silent, _ := b.silenceLocked(b.peers[name], time.Now()); silent < 2*timeout {
+			if silent, _, _ := b.silenceLocked(b.peers[name], time.Now()); silent < 2*timeout {
 				return fmt.Errorf("b has not heard %s for %v only", name, silent)
 			}
 		}
@@ -304,11 +304,11 @@ func TestIsolatedNodeFailsNobodyOnSilence(t *testing.T) {
 }
 
 func TestSilentReportCodec(t *testing.T) {
-	msg := encodeSilent("pi-1", []string{"pi-2", "pi-10"})
+	msg := encodeNames(msgSilent, "pi-1", []string{"pi-2", "pi-10"})
 	if msg[0] != msgSilent {
 		t.Fatalf("type byte %d", msg[0])
 	}
-	from, names, err := decodeSilent(msg[1:])
+	from, names, err := decodeNames(msg[1:])
 	if err != nil || from != "pi-1" || strings.Join(names, ",") != "pi-2,pi-10" {
 		t.Fatalf("decode = %q %q %v", from, names, err)
 	}
@@ -319,7 +319,7 @@ func TestSilentReportCodec(t *testing.T) {
 		"bad varint": {0xff},
 		"too long":   append([]byte{0xff, 0x02}, make([]byte, 300)...),
 	} {
-		if _, _, err := decodeSilent(body); !errors.Is(err, errMalformed) {
+		if _, _, err := decodeNames(body); !errors.Is(err, errMalformed) {
 			t.Errorf("%s: err %v, want malformed", name, err)
 		}
 	}

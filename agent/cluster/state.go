@@ -294,12 +294,21 @@ func (c *Cluster) handleMsg(buf []byte) {
 		}
 		c.handleLeaveAck(a)
 	case msgSilent:
-		from, names, err := decodeSilent(body)
+		from, names, err := decodeNames(body)
 		if err != nil {
 			c.dropMalformed(err)
 			return
 		}
 		c.handleSilent(from, names, time.Now())
+	case msgVerdict:
+		from, names, err := decodeNames(body)
+		if err != nil {
+			c.dropMalformed(err)
+			return
+		}
+		for _, name := range names {
+			c.handleVerdict(from, name, time.Now())
+		}
 	case msgReadvertise:
 		select {
 		case c.readvertiseCh <- struct{}{}:

@@ -34,6 +34,9 @@ type Stats struct {
 	// SilenceVerdicts counts peers this node failed itself, ahead of
 	// memberlist, because their heartbeats fell silent (see silence.go).
 	SilenceVerdicts uint64
+	// WatcherVerdicts counts peers this node failed, ahead of memberlist,
+	// on the silence verdict of one of their watchers (see watch.go).
+	WatcherVerdicts uint64
 }
 
 // CountingTransport wraps a memberlist transport and counts its traffic. It

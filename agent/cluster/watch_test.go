@@ -1,0 +1,322 @@
+package cluster
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
+)
+
+// watchProfile turns watched heartbeats on with test timings and no fast
+// heartbeats, and makes memberlist's own verdict take 3 s, so a failure
+// reported well before that is a silence verdict.
+var watchProfile = withProfile(func(p *Profile) {
+	p.HeartbeatInterval = 100 * time.Millisecond
+	p.WatchPeers, p.WatchInterval, p.WatchSilenceTimeout = 2, 20*time.Millisecond, 800*time.Millisecond
+	p.SuspicionMult = 30
+})
+
+func ringOf(names ...string) []ringNode {
+	var ring []ringNode
+	for _, n := range names {
+		ring = append(ring, ringNode{key: ringKey(n), name: n})
+	}
+	slices.SortFunc(ring, compareRing)
+	return ring
+}
+
+func ringNames(nodes []ringNode) []string {
+	var out []string
+	for _, n := range nodes {
+		out = append(out, n.name)
+	}
+	return out
+}
+
+func TestSuccessorsWalkTheRing(t *testing.T) {
+	names := []string{"pi-1", "pi-2", "pi-3", "pi-4", "pi-5"}
+	ring := ringOf(names...)
+	for i, n := range ring {
+		got := ringNames(successors(ring, n.name, 2))
+		want := []string{ring[(i+1)%5].name, ring[(i+2)%5].name}
+		if !slices.Equal(got, want) {
+			t.Errorf("successors of %s = %v, want %v", n.name, got, want)
+		}
+	}
+	// A node off the ring (failed here) still has the watchers it would
+	// have on it.
+	without := ringOf(names[1:]...)
+	if got, want := ringNames(successors(without, "pi-1", 2)), ringNames(successors(ring, "pi-1", 2)); !slices.Equal(got, want) {
+		t.Errorf("successors of a node off the ring = %v, want %v", got, want)
+	}
+	// Fewer nodes than watchers: everyone else.
+	if got := successors(ringOf("a", "b"), "a", 2); len(got) != 1 || got[0].name != "b" {
+		t.Errorf("successors in a ring of two = %v", ringNames(got))
+	}
+}
+
+// The plan of a large cluster's rounds: watch heartbeats to the two
+// successors every round, a slow round of the fanout each heartbeat
+// interval, a dropped watcher told the slow period for a while, and
+// reports to an accused node and its watchers.
+func TestRoundPlanWatchesSuccessors(t *testing.T) {
+	prof, err := ProfileByName("lan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var peers []heartbeatPeer
+	var names []string
+	for i := range 20 {
+		name := fmt.Sprintf("pi-%d", i)
+		names = append(names, name)
+		if name != "pi-0" {
+			peers = append(peers, heartbeatPeer{key: heartbeatKey("pi-0", name), ring: ringKey(name), name: name, alive: true})
+		}
+	}
+	watchers := ringNames(successors(ringOf(names...), "pi-0", 2))
+	period := func(sends []heartbeatSend) map[string]time.Duration {
+		m := map[string]time.Duration{}
+		for _, s := range sends {
+			m[s.name] = s.period
+		}
+		return m
+	}
+
+	var r roundPlan
+	now := time.Now()
+	sends, _, interval := r.next(prof, "pi-0", peers, nil, now)
+	got := period(sends)
+	if interval != prof.WatchInterval || len(sends) != 2+prof.HeartbeatFanout {
+		t.Fatalf("first round: interval %v, %d heartbeats; want %v and %d", interval, len(sends), prof.WatchInterval, 2+prof.HeartbeatFanout)
+	}
+	for _, w := range watchers {
+		if got[w] != prof.WatchInterval {
+			t.Errorf("watcher %s announced %v, want %v", w, got[w], prof.WatchInterval)
+		}
+	}
+	if slow := slowPeriod(prof, 17); slow != 3*time.Second {
+		t.Fatalf("slow period over 17 peers %v", slow)
+	}
+	for name, p := range got {
+		if !slices.Contains(watchers, name) && p != 3*time.Second {
+			t.Errorf("%s announced %v, want the slow 3s", name, p)
+		}
+	}
+
+	// Within the heartbeat interval: the watchers only.
+	now = now.Add(prof.WatchInterval)
+	sends, _, _ = r.next(prof, "pi-0", peers, nil, now)
+	if got := slices.Sorted(func(yield func(string) bool) {
+		for _, s := range sends {
+			yield(s.name)
+		}
+	}); !slices.Equal(got, slices.Sorted(slices.Values(watchers))) {
+		t.Fatalf("watch round went to %v, want %v", got, watchers)
+	}
+
+	// A node joins between pi-0 and its second watcher: that watcher is
+	// dropped and told the slow period every round for half the timeout.
+	var joiner string
+	for i := 20; joiner == ""; i++ {
+		name := fmt.Sprintf("pi-%d", i)
+		if ringNames(successors(ringOf(append(slices.Clone(names), name)...), "pi-0", 2))[1] == name {
+			joiner = name
+		}
+	}
+	peers = append(peers, heartbeatPeer{key: heartbeatKey("pi-0", joiner), ring: ringKey(joiner), name: joiner, alive: true})
+	for i := range 3 {
+		now = now.Add(prof.WatchInterval)
+		sends, _, _ = r.next(prof, "pi-0", peers, nil, now)
+		got = period(sends)
+		if got[joiner] != prof.WatchInterval || got[watchers[0]] != prof.WatchInterval {
+			t.Fatalf("round %d: new watchers announced %v and %v", i, got[joiner], got[watchers[0]])
+		}
+		if p := got[watchers[1]]; p != slowPeriod(prof, 18) {
+			t.Fatalf("round %d: dropped watcher announced %v, want the slow period", i, p)
+		}
+	}
+	now = now.Add(prof.WatchSilenceTimeout / 2)
+	sends, _, _ = r.next(prof, "pi-0", peers, nil, now)
+	if _, told := period(sends)[watchers[1]]; told && len(sends) == 2 {
+		t.Fatalf("dropped watcher still told after half the timeout")
+	}
+
+	// A report of a silent node goes to it and to its watchers but this one.
+	accused := watchers[0]
+	_, reportTo, _ := r.next(prof, "pi-0", peers, []string{accused}, now.Add(prof.WatchInterval))
+	want := []string{accused}
+	ring := ringOf(append(slices.Clone(names), joiner)...)
+	for _, w := range successors(ring, accused, 2) {
+		if w.name != "pi-0" {
+			want = append(want, w.name)
+		}
+	}
+	if got := period(reportTo); len(got) != len(want) {
+		t.Fatalf("report went to %v, want %v", got, want)
+	} else {
+		for _, w := range want {
+			if _, ok := got[w]; !ok {
+				t.Fatalf("report went to %v, want %v", got, want)
+			}
+		}
+	}
+}
+
+// watchersOf returns the nodes that name picks as its watchers in a
+// cluster of nodes and, if not among them, name.
+func watchersOf(nodes []*Cluster, name string) []*Cluster {
+	names := []string{name}
+	for _, n := range nodes {
+		if n.conf.NodeName != name {
+			names = append(names, n.conf.NodeName)
+		}
+	}
+	var out []*Cluster
+	for _, w := range successors(ringOf(names...), name, 2) {
+		for _, n := range nodes {
+			if n.conf.NodeName == w.name {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
+}
+
+// watching waits until o judges name on watch heartbeats.
+func watching(t *testing.T, o *Cluster, name string) {
+	t.Helper()
+	testutil.WaitFor(t, waitTimeout, func() error {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if p := o.peers[name]; p == nil || p.period != o.conf.Profile.WatchInterval {
+			return fmt.Errorf("%s does not get watch heartbeats from %s", o.conf.NodeName, name)
+		}
+		return nil
+	})
+}
+
+// In a cluster past the fast heartbeat limit, a dead node's two watchers
+// fail it on silence and every other peer takes their verdict, long before
+// memberlist's suspicion runs out; memberlist's verdict adds no event.
+func TestWatchersFailDeadNodeForEveryone(t *testing.T) {
+	var nodes []*Cluster
+	for i := range 6 {
+		nodes = append(nodes, startNode(t, fmt.Sprintf("wd%d", i), fmt.Sprintf("127.0.1.%d", 171+i), watchProfile))
+	}
+	formCluster(t, nodes...)
+	victim, observers := nodes[5], nodes[:5]
+	watchers := watchersOf(nodes, victim.conf.NodeName)
+	for _, w := range watchers {
+		watching(t, w, victim.conf.NodeName)
+	}
+	var events []*collector
+	for _, o := range observers {
+		events = append(events, collect(o))
+	}
+	victim.Shutdown()
+	testutil.WaitFor(t, waitTimeout, expect(observers, victim.conf.NodeName, status(StatusFailed)))
+	own, taken := 0, 0
+	for _, o := range observers {
+		s := o.Stats()
+		own += int(s.SilenceVerdicts)
+		taken += int(s.WatcherVerdicts)
+		if n := o.ml.NumMembers(); n != 6 {
+			t.Errorf("%s: memberlist counts %d members, want 6: the verdict came from memberlist", o.conf.NodeName, n)
+		}
+	}
+	if own < 1 || own > 2 || own+taken != 5 {
+		t.Errorf("%d verdicts of watchers and %d taken from them, want 1-2 and 5 in all", own, taken)
+	}
+	testutil.WaitFor(t, waitTimeout, func() error {
+		for _, o := range observers {
+			if n := o.ml.NumMembers(); n != 5 {
+				return fmt.Errorf("%s: memberlist still counts %d members", o.conf.NodeName, n)
+			}
+		}
+		return nil
+	})
+	for i, o := range observers {
+		if n := events[i].count(EventFail, victim.conf.NodeName); n != 1 {
+			t.Errorf("%s: %d fail events, want 1", o.conf.NodeName, n)
+		}
+	}
+}
+
+// A node whose watchers cannot hear it is failed by them, but peers that
+// still hear it keep it alive; it comes back at the watchers as soon as
+// their link heals.
+func TestWatcherVerdictKeptOutByPeersThatHearTheNode(t *testing.T) {
+	var nodes []*Cluster
+	for i := range 5 {
+		nodes = append(nodes, startNode(t, fmt.Sprintf("wk%d", i), fmt.Sprintf("127.0.1.%d", 181+i), watchProfile))
+	}
+	// Watchers follow from names alone, so they are known before wk5 starts.
+	watchers := watchersOf(nodes, "wk5")
+	var muted []string
+	var others []*Cluster
+	for _, n := range nodes {
+		if slices.Contains(watchers, n) {
+			muted = append(muted, addr(n))
+		} else {
+			others = append(others, n)
+		}
+	}
+	victim, gate := gatedNode(t, "wk5", "127.0.1.186", muted, false, watchProfile)
+	formCluster(t, append(slices.Clone(nodes), victim)...)
+	for _, w := range watchers {
+		watching(t, w, "wk5")
+	}
+	events := collect(watchers[0])
+	gate.mute.Store(true) // wk5 -> its watchers is cut
+
+	testutil.WaitFor(t, waitTimeout, expect(watchers, "wk5", status(StatusFailed)))
+	// The watchers told everyone as they failed wk5; a record change of
+	// theirs arriving everywhere comes after.
+	for _, w := range watchers {
+		barrier(t, w, others)
+	}
+	for _, o := range others {
+		if m, _ := o.Member("wk5"); m.Status != StatusAlive {
+			t.Errorf("%s sees wk5 %s, want alive: it hears wk5", o.conf.NodeName, m.Status)
+		}
+		if n := o.Stats().WatcherVerdicts; n != 0 {
+			t.Errorf("%s took %d verdicts, want 0", o.conf.NodeName, n)
+		}
+	}
+	gate.mute.Store(false)
+	testutil.WaitFor(t, waitTimeout, expect(watchers, "wk5", status(StatusAlive)))
+	if f, j := events.count(EventFail, "wk5"), events.count(EventJoin, "wk5"); f != 1 || j != 1 {
+		t.Errorf("watcher: %d fail and %d join events, want 1 and 1", f, j)
+	}
+}
+
+// A node silent to everyone for longer than the timeout is failed by all,
+// watchers and the rest alike, and is alive again everywhere as soon as
+// it speaks, well before memberlist's suspicion would run out.
+func TestWatcherVerdictRefutedByTheNode(t *testing.T) {
+	var nodes []*Cluster
+	for i := range 5 {
+		nodes = append(nodes, startNode(t, fmt.Sprintf("wr%d", i), fmt.Sprintf("127.0.1.%d", 191+i), watchProfile))
+	}
+	victim, gate := gatedNode(t, "wr5", "127.0.1.196", nil, true, watchProfile)
+	all := append(slices.Clone(nodes), victim)
+	formCluster(t, all...)
+	for _, w := range watchersOf(all, "wr5") {
+		watching(t, w, "wr5")
+	}
+	gate.mute.Store(true) // wr5 hears nothing and says nothing
+	testutil.WaitFor(t, waitTimeout, expect(nodes, "wr5", status(StatusFailed)))
+	gate.mute.Store(false)
+	testutil.WaitFor(t, waitTimeout, expect(nodes, "wr5", status(StatusAlive)))
+	for _, o := range nodes {
+		s := o.Stats()
+		if s.SilenceVerdicts+s.WatcherVerdicts != 1 {
+			t.Errorf("%s: %d own and %d taken verdicts, want 1 in all", o.conf.NodeName, s.SilenceVerdicts, s.WatcherVerdicts)
+		}
+		if n := o.ml.NumMembers(); n != 6 {
+			t.Errorf("%s: memberlist counts %d members: its verdict came first", o.conf.NodeName, n)
+		}
+	}
+}
