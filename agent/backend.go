@@ -85,6 +85,7 @@ func (b backend) GossipStats() api.GossipStats {
 		VerdictsOverruled:     s.Overrules,
 		ReadvertisementsAsked: s.Readvertisements,
 		SilenceVerdicts:       s.SilenceVerdicts,
+		WatcherVerdicts:       s.WatcherVerdicts,
 	}
 }
 

@@ -20,6 +20,10 @@ type GossipStats struct {
 	// SilenceVerdicts counts peers this agent failed itself because their
 	// heartbeats fell silent and another peer found them silent too.
 	SilenceVerdicts uint64
+	// WatcherVerdicts counts peers this agent failed on the silence
+	// verdict of one of their watchers, in clusters past the fast
+	// heartbeat limit.
+	WatcherVerdicts uint64
 }
 
 // Backend is what the API serves from. The agent implements it on top of

@@ -180,7 +180,7 @@ func TestMetrics(t *testing.T) {
 	nodes[1].Name = weird
 	nodes[3].Phi = math.Inf(1) // certainly failed
 	ts, f, _ := testServer(t, "", nodes...)
-	f.stats = GossipStats{MessagesSent: 1200, MessagesReceived: 1100, BytesSent: 98765, BytesReceived: 87654, EventsDropped: 7, VerdictsOverruled: 3, ReadvertisementsAsked: 2, SilenceVerdicts: 4}
+	f.stats = GossipStats{MessagesSent: 1200, MessagesReceived: 1100, BytesSent: 98765, BytesReceived: 87654, EventsDropped: 7, VerdictsOverruled: 3, ReadvertisementsAsked: 2, SilenceVerdicts: 4, WatcherVerdicts: 5}
 
 	a := call(t, "GET", ts.URL+"/metrics", "", nil)
 	if a.code != 200 || a.header.Get("Content-Type") != "text/plain; version=0.0.4; charset=utf-8" {
@@ -213,6 +213,7 @@ func TestMetrics(t *testing.T) {
 		{"rpi_verdicts_overruled_total", nil, 3},
 		{"rpi_readvertisements_total", nil, 2},
 		{"rpi_silence_verdicts_total", nil, 4},
+		{"rpi_watcher_verdicts_total", nil, 5},
 		{"rpi_cpu_percent", []string{"node", "pi-1"}, 12.5},
 		{"rpi_cpu_percent", []string{"node", "pi-3"}, 97},
 		{"rpi_memory_used_bytes", []string{"node", weird}, 6 << 30},
