@@ -104,6 +104,8 @@ type Cluster struct {
 	// watcherVerdicts counts peers failed on a watcher's verdict (see
 	// watch.go).
 	watcherVerdicts atomic.Uint64
+	// refutations counts verdicts about this node it refuted.
+	refutations atomic.Uint64
 	// hbSeq numbers this node's heartbeats; hbAddr is the address they
 	// carry. Both are set before the heartbeat loop starts.
 	hbSeq  atomic.Uint64
@@ -424,6 +426,7 @@ func (c *Cluster) Stats() Stats {
 	s.Overrules = c.overrules.Load()
 	s.SilenceVerdicts = c.silenceVerdicts.Load()
 	s.WatcherVerdicts = c.watcherVerdicts.Load()
+	s.Refutations = c.refutations.Load()
 	return s
 }
 
@@ -652,11 +655,8 @@ func (r *roundPlan) next(prof Profile, self string, peers []heartbeatPeer, accus
 		}
 	}
 	// Reports go to each accused node's watchers, the witnesses it may
-	// have, and to the node itself, which answers if it is alive.
+	// have.
 	for _, name := range accused {
-		if hp, ok := byName[name]; ok && !slices.ContainsFunc(reportTo, func(s heartbeatSend) bool { return s.name == name }) {
-			reportTo = append(reportTo, to(hp, 0))
-		}
 		for _, w := range successors(ring, name, prof.WatchPeers) {
 			if w.name != self && !slices.ContainsFunc(reportTo, func(s heartbeatSend) bool { return s.name == w.name }) {
 				reportTo = append(reportTo, to(byName[w.name], 0))

@@ -169,31 +169,21 @@ func (c *Cluster) reportSilence(verdicts []silenceVerdict) {
 
 // handleSilent records a peer's report of the nodes it finds silent: the
 // reporter is their witness. Reports from nodes not alive here, and about
-// the reporter itself, are ignored; one about this node is answered with a
-// heartbeat (answerLocked).
+// this node or the reporter itself, are ignored.
 func (c *Cluster) handleSilent(from string, names []string, now time.Time) {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if w := c.peers[from]; w == nil || w.status != StatusAlive {
-		c.mu.Unlock()
 		return
 	}
-	var answer []heartbeatSend
 	for _, name := range names {
-		if name == c.conf.NodeName {
-			if hs, ok := c.answerLocked(from); ok {
-				answer = append(answer[:0], hs)
-			}
-			continue
-		}
-		if name == from {
+		if name == from || name == c.conf.NodeName {
 			continue
 		}
 		if p := c.peers[name]; p != nil {
 			p.witnessedAt, p.witness = now, from
 		}
 	}
-	c.mu.Unlock()
-	c.sendHeartbeats(answer)
 }
 
 // reviveLocked brings p, failed here on silence, back to life: its

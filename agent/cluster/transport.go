@@ -37,6 +37,9 @@ type Stats struct {
 	// WatcherVerdicts counts peers this node failed, ahead of memberlist,
 	// on the silence verdict of one of their watchers (see watch.go).
 	WatcherVerdicts uint64
+	// Refutations counts watchers' verdicts about this node that it
+	// answered with a heartbeat to every peer (see watch.go).
+	Refutations uint64
 }
 
 // CountingTransport wraps a memberlist transport and counts its traffic. It

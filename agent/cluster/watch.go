@@ -21,20 +21,18 @@ import (
 // rest of its peers get the ordinary slow rounds. A watcher fails the node
 // once it has been silent for WatchSilenceTimeout (3.2 s) and the other
 // watcher has reported it silent too (the witness rule of silence.go;
-// reports about a node go to its watchers and to the node itself), and
-// then sends the verdict (msgVerdict) to every peer. A peer takes the
+// reports about a node go to its watchers), and then sends the verdict (msgVerdict) to every peer. A peer takes the
 // verdict unless it has heard from the node itself within half the
 // timeout; memberlist's own verdict, when it comes, adds no event.
 //
 // Views of the ring differ for a moment while nodes come and go, so it is
 // the watched node that picks its watchers, and a node judges only a peer
-// whose latest heartbeat to it announced the watch period. A node that
-// stops watching a peer is told by a slow-period heartbeat, repeated for
-// half the timeout; if that is lost, the watcher's report of silence
-// reaches the node, which answers at once with its current period. A node
-// that hears of a verdict about itself is alive, and heartbeats every
-// peer at once: each of them takes it back (silence.go's revival) as soon
-// as that heartbeat arrives.
+// whose latest heartbeat to it announced the watch period. A watcher the
+// node drops is told so by a slow-period heartbeat every round for half
+// the timeout (eight of them on lan; with the witness rule besides, loss
+// cannot leave it judging). A node that hears of a verdict about itself is
+// alive, and heartbeats every peer at once: each of them takes it back
+// (silence.go's revival) as soon as that heartbeat arrives.
 
 // ringNode is a node's place on the watch ring.
 type ringNode struct {
@@ -116,6 +114,7 @@ func (c *Cluster) refute(from string, now time.Time) {
 		return
 	}
 	c.refutedAt = now
+	c.refutations.Add(1)
 	var sends []heartbeatSend
 	for name, p := range c.peers {
 		if (p.status == StatusAlive || p.silenced) && p.sentPeriod > 0 {
@@ -126,17 +125,6 @@ func (c *Cluster) refute(from string, now time.Time) {
 	c.logger.Warn("a peer failed this node on silence; heartbeating every peer so that they take it back",
 		"watcher", from, "peers", len(sends))
 	c.sendHeartbeats(sends)
-}
-
-// answerLocked returns the heartbeat that answers a report of this node's
-// silence from name: the period this node last announced to it, so a
-// watcher this node has dropped learns that it should stop judging.
-func (c *Cluster) answerLocked(name string) (heartbeatSend, bool) {
-	p := c.peers[name]
-	if c.leaving || p == nil || p.status != StatusAlive || p.sentPeriod == 0 {
-		return heartbeatSend{}, false
-	}
-	return heartbeatSend{name: name, addr: p.addr, port: p.port, period: p.sentPeriod}, true
 }
 
 // heartbeatSend is one heartbeat to send, with the period it announces.
