@@ -121,11 +121,15 @@ type Cluster struct {
 	wg         sync.WaitGroup
 
 	// mu guards the member table below. Never call memberlist with it held.
-	mu        sync.Mutex
-	self      Record
-	leaving   bool
-	peers     map[string]*peer
-	unknown   int // peers with status "" (records seen before memberlist knew the node)
+	mu      sync.Mutex
+	self    Record
+	leaving bool
+	peers   map[string]*peer
+	unknown int // peers with status "" (records seen before memberlist knew the node)
+	// gen counts changes of a peer's status or address (recountLocked,
+	// setAddrLocked): heartbeat rounds rebuild their view of the peers
+	// only when it moved.
+	gen       uint64
 	conflicts []Conflict
 	// introduced holds when each node heard from but never reported by
 	// memberlist was last queued for introduction (see introduce.go).
@@ -511,6 +515,7 @@ func (c *Cluster) heartbeatLoop() {
 	defer timer.Stop()
 	var plan roundPlan
 	var peers []heartbeatPeer
+	var gen uint64
 	var accused []string
 	for {
 		select {
@@ -525,22 +530,26 @@ func (c *Cluster) heartbeatLoop() {
 			timer.Reset(interval)
 			continue
 		}
-		// A round touches every alive peer, so it only copies what it
-		// needs. Peers failed here on silence still get heartbeats (see
-		// silence.go).
-		peers = peers[:0]
-		for name, p := range c.peers {
-			if p.status == StatusAlive || p.silenced {
-				if p.hbKey == 0 {
-					p.hbKey, p.ringKey = heartbeatKey(c.conf.NodeName, name), ringKey(name)
+		// The peers a round works from change only with membership, so
+		// they are copied again only then: in a large cluster a round every
+		// 200 ms must not cost O(N). Peers failed here on silence still get
+		// heartbeats (see silence.go).
+		if c.gen != gen || peers == nil {
+			gen = c.gen
+			peers = peers[:0]
+			for name, p := range c.peers {
+				if p.status == StatusAlive || p.silenced {
+					if p.hbKey == 0 {
+						p.hbKey, p.ringKey = heartbeatKey(c.conf.NodeName, name), ringKey(name)
+					}
+					peers = append(peers, heartbeatPeer{key: p.hbKey, ring: p.ringKey, name: name, addr: p.addr, port: p.port, alive: p.status == StatusAlive})
 				}
-				peers = append(peers, heartbeatPeer{key: p.hbKey, ring: p.ringKey, name: name, addr: p.addr, port: p.port, alive: p.status == StatusAlive})
 			}
 		}
 		var verdicts []silenceVerdict
 		verdicts, accused = c.judgeSilenceLocked(now, accused[:0])
 		var sends, reportTo []heartbeatSend
-		sends, reportTo, interval = plan.next(c.conf.Profile, c.conf.NodeName, peers, accused, now)
+		sends, reportTo, interval = plan.next(c.conf.Profile, c.conf.NodeName, peers, gen, accused, now)
 		for _, hs := range sends {
 			c.peers[hs.name].sentPeriod = hs.period
 		}
@@ -566,16 +575,29 @@ type roundPlan struct {
 	last   uint64    // order key of the last peer sent a slow heartbeat
 	fastAt time.Time // the last fast round
 	slowAt time.Time // the last slow round among watch rounds
-	// watchers are the peers getting watch heartbeats; dropped, those
-	// that did until recently, with when they stop being told the slow
-	// period.
-	watchers []string
-	dropped  map[string]time.Time
+	// dropped are the peers that got watch heartbeats until recently,
+	// with when they stop being told the slow period. A dropped watcher is
+	// told even if it is no longer alive here: were this node wrong about
+	// it, it would go on judging this node.
+	dropped map[string]droppedWatcher
+	// The watch ring and what follows from it, built for membership
+	// generation gen: the ring of alive nodes, this node included, sorted;
+	// every peer by name; the heartbeats to the watchers, the peers
+	// getting watch heartbeats; and the peers that are not watchers, for
+	// slow rounds.
+	gen        uint64
+	built      bool
+	ring       []ringNode
+	byName     map[string]heartbeatPeer
+	watchSends []heartbeatSend
+	others     []heartbeatPeer
 }
 
-// next plans the round at now for peers: the heartbeats to send, the peers
-// to send the report of accused to, and the time to the next round.
-func (r *roundPlan) next(prof Profile, self string, peers []heartbeatPeer, accused []string, now time.Time) (sends, reportTo []heartbeatSend, interval time.Duration) {
+// next plans the round at now for peers, as of membership generation gen:
+// the heartbeats to send, the peers to send the report of accused to, and
+// the time to the next round. In a large cluster the ring is rebuilt only
+// when gen moves, so a watch round costs O(watchers), not O(N log N).
+func (r *roundPlan) next(prof Profile, self string, peers []heartbeatPeer, gen uint64, accused []string, now time.Time) (sends, reportTo []heartbeatSend, interval time.Duration) {
 	n := len(peers)
 	if n == 0 {
 		return nil, nil, roundInterval(prof, 0)
@@ -586,6 +608,7 @@ func (r *roundPlan) next(prof Profile, self string, peers []heartbeatPeer, accus
 	if fastHeartbeats(prof, n) {
 		r.fastAt = now
 		r.setWatchers(nil, now, 0)
+		r.built = false
 		for _, hp := range peers {
 			sends = append(sends, to(hp, prof.FastHeartbeatInterval))
 		}
@@ -608,47 +631,29 @@ func (r *roundPlan) next(prof Profile, self string, peers []heartbeatPeer, accus
 		return sends, sends, prof.HeartbeatInterval
 	}
 
-	ring := make([]ringNode, 0, n+1)
-	ring = append(ring, ringNode{key: ringKey(self), name: self})
-	byName := make(map[string]heartbeatPeer, n)
-	for _, hp := range peers {
-		byName[hp.name] = hp
-		if hp.alive {
-			ring = append(ring, ringNode{key: hp.ring, name: hp.name, addr: hp.addr, port: hp.port})
-		}
+	if !r.built || r.gen != gen {
+		r.rebuild(prof, self, peers, now)
+		r.gen, r.built = gen, true
 	}
-	slices.SortFunc(ring, compareRing)
-	watchers := successors(ring, self, prof.WatchPeers)
-	names := make([]string, len(watchers))
-	for i, w := range watchers {
-		names[i] = w.name
-		sends = append(sends, to(byName[w.name], prof.WatchInterval))
-	}
-	r.setWatchers(names, now, prof.WatchSilenceTimeout/2)
-	others := make([]heartbeatPeer, 0, n)
-	for _, hp := range peers {
-		if !slices.Contains(names, hp.name) {
-			others = append(others, hp)
-		}
-	}
-	if len(others) > 0 {
-		slow := slowPeriod(prof, len(others))
+	sends = append(sends, r.watchSends...)
+	if len(r.others) > 0 {
+		slow := slowPeriod(prof, len(r.others))
 		switch {
 		case leavingFast:
-			for _, hp := range others {
+			for _, hp := range r.others {
 				sends = append(sends, to(hp, slow))
 			}
 		case now.Sub(r.slowAt) >= prof.HeartbeatInterval:
 			r.slowAt = now
-			targets := heartbeatTargets(others, r.last, prof.HeartbeatFanout)
+			targets := heartbeatTargets(r.others, r.last, prof.HeartbeatFanout)
 			r.last = targets[len(targets)-1].key
 			for _, hp := range targets {
 				sends = append(sends, to(hp, slow))
 			}
 		}
-		for name, until := range r.dropped {
-			if hp, ok := byName[name]; ok && now.Before(until) {
-				sends = append(sends, to(hp, slow))
+		for name, d := range r.dropped {
+			if now.Before(d.until) {
+				sends = append(sends, heartbeatSend{name: name, addr: d.addr, port: d.port, period: slow})
 			} else {
 				delete(r.dropped, name)
 			}
@@ -657,30 +662,66 @@ func (r *roundPlan) next(prof Profile, self string, peers []heartbeatPeer, accus
 	// Reports go to each accused node's watchers, the witnesses it may
 	// have.
 	for _, name := range accused {
-		for _, w := range successors(ring, name, prof.WatchPeers) {
+		for _, w := range successors(r.ring, name, prof.WatchPeers) {
 			if w.name != self && !slices.ContainsFunc(reportTo, func(s heartbeatSend) bool { return s.name == w.name }) {
-				reportTo = append(reportTo, to(byName[w.name], 0))
+				reportTo = append(reportTo, to(r.byName[w.name], 0))
 			}
 		}
 	}
 	return sends, reportTo, prof.WatchInterval
 }
 
-// setWatchers records the peers getting watch heartbeats from now on; the
-// ones dropped are told the slow period for tell.
-func (r *roundPlan) setWatchers(names []string, now time.Time, tell time.Duration) {
-	for _, old := range r.watchers {
-		if !slices.Contains(names, old) {
-			if r.dropped == nil {
-				r.dropped = make(map[string]time.Time)
-			}
-			r.dropped[old] = now.Add(tell)
+// rebuild makes the watch ring from peers and picks this node's watchers
+// on it.
+func (r *roundPlan) rebuild(prof Profile, self string, peers []heartbeatPeer, now time.Time) {
+	r.ring = append(r.ring[:0], ringNode{key: ringKey(self), name: self})
+	clear(r.byName)
+	if r.byName == nil {
+		r.byName = make(map[string]heartbeatPeer, len(peers))
+	}
+	for _, hp := range peers {
+		r.byName[hp.name] = hp
+		if hp.alive {
+			r.ring = append(r.ring, ringNode{key: hp.ring, name: hp.name, addr: hp.addr, port: hp.port})
 		}
 	}
-	for _, name := range names {
-		delete(r.dropped, name)
+	slices.SortFunc(r.ring, compareRing)
+	var watchers []heartbeatSend
+	for _, w := range successors(r.ring, self, prof.WatchPeers) {
+		watchers = append(watchers, heartbeatSend{name: w.name, addr: w.addr, port: w.port, period: prof.WatchInterval})
 	}
-	r.watchers = append(r.watchers[:0], names...)
+	r.setWatchers(watchers, now, prof.WatchSilenceTimeout/2)
+	r.others = r.others[:0]
+	for _, hp := range peers {
+		if !slices.ContainsFunc(watchers, func(w heartbeatSend) bool { return w.name == hp.name }) {
+			r.others = append(r.others, hp)
+		}
+	}
+}
+
+// droppedWatcher is a peer that got watch heartbeats until recently: it
+// is told the slow period until until.
+type droppedWatcher struct {
+	addr  string
+	port  int
+	until time.Time
+}
+
+// setWatchers records the heartbeats to the watchers from now on; the
+// watchers dropped are told the slow period for tell.
+func (r *roundPlan) setWatchers(watchers []heartbeatSend, now time.Time, tell time.Duration) {
+	for _, old := range r.watchSends {
+		if !slices.ContainsFunc(watchers, func(w heartbeatSend) bool { return w.name == old.name }) {
+			if r.dropped == nil {
+				r.dropped = make(map[string]droppedWatcher)
+			}
+			r.dropped[old.name] = droppedWatcher{addr: old.addr, port: old.port, until: now.Add(tell)}
+		}
+	}
+	for _, w := range watchers {
+		delete(r.dropped, w.name)
+	}
+	r.watchSends = append(r.watchSends[:0], watchers...)
 }
 
 // memberNode addresses a peer for memberlist's direct sends.

@@ -177,6 +177,7 @@ func (c *Cluster) handleLeaveIntent(l leaveIntent, raw []byte) {
 	var ev *Event
 	if p.status == StatusFailed {
 		p.status, p.left = StatusLeft, true
+		c.gen++
 		ev = &Event{Type: EventLeave, Member: c.memberLocked(l.Name, p, now), Time: now}
 	}
 	c.mu.Unlock()

@@ -229,6 +229,7 @@ func (c *Cluster) handleNodeUpdate(n *memberlist.Node) {
 }
 
 func (c *Cluster) setAddrLocked(p *peer, n *memberlist.Node) {
+	c.gen++
 	p.addr = n.Addr.String()
 	p.port = int(n.Port)
 	if m, err := decodeMeta(n.Meta); err == nil {
@@ -236,8 +237,10 @@ func (c *Cluster) setAddrLocked(p *peer, n *memberlist.Node) {
 	}
 }
 
-// recountLocked refreshes the alive count used for retransmit limits.
+// recountLocked refreshes the alive count used for retransmit limits
+// after a peer's status changed, and moves the membership generation.
 func (c *Cluster) recountLocked() {
+	c.gen++
 	n := int64(1)
 	for _, p := range c.peers {
 		if p.status == StatusAlive {

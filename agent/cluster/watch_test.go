@@ -85,8 +85,9 @@ func TestRoundPlanWatchesSuccessors(t *testing.T) {
 	}
 
 	var r roundPlan
+	gen := uint64(1)
 	now := time.Now()
-	sends, _, interval := r.next(prof, "pi-0", peers, nil, now)
+	sends, _, interval := r.next(prof, "pi-0", peers, gen, nil, now)
 	got := period(sends)
 	if interval != prof.WatchInterval || len(sends) != 2+prof.HeartbeatFanout {
 		t.Fatalf("first round: interval %v, %d heartbeats; want %v and %d", interval, len(sends), prof.WatchInterval, 2+prof.HeartbeatFanout)
@@ -107,7 +108,7 @@ func TestRoundPlanWatchesSuccessors(t *testing.T) {
 
 	// Within the heartbeat interval: the watchers only.
 	now = now.Add(prof.WatchInterval)
-	sends, _, _ = r.next(prof, "pi-0", peers, nil, now)
+	sends, _, _ = r.next(prof, "pi-0", peers, gen, nil, now)
 	if got := slices.Sorted(func(yield func(string) bool) {
 		for _, s := range sends {
 			yield(s.name)
@@ -126,9 +127,15 @@ func TestRoundPlanWatchesSuccessors(t *testing.T) {
 		}
 	}
 	peers = append(peers, heartbeatPeer{key: heartbeatKey("pi-0", joiner), ring: ringKey(joiner), name: joiner, alive: true})
+	// The plan follows the peers only when the membership generation
+	// moves: the heartbeat loop bumps it on every change.
+	if sends, _, _ = r.next(prof, "pi-0", peers, gen, nil, now); period(sends)[joiner] != 0 {
+		t.Fatalf("the joiner got a heartbeat before the generation moved: the ring is rebuilt every round")
+	}
+	gen++
 	for i := range 3 {
 		now = now.Add(prof.WatchInterval)
-		sends, _, _ = r.next(prof, "pi-0", peers, nil, now)
+		sends, _, _ = r.next(prof, "pi-0", peers, gen, nil, now)
 		got = period(sends)
 		if got[joiner] != prof.WatchInterval || got[watchers[0]] != prof.WatchInterval {
 			t.Fatalf("round %d: new watchers announced %v and %v", i, got[joiner], got[watchers[0]])
@@ -138,14 +145,14 @@ func TestRoundPlanWatchesSuccessors(t *testing.T) {
 		}
 	}
 	now = now.Add(prof.WatchSilenceTimeout / 2)
-	sends, _, _ = r.next(prof, "pi-0", peers, nil, now)
+	sends, _, _ = r.next(prof, "pi-0", peers, gen, nil, now)
 	if _, told := period(sends)[watchers[1]]; told && len(sends) == 2 {
 		t.Fatalf("dropped watcher still told after half the timeout")
 	}
 
 	// A report of a silent node goes to its watchers but this one.
 	accused := watchers[0]
-	_, reportTo, _ := r.next(prof, "pi-0", peers, []string{accused}, now.Add(prof.WatchInterval))
+	_, reportTo, _ := r.next(prof, "pi-0", peers, gen, []string{accused}, now.Add(prof.WatchInterval))
 	var want []string
 	ring := ringOf(append(slices.Clone(names), joiner)...)
 	for _, w := range successors(ring, accused, 2) {
@@ -364,4 +371,81 @@ func TestWatcherVerdictRefutedByTheNode(t *testing.T) {
 	})
 	gate.mute.Store(false)
 	testutil.WaitFor(t, waitTimeout, expect(watchers, "wr5", status(StatusAlive)))
+}
+
+// A watcher this node has come to hold failed is dropped and still told
+// the slow period: were this node wrong about it, it would otherwise go on
+// judging this node on watch heartbeats that no longer come.
+func TestRoundPlanTellsAFailedWatcher(t *testing.T) {
+	prof, err := ProfileByName("lan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	var peers []heartbeatPeer
+	for i := range 20 {
+		name := fmt.Sprintf("pi-%d", i)
+		names = append(names, name)
+		if name != "pi-0" {
+			peers = append(peers, heartbeatPeer{key: heartbeatKey("pi-0", name), ring: ringKey(name), name: name, addr: "127.0.0.1", port: 7000 + i, alive: true})
+		}
+	}
+	watchers := ringNames(successors(ringOf(names...), "pi-0", 2))
+	var r roundPlan
+	now := time.Now()
+	r.next(prof, "pi-0", peers, 1, nil, now)
+
+	peers = slices.DeleteFunc(peers, func(hp heartbeatPeer) bool { return hp.name == watchers[0] })
+	for round := range 8 {
+		now = now.Add(prof.WatchInterval)
+		sends, _, _ := r.next(prof, "pi-0", peers, 2, nil, now)
+		i := slices.IndexFunc(sends, func(s heartbeatSend) bool { return s.name == watchers[0] })
+		if i < 0 {
+			t.Fatalf("round %d: the failed watcher %s is not told", round, watchers[0])
+		}
+		if s := sends[i]; s.period != slowPeriod(prof, len(peers)-2) || s.port == 0 {
+			t.Fatalf("round %d: the failed watcher is told %v at port %d, want the slow period %v at its address",
+				round, s.period, s.port, slowPeriod(prof, len(peers)-2))
+		}
+	}
+	now = now.Add(prof.WatchSilenceTimeout / 2)
+	sends, _, _ := r.next(prof, "pi-0", peers, 2, nil, now)
+	if slices.ContainsFunc(sends, func(s heartbeatSend) bool { return s.name == watchers[0] }) {
+		t.Fatalf("the failed watcher is still told after half the timeout")
+	}
+}
+
+// BenchmarkRoundPlan plans watch rounds at cluster sizes up to 500, side by
+// side: "steady", the membership unchanged between rounds as it is almost
+// always, and "changed", a new generation every round, which rebuilds the
+// ring as every round did before rounds kept it.
+func BenchmarkRoundPlan(b *testing.B) {
+	prof, err := ProfileByName("lan")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, n := range []int{100, 500} {
+		var peers []heartbeatPeer
+		for i := 1; i < n; i++ {
+			name := fmt.Sprintf("pi-%d", i)
+			peers = append(peers, heartbeatPeer{key: heartbeatKey("pi-0", name), ring: ringKey(name), name: name, alive: true})
+		}
+		for _, mode := range []string{"steady", "changed"} {
+			b.Run(fmt.Sprintf("N=%d/%s", n, mode), func(b *testing.B) {
+				var r roundPlan
+				now := time.Now()
+				gen := uint64(1)
+				b.ReportAllocs()
+				for b.Loop() {
+					now = now.Add(prof.WatchInterval)
+					if mode == "changed" {
+						gen++
+					}
+					if sends, _, _ := r.next(prof, "pi-0", peers, gen, nil, now); len(sends) < prof.WatchPeers {
+						b.Fatalf("%d heartbeats in a round", len(sends))
+					}
+				}
+			})
+		}
+	}
 }
