@@ -134,7 +134,7 @@ func TestSwarmMeasuresJoinAndDetection(t *testing.T) {
 	}
 	t.Cleanup(sw.Shutdown)
 	ctx := context.Background()
-	if _, err := sw.Grow(ctx, 4, 20*time.Second); err != nil {
+	if _, err := sw.Grow(ctx, 4, 0, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	name, began, err := sw.Add()
@@ -183,7 +183,7 @@ func TestSwarmReportsAFrozenNodeDeclaredFailed(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(sw.Shutdown)
-	if _, err := sw.Grow(context.Background(), 3, 20*time.Second); err != nil {
+	if _, err := sw.Grow(context.Background(), 3, 0, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// Frozen far longer than the test profile's suspicion time, the node is

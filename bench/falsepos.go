@@ -53,7 +53,7 @@ func runFalsePositives(ctx context.Context, c Contender, plan FalsePosPlan, conf
 		return res
 	}
 	defer sw.Shutdown()
-	if _, err := sw.Grow(ctx, plan.N, formationTimeout(conf.Profile, plan.N)); err != nil {
+	if _, err := sw.Grow(ctx, plan.N, 0, formationTimeout(conf.Profile, plan.N)); err != nil {
 		res.Err = err
 		return res
 	}

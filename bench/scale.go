@@ -26,6 +26,12 @@ type ScalePlan struct {
 	// UpdateInterval is how often each node changes its monitoring record
 	// during the second bandwidth window.
 	UpdateInterval time.Duration
+	// GrowEvery spaces the node starts while the cluster forms; zero
+	// starts each as soon as the one before has joined. Formation is the
+	// one moment every node gossips every other's alive message, O(N²)
+	// messages in all, which in one process on a few cores can take the
+	// CPU from the probes of the nodes already there.
+	GrowEvery time.Duration
 }
 
 // ScaleResult is what one contender measured at one size.
@@ -61,7 +67,7 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 	log := logger.With("contender", c.Label, "n", plan.N)
 
 	log.Info("forming cluster")
-	res.Formation, err = sw.Grow(ctx, plan.N, formationTimeout(conf.Profile, plan.N))
+	res.Formation, err = sw.Grow(ctx, plan.N, plan.GrowEvery, formationTimeout(conf.Profile, plan.N))
 	if err != nil {
 		log.Error("cluster did not form", "err", err)
 		res.Err = err

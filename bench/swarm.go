@@ -241,13 +241,19 @@ func (s *Swarm) collect(observer string, events <-chan cluster.Event) {
 	}
 }
 
-// Grow adds nodes until the swarm has n live nodes, then waits until every
-// node sees every other alive. It returns how long that took.
-func (s *Swarm) Grow(ctx context.Context, n int, timeout time.Duration) (time.Duration, error) {
+// Grow adds nodes until the swarm has n live nodes, starting one every
+// every (as fast as joins complete when zero), then waits until every node
+// sees every other alive. It returns how long that took.
+func (s *Swarm) Grow(ctx context.Context, n int, every, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
-	for s.Len() < n {
+	for i := 0; s.Len() < n; i++ {
 		if err := ctx.Err(); err != nil {
 			return 0, err
+		}
+		if wait := time.Until(start.Add(time.Duration(i) * every)); wait > 0 {
+			if err := sleepCtx(ctx, wait); err != nil {
+				return 0, err
+			}
 		}
 		if _, _, err := s.Add(); err != nil {
 			return 0, err

@@ -47,6 +47,7 @@ type options struct {
 	procSizes    string
 	procTrials   int
 	cpuProfile   string
+	growEvery    time.Duration
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -66,6 +67,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.fpDuration, "fp-duration", 0, "false-positive observation time (default 10m; quick 60s)")
 	fs.DurationVar(&o.window, "window", 0, "each bandwidth window (default 30s; quick 5s)")
 	fs.DurationVar(&o.footIdle, "footprint-idle", 0, "footprint idle time (default 60s; quick 15s)")
+	fs.DurationVar(&o.growEvery, "grow-every", 100*time.Millisecond, "in-process clusters of more than 100 nodes start a node this often while they form, as the procs rows do (smaller ones as fast as joins complete)")
 	fs.IntVar(&o.parallelMax, "parallel-max-n", 10, "up to this size the contenders run at the same time; above it one after another")
 	fs.IntVar(&o.invRuns, "inventory-runs", 20, "rpi-inventory runs per size")
 	fs.BoolVar(&o.verbose, "v", false, "log progress at debug level")
@@ -278,6 +280,9 @@ func measure(ctx context.Context, o options, sizes, procSizes []int, rows map[st
 			if n <= o.quickDetectN {
 				plan.DetectTrials = o.trials
 			}
+			if n > 100 {
+				plan.GrowEvery = o.growEvery
+			}
 			conf := base
 			conf.ClusterName = fmt.Sprintf("bench-%d", n)
 			conf.IPs = bench.LoopbackIPs(n)
@@ -332,7 +337,7 @@ func measure(ctx context.Context, o options, sizes, procSizes []int, rows map[st
 func notes(o options) []string {
 	n := []string{
 		"In-process clusters: every node is a real cluster.Cluster (memberlist, encrypted with AES-GCM) on its own UDP/TCP sockets on 127.0.9.x (127.0.10-11.x beyond 250 nodes); the contenders of a size up to " +
-			strconv.Itoa(o.parallelMax) + " nodes run at the same time, so they share the machine's load.",
+			strconv.Itoa(o.parallelMax) + " nodes run at the same time, so they share the machine's load. Clusters of more than 100 nodes form with a node started every " + o.growEvery.String() + " (formation gossips every node's alive message to every node, O(N²) messages, which on a few shared cores would starve the probes of the nodes already there); smaller ones as fast as joins complete.",
 		"Failure detection: a random node is hard-stopped (Shutdown without Leave); the time runs from that instant to the last surviving node's fail event. Each trial first joins a new node (timed as a join trial), so the size stays N.",
 		"Join: from the new node's Join call to the last peer's join event for it.",
 		"Bandwidth: bytes sent per node per second counted by each node's CountingTransport (UDP packets and TCP streams, encryption included), after a warm-up.",
