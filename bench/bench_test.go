@@ -303,3 +303,21 @@ func TestProcScaleMeasuresRealAgents(t *testing.T) {
 		t.Errorf("false positives: %+v", res.FalsePositives)
 	}
 }
+
+func TestContenders(t *testing.T) {
+	cs, err := Contenders([]string{"lan", "memberlist-lan"})
+	if err != nil || len(cs) != 2 || cs[0].Label != "lan" || cs[1].Label != "memberlist DefaultLANConfig" {
+		t.Fatalf("both: %v, %v", cs, err)
+	}
+	if cs[0].Profile.ProbeInterval >= cs[1].Profile.ProbeInterval {
+		t.Errorf("lan probes every %v, DefaultLANConfig every %v: the profiles are mixed up", cs[0].Profile.ProbeInterval, cs[1].Profile.ProbeInterval)
+	}
+	if cs, err := Contenders([]string{" memberlist-lan"}); err != nil || len(cs) != 1 || cs[0].Profile.Name != "memberlist-lan" {
+		t.Errorf("one: %v, %v", cs, err)
+	}
+	for _, bad := range [][]string{{"wan"}, {"lan", "lan"}, {}, {""}} {
+		if _, err := Contenders(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}

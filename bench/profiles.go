@@ -3,6 +3,8 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 )
@@ -14,22 +16,32 @@ type Contender struct {
 	Profile cluster.Profile
 }
 
-// Contenders returns the timings compared in every row: our lan profile
-// and memberlist's DefaultLANConfig.
-func Contenders() ([]Contender, error) {
-	lan, err1 := cluster.ProfileByName("lan")
-	ml, err2 := cluster.ProfileByName("memberlist-lan")
-	if err := errors.Join(err1, err2); err != nil {
-		return nil, fmt.Errorf("contenders: %w", err)
-	}
-	out := []Contender{
-		{Label: "lan", Profile: lan},
-		{Label: "memberlist DefaultLANConfig", Profile: ml},
-	}
-	for _, c := range out {
-		if err := c.Profile.Validate(); err != nil {
-			return nil, fmt.Errorf("contenders: %s: %w", c.Label, err)
+// Contenders returns the timings compared in every row, by agent profile
+// name: our lan profile and memberlist-lan, memberlist's DefaultLANConfig,
+// or either alone.
+func Contenders(names []string) ([]Contender, error) {
+	labels := map[string]string{"lan": "lan", "memberlist-lan": "memberlist DefaultLANConfig"}
+	var out []Contender
+	for _, name := range names {
+		name = strings.TrimSpace(name)
+		label, ok := labels[name]
+		if !ok {
+			return nil, fmt.Errorf("contenders: unknown profile %q: use lan, memberlist-lan or both", name)
 		}
+		if slices.ContainsFunc(out, func(c Contender) bool { return c.Label == label }) {
+			return nil, fmt.Errorf("contenders: %s named twice", name)
+		}
+		p, err := cluster.ProfileByName(name)
+		if err == nil {
+			err = p.Validate()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("contenders: %s: %w", label, err)
+		}
+		out = append(out, Contender{Label: label, Profile: p})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("contenders: none named")
 	}
 	return out, nil
 }

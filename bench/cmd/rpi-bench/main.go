@@ -48,6 +48,7 @@ type options struct {
 	procTrials   int
 	cpuProfile   string
 	growEvery    time.Duration
+	profiles     string
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -67,6 +68,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.fpDuration, "fp-duration", 0, "false-positive observation time (default 10m; quick 60s)")
 	fs.DurationVar(&o.window, "window", 0, "each bandwidth window (default 30s; quick 5s)")
 	fs.DurationVar(&o.footIdle, "footprint-idle", 0, "footprint idle time (default 60s; quick 15s)")
+	fs.StringVar(&o.profiles, "profiles", "lan,memberlist-lan", "the contenders, by agent profile name, comma-separated: lan (ours) and memberlist-lan (memberlist's DefaultLANConfig)")
 	fs.DurationVar(&o.growEvery, "grow-every", 100*time.Millisecond, "in-process clusters of more than 100 nodes start a node this often while they form, as the procs rows do (smaller ones as fast as joins complete)")
 	fs.IntVar(&o.parallelMax, "parallel-max-n", 10, "up to this size the contenders run at the same time; above it one after another")
 	fs.IntVar(&o.invRuns, "inventory-runs", 20, "rpi-inventory runs per size")
@@ -95,6 +97,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "rpi-bench: unknown row %q: use scale, procs, falsepos, footprint, inventory\n", r)
 			return 2
 		}
+	}
+	cs, err := bench.Contenders(strings.Split(o.profiles, ","))
+	if err != nil {
+		fmt.Fprintf(stderr, "rpi-bench: --profiles: %v\n", err)
+		return 2
 	}
 	level := slog.LevelInfo
 	if o.verbose {
@@ -131,7 +138,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	rep := measure(ctx, o, sizes, procSizes, rows, logger)
+	rep := measure(ctx, o, cs, sizes, procSizes, rows, logger)
 	if err := rep.WriteMarkdown(stdout); err != nil {
 		fmt.Fprintf(stderr, "rpi-bench: write report: %v\n", err)
 		return 1
@@ -235,7 +242,7 @@ func parseSizes(flag, s string) ([]int, error) {
 	return out, nil
 }
 
-func measure(ctx context.Context, o options, sizes, procSizes []int, rows map[string]bool, logger *slog.Logger) *bench.Report {
+func measure(ctx context.Context, o options, cs []bench.Contender, sizes, procSizes []int, rows map[string]bool, logger *slog.Logger) *bench.Report {
 	rep := &bench.Report{
 		Machine: bench.ReadMachine(),
 		Command: "rpi-bench " + strings.Join(os.Args[1:], " "),
@@ -249,11 +256,6 @@ func measure(ctx context.Context, o options, sizes, procSizes []int, rows map[st
 		rep.Elapsed = time.Since(rep.Started)
 		rep.Machine.LoadEnd = bench.LoadAvg()
 	}()
-	cs, err := bench.Contenders()
-	if err != nil {
-		rep.Notes = append(rep.Notes, err.Error())
-		return rep
-	}
 	for _, c := range cs {
 		rep.Labels = append(rep.Labels, c.Label)
 	}
