@@ -321,3 +321,32 @@ func TestContenders(t *testing.T) {
 		}
 	}
 }
+
+// Grow keeps its schedule, and gives up, saying why, when starting the
+// nodes runs past it.
+func TestSwarmGrowPacesAndGivesUp(t *testing.T) {
+	p, err := cluster.ProfileByName("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw, err := NewSwarm(SwarmConfig{ClusterName: "bench-grow-test", Profile: p, IPs: []string{"127.0.9.239"}, Seed: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sw.Shutdown)
+	took, err := sw.Grow(context.Background(), 3, 300*time.Millisecond, 20*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took < 600*time.Millisecond {
+		t.Errorf("3 nodes started 300 ms apart formed in %v", took)
+	}
+
+	_, err = sw.Grow(context.Background(), 100, 0, time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "cannot host 100") {
+		t.Fatalf("growing to 100 nodes in 1 ms: %v, want the machine named too small", err)
+	}
+	if n := sw.Len(); n >= 100 {
+		t.Errorf("%d nodes started after the deadline", n)
+	}
+}

@@ -243,12 +243,19 @@ func (s *Swarm) collect(observer string, events <-chan cluster.Event) {
 
 // Grow adds nodes until the swarm has n live nodes, starting one every
 // every (as fast as joins complete when zero), then waits until every node
-// sees every other alive. It returns how long that took.
+// sees every other alive. It returns how long that took. Starting the nodes
+// may take timeout beyond the schedule, and converging timeout again: a
+// machine too small for n nodes fails the row instead of running on.
 func (s *Swarm) Grow(ctx context.Context, n int, every, timeout time.Duration) (time.Duration, error) {
 	start := time.Now()
+	deadline := start.Add(time.Duration(n)*every + timeout)
 	for i := 0; s.Len() < n; i++ {
 		if err := ctx.Err(); err != nil {
 			return 0, err
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("grow to %d nodes: only %d started after %v, each join slower than the one before (load average %s): this machine cannot host %d of these nodes in one process; measure fewer, or use the procs rows on a larger machine",
+				n, s.Len(), time.Since(start).Round(time.Second), LoadAvg(), n)
 		}
 		if wait := time.Until(start.Add(time.Duration(i) * every)); wait > 0 {
 			if err := sleepCtx(ctx, wait); err != nil {
