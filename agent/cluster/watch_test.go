@@ -60,7 +60,7 @@ func TestSuccessorsWalkTheRing(t *testing.T) {
 // The plan of a large cluster's rounds: watch heartbeats to the two
 // successors every round, a slow round of the fanout each heartbeat
 // interval, a dropped watcher told the slow period for a while, and
-// reports to an accused node and its watchers.
+// reports to the watchers of an accused node.
 func TestRoundPlanWatchesSuccessors(t *testing.T) {
 	prof, err := ProfileByName("lan")
 	if err != nil {
