@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 	"github.com/rpi-cluster/rpi-cluster/agent/hooks"
 )
@@ -158,14 +158,12 @@ func (c *Config) LoadDefaultFile() error {
 	return c.LoadFile(DefaultConfigPath)
 }
 
-var nodeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
-
 // Validate checks every field and returns an error naming the first bad one.
 func (c *Config) Validate() error {
-	if c.Name != "" && !nodeNameRE.MatchString(c.Name) {
+	if c.Name != "" && !api.ValidName(c.Name, true) {
 		return fmt.Errorf("name %q: use letters, digits, '_', '.', '-' (at most 63), starting with a letter or digit; it becomes an Ansible host name", c.Name)
 	}
-	if !nodeNameRE.MatchString(c.Cluster) {
+	if !api.ValidName(c.Cluster, true) {
 		return fmt.Errorf("cluster %q: use letters, digits, '_', '.', '-' (at most 63)", c.Cluster)
 	}
 	if _, _, err := splitHostPort(c.Bind, 7946); err != nil {

@@ -18,6 +18,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
 )
 
 //go:embed files
@@ -69,9 +71,6 @@ type Options struct {
 	WiFi *WiFi
 }
 
-// clusterNameRE is the agent's rule for cluster names.
-var clusterNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
-
 // withDefaults fills defaults and validates everything before anything
 // is written.
 func (o Options) withDefaults() (Options, error) {
@@ -84,7 +83,7 @@ func (o Options) withDefaults() (Options, error) {
 	if o.AgentDir == "" {
 		o.AgentDir = "bin"
 	}
-	if !clusterNameRE.MatchString(o.Cluster) {
+	if !api.ValidName(o.Cluster, true) {
 		return o, fmt.Errorf("cluster %q: use letters, digits, '_', '.', '-' (at most 63), starting with a letter or digit", o.Cluster)
 	}
 	if err := ValidateUserName(o.User); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 )
 
@@ -135,7 +136,7 @@ func FillSecrets(configPath string, o *Options) (string, error) {
 	if cluster == "" {
 		cluster = "rpi"
 	}
-	if !clusterNameRE.MatchString(cluster) {
+	if !api.ValidName(cluster, true) {
 		return "", nil // Customize reports the bad name
 	}
 	p := SecretsPath(configPath, cluster)

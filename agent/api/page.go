@@ -14,6 +14,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -35,9 +36,15 @@ type asset struct {
 	etag        string
 }
 
+// The page and its assets are prepared on first use, not at start: every
+// workstation tool links this package for its wire types, and an agent
+// whose page nobody opens keeps neither the parsed template nor the parser's
+// code in memory.
 var (
-	pageTmpl = template.Must(template.ParseFS(webFS, "web/index.html"))
-	assets   = loadAssets()
+	pageTmpl = sync.OnceValue(func() *template.Template {
+		return template.Must(template.ParseFS(webFS, "web/index.html"))
+	})
+	assets = sync.OnceValue(loadAssets)
 )
 
 func loadAssets() map[string]asset {
@@ -60,11 +67,11 @@ func loadAssets() map[string]asset {
 // assetURL returns the path of an embedded asset with its content hash as a
 // query, so browsers fetch a new version after an upgrade.
 func assetURL(name string) string {
-	return "/assets/" + name + "?v=" + strings.Trim(assets[name].etag, `"`)
+	return "/assets/" + name + "?v=" + strings.Trim(assets()[name].etag, `"`)
 }
 
 func (s *Server) asset(w http.ResponseWriter, r *http.Request) {
-	a, ok := assets[r.PathValue("file")]
+	a, ok := assets()[r.PathValue("file")]
 	if !ok {
 		s.writeError(w, styleV1, http.StatusNotFound, fmt.Sprintf("no such asset %q", r.PathValue("file")))
 		return
@@ -128,7 +135,7 @@ func (s *Server) page(w http.ResponseWriter, _ *http.Request) {
 	}
 
 	var buf bytes.Buffer
-	if err := pageTmpl.Execute(&buf, d); err != nil {
+	if err := pageTmpl().Execute(&buf, d); err != nil {
 		s.log.Error("render status page", "err", err)
 		s.writeError(w, styleV1, http.StatusInternalServerError, "render status page: "+err.Error())
 		return
