@@ -581,12 +581,12 @@ type roundPlan struct {
 	// it, it would go on judging this node.
 	dropped map[string]droppedWatcher
 	// The watch ring and what follows from it, built for membership
-	// generation gen: the ring of alive nodes, this node included, sorted;
+	// generation gen (nil ring: not built): the ring of alive nodes, this
+	// node included, sorted;
 	// every peer by name; the heartbeats to the watchers, the peers
 	// getting watch heartbeats; and the peers that are not watchers, for
 	// slow rounds.
 	gen        uint64
-	built      bool
 	ring       []ringNode
 	byName     map[string]heartbeatPeer
 	watchSends []heartbeatSend
@@ -608,7 +608,7 @@ func (r *roundPlan) next(prof Profile, self string, peers []heartbeatPeer, gen u
 	if fastHeartbeats(prof, n) {
 		r.fastAt = now
 		r.setWatchers(nil, now, 0)
-		r.built = false
+		r.ring = nil
 		for _, hp := range peers {
 			sends = append(sends, to(hp, prof.FastHeartbeatInterval))
 		}
@@ -631,9 +631,9 @@ func (r *roundPlan) next(prof Profile, self string, peers []heartbeatPeer, gen u
 		return sends, sends, prof.HeartbeatInterval
 	}
 
-	if !r.built || r.gen != gen {
+	if r.ring == nil || r.gen != gen {
 		r.rebuild(prof, self, peers, now)
-		r.gen, r.built = gen, true
+		r.gen = gen
 	}
 	sends = append(sends, r.watchSends...)
 	if len(r.others) > 0 {

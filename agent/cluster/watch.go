@@ -21,9 +21,10 @@ import (
 // rest of its peers get the ordinary slow rounds. A watcher fails the node
 // once it has been silent for WatchSilenceTimeout (3.2 s) and the other
 // watcher has reported it silent too (the witness rule of silence.go;
-// reports about a node go to its watchers), and then sends the verdict (msgVerdict) to every peer. A peer takes the
-// verdict unless it has heard from the node itself within half the
-// timeout; memberlist's own verdict, when it comes, adds no event.
+// reports about a node go to its watchers), and then sends the verdict
+// (msgVerdict) to every peer. A peer takes the verdict unless it has
+// heard from the node itself within half the timeout; memberlist's own
+// verdict, when it comes, adds no event.
 //
 // Views of the ring differ for a moment while nodes come and go, so it is
 // the watched node that picks its watchers, and a node judges only a peer

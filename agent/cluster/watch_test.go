@@ -57,6 +57,19 @@ func TestSuccessorsWalkTheRing(t *testing.T) {
 	}
 }
 
+// ringPeers returns the names of a cluster of n nodes, pi-0 to pi-<n-1>,
+// and pi-0's peers as its heartbeat rounds see them, each at its own port.
+func ringPeers(n int) (names []string, peers []heartbeatPeer) {
+	for i := range n {
+		name := fmt.Sprintf("pi-%d", i)
+		names = append(names, name)
+		if i > 0 {
+			peers = append(peers, heartbeatPeer{key: heartbeatKey("pi-0", name), ring: ringKey(name), name: name, addr: "127.0.0.1", port: 7000 + i, alive: true})
+		}
+	}
+	return names, peers
+}
+
 // The plan of a large cluster's rounds: watch heartbeats to the two
 // successors every round, a slow round of the fanout each heartbeat
 // interval, a dropped watcher told the slow period for a while, and
@@ -66,15 +79,7 @@ func TestRoundPlanWatchesSuccessors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var peers []heartbeatPeer
-	var names []string
-	for i := range 20 {
-		name := fmt.Sprintf("pi-%d", i)
-		names = append(names, name)
-		if name != "pi-0" {
-			peers = append(peers, heartbeatPeer{key: heartbeatKey("pi-0", name), ring: ringKey(name), name: name, alive: true})
-		}
-	}
+	names, peers := ringPeers(20)
 	watchers := ringNames(successors(ringOf(names...), "pi-0", 2))
 	period := func(sends []heartbeatSend) map[string]time.Duration {
 		m := map[string]time.Duration{}
@@ -381,15 +386,7 @@ func TestRoundPlanTellsAFailedWatcher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var names []string
-	var peers []heartbeatPeer
-	for i := range 20 {
-		name := fmt.Sprintf("pi-%d", i)
-		names = append(names, name)
-		if name != "pi-0" {
-			peers = append(peers, heartbeatPeer{key: heartbeatKey("pi-0", name), ring: ringKey(name), name: name, addr: "127.0.0.1", port: 7000 + i, alive: true})
-		}
-	}
+	names, peers := ringPeers(20)
 	watchers := ringNames(successors(ringOf(names...), "pi-0", 2))
 	var r roundPlan
 	now := time.Now()
@@ -425,11 +422,7 @@ func BenchmarkRoundPlan(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, n := range []int{100, 500} {
-		var peers []heartbeatPeer
-		for i := 1; i < n; i++ {
-			name := fmt.Sprintf("pi-%d", i)
-			peers = append(peers, heartbeatPeer{key: heartbeatKey("pi-0", name), ring: ringKey(name), name: name, alive: true})
-		}
+		_, peers := ringPeers(n)
 		for _, mode := range []string{"steady", "changed"} {
 			b.Run(fmt.Sprintf("N=%d/%s", n, mode), func(b *testing.B) {
 				var r roundPlan
