@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
@@ -161,7 +161,7 @@ func TestServiceWritesNeedTokenAndReachEveryPeer(t *testing.T) {
 	testutil.WaitFor(t, 5*time.Second, func() error {
 		for _, a := range agents {
 			code, body := request(t, http.MethodGet, "http://"+a.HTTPAddr()+"/nodes/workingService/x", "")
-			var res api.SeedWorkingService
+			var res apitypes.SeedWorkingService
 			if code != 200 || json.Unmarshal(body, &res) != nil {
 				return fmt.Errorf("%s: %d %s", a.Name(), code, body)
 			}

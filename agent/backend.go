@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 )
 
@@ -14,11 +15,11 @@ type backend struct{ a *Agent }
 
 var _ api.Backend = backend{}
 
-func (b backend) Self() api.Node { return toAPINode(b.a.cluster.Self()) }
+func (b backend) Self() apitypes.Node { return toAPINode(b.a.cluster.Self()) }
 
-func (b backend) Nodes() []api.Node {
+func (b backend) Nodes() []apitypes.Node {
 	members := b.a.cluster.Members()
-	nodes := make([]api.Node, len(members))
+	nodes := make([]apitypes.Node, len(members))
 	for i, m := range members {
 		nodes[i] = toAPINode(m)
 	}
@@ -48,11 +49,11 @@ func (a *Agent) changeServices(service string, change func(string) (bool, error)
 	return true, nil
 }
 
-func (b backend) Subscribe() (<-chan api.Event, func()) {
+func (b backend) Subscribe() (<-chan apitypes.Event, func()) {
 	// The translator blocks on a slow reader, so events are only ever
 	// dropped, and counted, by the cluster's subscription.
 	in, cancel := b.a.cluster.Subscribe(64)
-	out := make(chan api.Event, 64)
+	out := make(chan apitypes.Event, 64)
 	done := make(chan struct{})
 	go func() {
 		defer close(out)
@@ -90,16 +91,16 @@ func (b backend) GossipStats() api.GossipStats {
 }
 
 // toAPINode turns the cluster's internal member into the API's model.
-func toAPINode(m cluster.Member) api.Node {
+func toAPINode(m cluster.Member) apitypes.Node {
 	mon := m.Monitoring
-	return api.Node{
+	return apitypes.Node{
 		Name:       m.Name,
 		Address:    m.Addr,
 		GossipPort: m.GossipPort,
 		HTTPPort:   m.HTTPPort,
 		Status:     m.Status,
 		Services:   nonNil(slices.Clone(m.Services)),
-		Monitoring: api.Monitoring{
+		Monitoring: apitypes.Monitoring{
 			CPUs:            mon.CPUs,
 			CPUPercent:      mon.CPUPercent,
 			MemTotal:        mon.MemTotal,

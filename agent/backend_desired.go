@@ -5,15 +5,15 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 )
 
 // Desired returns the desired replica count of every service ever set,
 // tombstones (0 replicas) included, sorted by service name.
-func (b backend) Desired() []api.DesiredService {
+func (b backend) Desired() []apitypes.DesiredService {
 	all := b.a.cluster.Desired()
-	out := make([]api.DesiredService, len(all))
+	out := make([]apitypes.DesiredService, len(all))
 	for i, d := range all {
 		out[i] = toAPIDesired(d)
 	}
@@ -22,10 +22,10 @@ func (b backend) Desired() []api.DesiredService {
 
 // DesiredFor returns one service's desired state; false when it was never
 // set (the API answers 404).
-func (b backend) DesiredFor(service string) (api.DesiredService, bool) {
+func (b backend) DesiredFor(service string) (apitypes.DesiredService, bool) {
 	d, ok := b.a.cluster.DesiredFor(service)
 	if !ok {
-		return api.DesiredService{}, false
+		return apitypes.DesiredService{}, false
 	}
 	return toAPIDesired(d), true
 }
@@ -35,9 +35,9 @@ func (b backend) DesiredFor(service string) (api.DesiredService, bool) {
 // change.Delta (added to the current count, never going below 0) must be
 // set. The result is what every node converges on unless a later write
 // from elsewhere supersedes it.
-func (b backend) ChangeDesired(_ context.Context, service string, change api.DesiredChange) (api.DesiredService, error) {
-	if err := api.ValidateServiceName(service); err != nil {
-		return api.DesiredService{}, fmt.Errorf("change desired: %w", err)
+func (b backend) ChangeDesired(_ context.Context, service string, change apitypes.DesiredChange) (apitypes.DesiredService, error) {
+	if err := apitypes.ValidateServiceName(service); err != nil {
+		return apitypes.DesiredService{}, fmt.Errorf("change desired: %w", err)
 	}
 	var (
 		d   cluster.Desired
@@ -45,23 +45,23 @@ func (b backend) ChangeDesired(_ context.Context, service string, change api.Des
 	)
 	switch {
 	case change.Replicas != nil && change.Delta != nil:
-		return api.DesiredService{}, errors.New("change desired: give either replicas or delta, not both")
+		return apitypes.DesiredService{}, errors.New("change desired: give either replicas or delta, not both")
 	case change.Replicas != nil:
 		d, err = b.a.cluster.SetDesired(service, *change.Replicas)
 	case change.Delta != nil:
 		d, err = b.a.cluster.AddDesired(service, *change.Delta)
 	default:
-		return api.DesiredService{}, errors.New(`change desired: give "replicas" (a count) or "delta" (a change to it)`)
+		return apitypes.DesiredService{}, errors.New(`change desired: give "replicas" (a count) or "delta" (a change to it)`)
 	}
 	if err != nil {
-		return api.DesiredService{}, err
+		return apitypes.DesiredService{}, err
 	}
 	return toAPIDesired(d), nil
 }
 
 // toAPIDesired turns a cluster desired entry into the API's model.
-func toAPIDesired(d cluster.Desired) api.DesiredService {
-	return api.DesiredService{
+func toAPIDesired(d cluster.Desired) apitypes.DesiredService {
+	return apitypes.DesiredService{
 		Service:   d.Service,
 		Replicas:  d.Replicas,
 		Version:   d.Version,
@@ -72,10 +72,10 @@ func toAPIDesired(d cluster.Desired) api.DesiredService {
 
 // toAPIEvent turns a cluster event into an API event: desired-state
 // changes carry the entry and no node.
-func toAPIEvent(ev cluster.Event) api.Event {
+func toAPIEvent(ev cluster.Event) apitypes.Event {
 	if ev.Type == cluster.EventDesired {
 		d := toAPIDesired(ev.Desired)
-		return api.Event{Kind: api.EventDesired, Time: ev.Time, Desired: &d}
+		return apitypes.Event{Kind: apitypes.EventDesired, Time: ev.Time, Desired: &d}
 	}
-	return api.Event{Kind: string(ev.Type), Node: toAPINode(ev.Member), Time: ev.Time}
+	return apitypes.Event{Kind: string(ev.Type), Node: toAPINode(ev.Member), Time: ev.Time}
 }

@@ -18,7 +18,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 	"github.com/rpi-cluster/rpi-cluster/agent/hooks"
 )
@@ -160,10 +160,10 @@ func (c *Config) LoadDefaultFile() error {
 
 // Validate checks every field and returns an error naming the first bad one.
 func (c *Config) Validate() error {
-	if c.Name != "" && !api.ValidName(c.Name, true) {
+	if c.Name != "" && !apitypes.ValidName(c.Name, true) {
 		return fmt.Errorf("name %q: use letters, digits, '_', '.', '-' (at most 63), starting with a letter or digit; it becomes an Ansible host name", c.Name)
 	}
-	if !api.ValidName(c.Cluster, true) {
+	if !apitypes.ValidName(c.Cluster, true) {
 		return fmt.Errorf("cluster %q: use letters, digits, '_', '.', '-' (at most 63)", c.Cluster)
 	}
 	if _, _, err := splitHostPort(c.Bind, 7946); err != nil {

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
 
@@ -36,7 +36,7 @@ func TestBackendDesiredStateSpreadsAndStreams(t *testing.T) {
 
 	ctx := context.Background()
 	two, delta := 2, -5
-	got, err := backend{seed}.ChangeDesired(ctx, "nginx_webserver", api.DesiredChange{Delta: &two})
+	got, err := backend{seed}.ChangeDesired(ctx, "nginx_webserver", apitypes.DesiredChange{Delta: &two})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func TestBackendDesiredStateSpreadsAndStreams(t *testing.T) {
 			if !ok {
 				t.Fatal("event stream closed")
 			}
-			if ev.Kind != api.EventDesired {
+			if ev.Kind != apitypes.EventDesired {
 				continue
 			}
 			if ev.Desired == nil || *ev.Desired != got || ev.Node.Name != "" {
@@ -72,7 +72,7 @@ func TestBackendDesiredStateSpreadsAndStreams(t *testing.T) {
 	}
 
 	// Lowering below zero stops at a tombstone that stays listed.
-	low, err := backend{second}.ChangeDesired(ctx, "nginx_webserver", api.DesiredChange{Delta: &delta})
+	low, err := backend{second}.ChangeDesired(ctx, "nginx_webserver", apitypes.DesiredChange{Delta: &delta})
 	if err != nil || low.Replicas != 0 || low.Version <= got.Version {
 		t.Fatalf("lowering: %+v, %v", low, err)
 	}
@@ -94,13 +94,13 @@ func TestBackendDesiredRefusesBadChanges(t *testing.T) {
 	three, neg := 3, -1
 	for _, tc := range []struct {
 		service string
-		change  api.DesiredChange
+		change  apitypes.DesiredChange
 		want    string
 	}{
-		{"Bad/Name", api.DesiredChange{Replicas: &three}, "invalid service name"},
-		{"web", api.DesiredChange{}, `give "replicas"`},
-		{"web", api.DesiredChange{Replicas: &three, Delta: &three}, "not both"},
-		{"web", api.DesiredChange{Replicas: &neg}, "want 0 to"},
+		{"Bad/Name", apitypes.DesiredChange{Replicas: &three}, "invalid service name"},
+		{"web", apitypes.DesiredChange{}, `give "replicas"`},
+		{"web", apitypes.DesiredChange{Replicas: &three, Delta: &three}, "not both"},
+		{"web", apitypes.DesiredChange{Replicas: &neg}, "want 0 to"},
 	} {
 		_, err := b.ChangeDesired(context.Background(), tc.service, tc.change)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

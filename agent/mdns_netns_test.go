@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/internal/netns"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
@@ -63,12 +63,12 @@ func TestAgentsFindEachOtherOverMDNS(t *testing.T) {
 	start(b, "pi-b", "10.202.0.2", ifB)
 
 	// Ask each agent, from inside its namespace, with `rpi-agent members`.
-	view := func(ns *netns.NS, ip string) ([]api.Node, error) {
+	view := func(ns *netns.NS, ip string) ([]apitypes.Node, error) {
 		out, err := ns.Command(ctx, bin, "members", "--json", "--agent", "http://"+ip+":8080").Output()
 		if err != nil {
 			return nil, fmt.Errorf("members in %s: %v", ns.Name, err)
 		}
-		var nodes []api.Node
+		var nodes []apitypes.Node
 		return nodes, json.Unmarshal(out, &nodes)
 	}
 	testutil.WaitFor(t, 30*time.Second, func() error {
@@ -82,7 +82,7 @@ func TestAgentsFindEachOtherOverMDNS(t *testing.T) {
 			}
 			var alive []string
 			for _, n := range nodes {
-				if n.Status == api.StatusAlive {
+				if n.Status == apitypes.StatusAlive {
 					alive = append(alive, n.Name+"@"+n.Address)
 				}
 			}

@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 )
 
@@ -170,7 +170,7 @@ func aliveAt(ctx context.Context, base string) (int, error) {
 	}
 	n := 0
 	for _, nd := range nodes {
-		if nd.Status == api.StatusAlive {
+		if nd.Status == apitypes.StatusAlive {
 			n++
 		}
 	}
@@ -372,23 +372,23 @@ func runInventory(ctx context.Context, plan InventoryPlan, n int) InventoryResul
 }
 
 // CannedNodes returns n plausible alive nodes as /v1/nodes serves them.
-func CannedNodes(n int) []api.Node {
-	nodes := make([]api.Node, n)
+func CannedNodes(n int) []apitypes.Node {
+	nodes := make([]apitypes.Node, n)
 	for i := range nodes {
 		temp := 40 + float64(i%20)
 		svcs := []string{}
 		if i%3 == 0 {
 			svcs = append(svcs, "nginx_webserver")
 		}
-		nodes[i] = api.Node{
+		nodes[i] = apitypes.Node{
 			Name: fmt.Sprintf("pi-%04d", i), Address: fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255),
 			GossipPort: 7946, HTTPPort: 8080, Status: "alive", Services: svcs,
-			Monitoring: api.Monitoring{CPUs: 4, CPUPercent: float64(i % 100), MemTotal: 4 << 30, MemUsed: 1 << 30,
+			Monitoring: apitypes.Monitoring{CPUs: 4, CPUPercent: float64(i % 100), MemTotal: 4 << 30, MemUsed: 1 << 30,
 				Load1: 0.5, Load5: 0.4, Load15: 0.3, TempC: &temp, DiskUsedPercent: 31, UptimeS: 86400, SampledAt: time.Now().UTC()},
 			PhiThreshold: 8, Version: "bench", Arch: "arm64", Model: "Raspberry Pi 4 Model B Rev 1.4",
 			RecordVersion: uint64(i + 1), Self: i == 0,
 		}
 	}
-	slices.SortFunc(nodes, func(a, b api.Node) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(nodes, func(a, b apitypes.Node) int { return strings.Compare(a.Name, b.Name) })
 	return nodes
 }

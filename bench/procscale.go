@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 )
 
@@ -130,7 +130,7 @@ func (c *procCluster) follow(a *procAgent) error {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		err := cl.Follow(c.ctx, func() { ready <- nil }, func(ev api.Event) error {
+		err := cl.Follow(c.ctx, func() { ready <- nil }, func(ev apitypes.Event) error {
 			c.record(a.name, ev)
 			return nil
 		})
@@ -144,7 +144,7 @@ func (c *procCluster) follow(a *procAgent) error {
 	return <-ready
 }
 
-func (c *procCluster) record(observer string, ev api.Event) {
+func (c *procCluster) record(observer string, ev apitypes.Event) {
 	subject := ev.Node.Name
 	if subject == "" || subject == observer {
 		return

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/e2e/vcluster"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
@@ -124,7 +124,7 @@ func TestKillDetected(t *testing.T) {
 	if err := c.Kill(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
-	seen, err := waitStatus(ctx, c, others, victim, api.StatusFailed, start, 90*time.Second)
+	seen, err := waitStatus(ctx, c, others, victim, apitypes.StatusFailed, start, 90*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestPause(t *testing.T) {
 				if time.Now().Before(watchUntil) {
 					return fmt.Errorf("still watching for %v", time.Until(watchUntil).Round(time.Second))
 				}
-				return c.ExpectStatus(ctx, c.Nodes(), []*vcluster.Node{victim}, api.StatusAlive)
+				return c.ExpectStatus(ctx, c.Nodes(), []*vcluster.Node{victim}, apitypes.StatusAlive)
 			})
 			w.Stop()
 			if frozen > short+slack {
@@ -208,7 +208,7 @@ func TestPause(t *testing.T) {
 		if err := c.Pause(ctx, victim); err != nil {
 			t.Fatal(err)
 		}
-		seen, err := waitStatus(ctx, c, others, victim, api.StatusFailed, start, long+30*time.Second)
+		seen, err := waitStatus(ctx, c, others, victim, apitypes.StatusFailed, start, long+30*time.Second)
 		if err != nil {
 			_ = c.Unpause(ctx, victim)
 			t.Fatal(err)
@@ -260,16 +260,16 @@ func TestSplitAndHeal(t *testing.T) {
 			t.Fatal(err)
 		}
 		testutil.WaitFor(t, 2*time.Minute, func() error {
-			if err := c.ExpectStatus(ctx, a, b, api.StatusFailed); err != nil {
+			if err := c.ExpectStatus(ctx, a, b, apitypes.StatusFailed); err != nil {
 				return err
 			}
-			if err := c.ExpectStatus(ctx, b, a, api.StatusFailed); err != nil {
+			if err := c.ExpectStatus(ctx, b, a, apitypes.StatusFailed); err != nil {
 				return err
 			}
-			if err := c.ExpectStatus(ctx, a, a, api.StatusAlive); err != nil {
+			if err := c.ExpectStatus(ctx, a, a, apitypes.StatusAlive); err != nil {
 				return err
 			}
-			return c.ExpectStatus(ctx, b, b, api.StatusAlive)
+			return c.ExpectStatus(ctx, b, b, apitypes.StatusAlive)
 		})
 		figure(t, "2/2 partition → each pair sees the other failed", "%.1f s", time.Since(start).Seconds())
 		healStart := time.Now()
@@ -291,11 +291,11 @@ func TestSplitAndHeal(t *testing.T) {
 		// Side a is observed over the network; the disconnected nodes are
 		// asked through docker exec, since nothing else reaches them.
 		testutil.WaitFor(t, 2*time.Minute, func() error {
-			if err := c.ExpectStatus(ctx, a, b, api.StatusFailed); err != nil {
+			if err := c.ExpectStatus(ctx, a, b, apitypes.StatusFailed); err != nil {
 				return err
 			}
 			for _, n := range b {
-				if err := expectStatusInside(ctx, c, n, c.Others(n), api.StatusFailed); err != nil {
+				if err := expectStatusInside(ctx, c, n, c.Others(n), apitypes.StatusFailed); err != nil {
 					return err
 				}
 			}

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 	"github.com/rpi-cluster/rpi-cluster/e2e/vcluster"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
@@ -131,7 +131,7 @@ func TestHealAfterKill(t *testing.T) {
 	t.Logf("killed web server %s; survivor %s, load balancer %s", victim, survivor, lb)
 
 	// Time to detect: the observer's agent marks the node failed.
-	seen, err := waitStatus(ctx, c, []*vcluster.Node{observer}, victim, api.StatusFailed, killed, 2*time.Minute)
+	seen, err := waitStatus(ctx, c, []*vcluster.Node{observer}, victim, apitypes.StatusFailed, killed, 2*time.Minute)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestHealAfterKill(t *testing.T) {
 		}
 		var live []string
 		for _, n := range nodes {
-			if n.Status == api.StatusAlive && n.Address != victim.IP.String() {
+			if n.Status == apitypes.StatusAlive && n.Address != victim.IP.String() {
 				live = append(live, n.Name)
 				if n.Address != survivor.IP.String() {
 					replacement = n.Name
@@ -217,7 +217,7 @@ type healWS struct {
 	sshArgs   string
 }
 
-func healWorkstation(t *testing.T, c *vcluster.Cluster, members []api.Node) *healWS {
+func healWorkstation(t *testing.T, c *vcluster.Cluster, members []apitypes.Node) *healWS {
 	t.Helper()
 	dir := t.TempDir()
 	ws, err := vcluster.WriteWorkstation(dir, suite.prepared.Key, vcluster.DefaultSSHUser, members)

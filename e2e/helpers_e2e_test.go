@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/e2e/vcluster"
 )
 
@@ -220,8 +220,8 @@ func watch(c *vcluster.Cluster, observers, targets []*vcluster.Node, every time.
 						continue
 					}
 					switch m.Status {
-					case api.StatusAlive:
-					case api.StatusSuspect:
+					case apitypes.StatusAlive:
+					case apitypes.StatusSuspect:
 						w.suspects++
 					default:
 						w.failed = append(w.failed, fmt.Sprintf("%s: %s saw %s as %s", time.Now().Format("15:04:05.000"), o, m.Name, m.Status))

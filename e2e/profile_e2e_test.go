@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 )
 
@@ -34,8 +34,8 @@ func lanProfile(t *testing.T) profileTimings {
 	}
 }
 
-func decodeNodes(s string) ([]api.Node, error) {
-	var nodes []api.Node
+func decodeNodes(s string) ([]apitypes.Node, error) {
+	var nodes []apitypes.Node
 	err := json.Unmarshal([]byte(s), &nodes)
 	return nodes, err
 }

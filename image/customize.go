@@ -19,7 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"gopkg.in/yaml.v3"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 //go:embed files
@@ -83,7 +83,7 @@ func (o Options) withDefaults() (Options, error) {
 	if o.AgentDir == "" {
 		o.AgentDir = "bin"
 	}
-	if !api.ValidName(o.Cluster, true) {
+	if !apitypes.ValidName(o.Cluster, true) {
 		return o, fmt.Errorf("cluster %q: use letters, digits, '_', '.', '-' (at most 63), starting with a letter or digit", o.Cluster)
 	}
 	if err := ValidateUserName(o.User); err != nil {

@@ -11,7 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 )
 
@@ -136,7 +136,7 @@ func FillSecrets(configPath string, o *Options) (string, error) {
 	if cluster == "" {
 		cluster = "rpi"
 	}
-	if !api.ValidName(cluster, true) {
+	if !apitypes.ValidName(cluster, true) {
 		return "", nil // Customize reports the bad name
 	}
 	p := SecretsPath(configPath, cluster)

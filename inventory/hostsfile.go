@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 )
 
@@ -35,11 +35,11 @@ func ParseAssign(values []string) (map[string]int, error) {
 //
 // Groups the cluster cannot fill are still written (empty, so the playbook
 // parses) and each is explained in warnings.
-func HostsFile(nodes []api.Node, groups []string, assign map[string]int, o Options) (ini []byte, warnings []string) {
+func HostsFile(nodes []apitypes.Node, groups []string, assign map[string]int, o Options) (ini []byte, warnings []string) {
 	inv := Build(nodes, o)
-	alive := make([]api.Node, 0, len(nodes))
+	alive := make([]apitypes.Node, 0, len(nodes))
 	for _, n := range nodes {
-		if n.Status == api.StatusAlive {
+		if n.Status == apitypes.StatusAlive {
 			alive = append(alive, n)
 		}
 	}

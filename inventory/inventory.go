@@ -27,12 +27,12 @@ import (
 	"strings"
 	"unicode"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 )
 
 // StatusGroups are the status groups, always present in the inventory.
-var StatusGroups = []string{api.StatusAlive, api.StatusSuspect, api.StatusFailed, api.StatusLeft}
+var StatusGroups = []string{apitypes.StatusAlive, apitypes.StatusSuspect, apitypes.StatusFailed, apitypes.StatusLeft}
 
 // ServiceGroupPrefix is prepended to a service group that would collide with a
 // reserved group name or start with a digit.
@@ -43,7 +43,7 @@ const DefaultUser = "pi"
 
 var reservedGroups = map[string]bool{
 	"all": true, "ungrouped": true,
-	api.StatusAlive: true, api.StatusSuspect: true, api.StatusFailed: true, api.StatusLeft: true,
+	apitypes.StatusAlive: true, apitypes.StatusSuspect: true, apitypes.StatusFailed: true, apitypes.StatusLeft: true,
 }
 
 // GroupName is the Ansible group of service (see the package doc).
@@ -116,7 +116,7 @@ type Inventory struct {
 }
 
 // Build makes the inventory of nodes.
-func Build(nodes []api.Node, o Options) *Inventory {
+func Build(nodes []apitypes.Node, o Options) *Inventory {
 	user := o.User
 	if user == "" {
 		user = DefaultUser
@@ -134,7 +134,7 @@ func Build(nodes []api.Node, o Options) *Inventory {
 		if _, ok := inv.Groups[n.Status]; ok {
 			inv.Groups[n.Status] = append(inv.Groups[n.Status], n.Name)
 		}
-		if n.Status != api.StatusAlive {
+		if n.Status != apitypes.StatusAlive {
 			continue
 		}
 		seen := map[string]bool{}
@@ -153,7 +153,7 @@ func Build(nodes []api.Node, o Options) *Inventory {
 	return inv
 }
 
-func hostVars(n api.Node, user string, o Options) HostVars {
+func hostVars(n apitypes.Node, user string, o Options) HostVars {
 	m := n.Monitoring
 	services := append([]string{}, n.Services...)
 	sort.Strings(services)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -19,21 +19,21 @@ var update = flag.Bool("update", false, "rewrite golden files")
 func temp(c float64) *float64 { return &c }
 
 // sampleNodes is a small cluster with every status and a busy node.
-func sampleNodes() []api.Node {
+func sampleNodes() []apitypes.Node {
 	at := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
-	return []api.Node{
-		{Name: "pi-b", Address: "10.0.0.12", GossipPort: 7946, HTTPPort: 8080, Status: api.StatusAlive,
+	return []apitypes.Node{
+		{Name: "pi-b", Address: "10.0.0.12", GossipPort: 7946, HTTPPort: 8080, Status: apitypes.StatusAlive,
 			Services: []string{"nginx_webserver", "web.api-v2"}, PhiThreshold: 8, Phi: 0.41234,
-			Monitoring: api.Monitoring{CPUs: 4, CPUPercent: 12.5, MemTotal: 1000, MemUsed: 250, Load1: 0.4, Load5: 0.2, Load15: 0.1, TempC: temp(48.3), SampledAt: at},
+			Monitoring: apitypes.Monitoring{CPUs: 4, CPUPercent: 12.5, MemTotal: 1000, MemUsed: 250, Load1: 0.4, Load5: 0.2, Load15: 0.1, TempC: temp(48.3), SampledAt: at},
 			Model:      "Raspberry Pi 4 Model B Rev 1.4", Arch: "arm64"},
-		{Name: "pi-a", Address: "10.0.0.11", GossipPort: 7946, HTTPPort: 8080, Status: api.StatusAlive,
+		{Name: "pi-a", Address: "10.0.0.11", GossipPort: 7946, HTTPPort: 8080, Status: apitypes.StatusAlive,
 			Services: []string{"nginx_load_balancer", "alive"}, PhiThreshold: 8,
-			Monitoring: api.Monitoring{CPUs: 4, MemTotal: 1000, MemUsed: 500, Load1: 4, Load5: 4, Load15: 4, SampledAt: at},
+			Monitoring: apitypes.Monitoring{CPUs: 4, MemTotal: 1000, MemUsed: 500, Load1: 4, Load5: 4, Load15: 4, SampledAt: at},
 			Model:      "Raspberry Pi 3 Model B Plus Rev 1.3", Arch: "arm"},
-		{Name: "pi-c", Address: "10.0.0.13", GossipPort: 7946, HTTPPort: 8081, Status: api.StatusFailed,
+		{Name: "pi-c", Address: "10.0.0.13", GossipPort: 7946, HTTPPort: 8081, Status: apitypes.StatusFailed,
 			Services: []string{"nginx_webserver"}, Phi: 12, PhiThreshold: 8,
-			Monitoring: api.Monitoring{CPUs: 0, MemTotal: 0, Load1: 1}, Arch: "arm64"},
-		{Name: "pi-d", Address: "10.0.0.14", Status: api.StatusSuspect, Services: []string{"9p"}, Phi: 6, PhiThreshold: 8},
+			Monitoring: apitypes.Monitoring{CPUs: 0, MemTotal: 0, Load1: 1}, Arch: "arm64"},
+		{Name: "pi-d", Address: "10.0.0.14", Status: apitypes.StatusSuspect, Services: []string{"9p"}, Phi: 6, PhiThreshold: 8},
 	}
 }
 

@@ -9,15 +9,15 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 // KnownHosts writes the nodes' gossiped SSH host keys in known_hosts format,
 // one line per key naming the node by name and address, so Ansible can keep
 // host-key checking on. Keys that do not parse are skipped and reported in
 // warnings, as are nodes that gossip no key at all.
-func KnownHosts(nodes []api.Node) (data []byte, warnings []string) {
-	sorted := append([]api.Node{}, nodes...)
+func KnownHosts(nodes []apitypes.Node) (data []byte, warnings []string) {
+	sorted := append([]apitypes.Node{}, nodes...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	var b bytes.Buffer
 	for _, n := range sorted {

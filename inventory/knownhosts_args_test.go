@@ -5,11 +5,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 func TestKnownHostsFileKeepsCheckingOn(t *testing.T) {
-	nodes := []api.Node{{Name: "pi-1", Address: "10.0.0.1", Status: api.StatusAlive}}
+	nodes := []apitypes.Node{{Name: "pi-1", Address: "10.0.0.1", Status: apitypes.StatusAlive}}
 
 	inv := Build(nodes, Options{})
 	if got := inv.Vars["pi-1"].SSHCommonArgs; got != "" {

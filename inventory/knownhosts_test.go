@@ -12,7 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 func newHostKey(t *testing.T) ssh.PublicKey {
@@ -32,7 +32,7 @@ func TestKnownHosts(t *testing.T) {
 	good := newHostKey(t)
 	other := newHostKey(t)
 	authorized := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(good)))
-	nodes := []api.Node{
+	nodes := []apitypes.Node{
 		{Name: "pi-b", Address: "10.0.0.12", SSHHostKeys: []string{authorized, "ssh-ed25519 not-base64!"}},
 		{Name: "pi-a", Address: "10.0.0.11"},
 	}

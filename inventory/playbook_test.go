@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 func writeFile(t *testing.T, path, content string) {
@@ -83,8 +83,8 @@ func TestParseAssign(t *testing.T) {
 
 func TestHostsFile(t *testing.T) {
 	nodes := sampleNodes()
-	nodes = append(nodes, api.Node{Name: "pi-e", Address: "10.0.0.15", Status: api.StatusAlive,
-		Monitoring: api.Monitoring{CPUs: 4, MemTotal: 100, MemUsed: 1}})
+	nodes = append(nodes, apitypes.Node{Name: "pi-e", Address: "10.0.0.15", Status: apitypes.StatusAlive,
+		Monitoring: apitypes.Monitoring{CPUs: 4, MemTotal: 100, MemUsed: 1}})
 	ini, warnings := HostsFile(nodes, []string{"nginx_webserver", "alive", "left", "db", "lb"},
 		map[string]int{"lb": 2, "extra": 9}, Options{User: "ops"})
 	got := string(ini)

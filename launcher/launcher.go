@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 	"github.com/rpi-cluster/rpi-cluster/inventory"
@@ -131,7 +131,7 @@ func (l *Launcher) playbook(service, name string) (string, error) {
 // re-rendered and re-applied. With dryRun it prints the plan and the
 // rendered files and changes nothing.
 func (l *Launcher) Launch(ctx context.Context, service string, n int, dryRun bool) (*Outcome, error) {
-	if err := api.ValidateServiceName(service); err != nil {
+	if err := apitypes.ValidateServiceName(service); err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
 	book, err := l.playbook(service, InstallPlaybook)
@@ -192,7 +192,7 @@ func (l *Launcher) changeDesired(ctx context.Context, service string, delta int)
 // uninstall playbook on them, removes the service from the metadata of the
 // nodes where the play succeeded, and re-applies dependents.
 func (l *Launcher) Remove(ctx context.Context, service string, n int, dryRun bool) (*Outcome, error) {
-	if err := api.ValidateServiceName(service); err != nil {
+	if err := apitypes.ValidateServiceName(service); err != nil {
 		return nil, fmt.Errorf("remove: %w", err)
 	}
 	book, err := l.playbook(service, UninstallPlaybook)
@@ -226,10 +226,10 @@ type applySpec struct {
 	action, service, book string
 	plan                  *Plan
 	dryRun                bool
-	invView, renderView   []api.Node
+	invView, renderView   []apitypes.Node
 	changed               []string
 	add                   bool
-	before                []api.Node
+	before                []apitypes.Node
 }
 
 func (l *Launcher) apply(ctx context.Context, s applySpec) (*Outcome, error) {
@@ -298,7 +298,7 @@ func (l *Launcher) apply(ctx context.Context, s applySpec) (*Outcome, error) {
 // they run. reconcile uses it when a service's node set changed without a
 // launch, e.g. a node died and nothing could replace it, so a load balancer
 // stops sending to it. It returns the dependents re-applied.
-func (l *Launcher) ReapplyDependents(ctx context.Context, service string, view []api.Node) ([]string, error) {
+func (l *Launcher) ReapplyDependents(ctx context.Context, service string, view []apitypes.Node) ([]string, error) {
 	dependents, err := Dependents(l.Playbooks, service)
 	if err != nil {
 		return nil, fmt.Errorf("re-apply dependents of %s: %w", service, err)
@@ -315,7 +315,7 @@ func (l *Launcher) ReapplyDependents(ctx context.Context, service string, view [
 
 // reapply re-renders dependent's templates with view and re-runs its
 // install playbook on the alive nodes running it.
-func (l *Launcher) reapply(ctx context.Context, dependent string, view []api.Node, dryRun bool) error {
+func (l *Launcher) reapply(ctx context.Context, dependent string, view []apitypes.Node, dryRun bool) error {
 	data := NewTemplateData(l.Cluster, view, nil)
 	targets := data.Service(dependent)
 	data.Targets, data.Self = targets, targets
@@ -359,7 +359,7 @@ type runOutcome struct {
 
 // run renders service's templates into its build directory, writes the
 // run's inventory from view and runs book limited to targets.
-func (l *Launcher) run(ctx context.Context, service, book string, view, targets []api.Node, data TemplateData) (*runOutcome, error) {
+func (l *Launcher) run(ctx context.Context, service, book string, view, targets []apitypes.Node, data TemplateData) (*runOutcome, error) {
 	dir, err := filepath.Abs(l.buildDir(service))
 	if err != nil {
 		return nil, err
@@ -397,7 +397,7 @@ func (l *Launcher) run(ctx context.Context, service, book string, view, targets 
 
 // record adds or removes service in node's metadata through node's own
 // agent.
-func (l *Launcher) record(ctx context.Context, node api.Node, service string, add bool) error {
+func (l *Launcher) record(ctx context.Context, node apitypes.Node, service string, add bool) error {
 	c, err := toolkit.NodeClient(l.Client, node)
 	if err != nil {
 		return err
@@ -518,7 +518,7 @@ func (l *Launcher) printFiles(service string, files []RenderedFile, content bool
 	}
 }
 
-func nodeNames(nodes []api.Node) []string {
+func nodeNames(nodes []apitypes.Node) []string {
 	out := make([]string, len(nodes))
 	for i, n := range nodes {
 		out[i] = n.Name

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 func TestParsePolicy(t *testing.T) {
@@ -51,21 +51,21 @@ func TestRepositoryPolicies(t *testing.T) {
 	}
 }
 
-func node(name, status string, load, phi float64, services ...string) api.Node {
-	return api.Node{Name: name, Address: "10.0.0." + name[len(name)-1:], Status: status, Services: services,
-		Phi: phi, PhiThreshold: 8, Monitoring: api.Monitoring{CPUs: 4, MemTotal: 100, MemUsed: 10, Load1: load, Load5: load, Load15: load}}
+func node(name, status string, load, phi float64, services ...string) apitypes.Node {
+	return apitypes.Node{Name: name, Address: "10.0.0." + name[len(name)-1:], Status: status, Services: services,
+		Phi: phi, PhiThreshold: 8, Monitoring: apitypes.Monitoring{CPUs: 4, MemTotal: 100, MemUsed: 10, Load1: load, Load5: load, Load15: load}}
 }
 
 func TestPlanLaunch(t *testing.T) {
-	nodes := []api.Node{
-		node("pi-1", api.StatusAlive, 3.9, 0),      // busy
-		node("pi-2", api.StatusAlive, 0.1, 0),      // idle
-		node("pi-3", api.StatusAlive, 0.1, 0),      // idle, ties with pi-2
-		node("pi-4", api.StatusFailed, 0, 0),       // failed
-		node("pi-5", api.StatusAlive, 0, 9),        // phi over the node's threshold 8
-		node("pi-6", api.StatusAlive, 0, 0, "web"), // already runs it
-		node("pi-7", api.StatusSuspect, 0, 2),      // suspect
-		node("pi-8", api.StatusAlive, 0.5, 4),      // under 8 but over the policy's 3
+	nodes := []apitypes.Node{
+		node("pi-1", apitypes.StatusAlive, 3.9, 0),      // busy
+		node("pi-2", apitypes.StatusAlive, 0.1, 0),      // idle
+		node("pi-3", apitypes.StatusAlive, 0.1, 0),      // idle, ties with pi-2
+		node("pi-4", apitypes.StatusFailed, 0, 0),       // failed
+		node("pi-5", apitypes.StatusAlive, 0, 9),        // phi over the node's threshold 8
+		node("pi-6", apitypes.StatusAlive, 0, 0, "web"), // already runs it
+		node("pi-7", apitypes.StatusSuspect, 0, 2),      // suspect
+		node("pi-8", apitypes.StatusAlive, 0.5, 4),      // under 8 but over the policy's 3
 	}
 	p, err := PlanLaunch(nodes, "web", 2, Policy{})
 	if err != nil {
@@ -95,7 +95,7 @@ func TestPlanLaunch(t *testing.T) {
 }
 
 func TestPlanRemove(t *testing.T) {
-	nodes := []api.Node{node("pi-1", api.StatusAlive, 0.1, 0, "web"), node("pi-2", api.StatusAlive, 2, 0, "web"), node("pi-3", api.StatusAlive, 3, 0)}
+	nodes := []apitypes.Node{node("pi-1", apitypes.StatusAlive, 0.1, 0, "web"), node("pi-2", apitypes.StatusAlive, 2, 0, "web"), node("pi-3", apitypes.StatusAlive, 3, 0)}
 	p, err := PlanRemove(nodes, "web", 1)
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +109,7 @@ func TestPlanRemove(t *testing.T) {
 }
 
 func TestRenderUpstream(t *testing.T) {
-	nodes := []api.Node{node("pi-1", api.StatusAlive, 0, 0, "nginx_webserver"), node("pi-2", api.StatusFailed, 0, 0, "nginx_webserver"), node("pi-3", api.StatusAlive, 0, 0)}
+	nodes := []apitypes.Node{node("pi-1", apitypes.StatusAlive, 0, 0, "nginx_webserver"), node("pi-2", apitypes.StatusFailed, 0, 0, "nginx_webserver"), node("pi-3", apitypes.StatusAlive, 0, 0)}
 	after := WithService(nodes, []string{"pi-3"}, "nginx_webserver", true)
 	out := filepath.Join(t.TempDir(), "build", "nginx_load_balancer")
 	os.MkdirAll(out, 0o755)

@@ -6,19 +6,19 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 )
 
 // Candidate is a node with its busy score.
 type Candidate struct {
-	Node  api.Node
+	Node  apitypes.Node
 	Score float64
 }
 
 // Exclusion is a node left out of a plan and why.
 type Exclusion struct {
-	Node   api.Node
+	Node   apitypes.Node
 	Reason string
 }
 
@@ -34,8 +34,8 @@ type Plan struct {
 }
 
 // ChosenNodes returns the chosen nodes.
-func (p *Plan) ChosenNodes() []api.Node {
-	out := make([]api.Node, len(p.Chosen))
+func (p *Plan) ChosenNodes() []apitypes.Node {
+	out := make([]apitypes.Node, len(p.Chosen))
 	for i, c := range p.Chosen {
 		out[i] = c.Node
 	}
@@ -74,7 +74,7 @@ func (e *InsufficientError) Error() string {
 // running it, and with a suspicion below the threshold (the policy's, else
 // the one each node reports). Lower busy score first, ties by name. Fewer
 // than n candidates is an *InsufficientError carrying the plan.
-func PlanLaunch(nodes []api.Node, service string, n int, pol Policy) (*Plan, error) {
+func PlanLaunch(nodes []apitypes.Node, service string, n int, pol Policy) (*Plan, error) {
 	p := &Plan{Service: service}
 	for _, node := range sortedByName(nodes) {
 		threshold := pol.PhiThreshold
@@ -82,7 +82,7 @@ func PlanLaunch(nodes []api.Node, service string, n int, pol Policy) (*Plan, err
 			threshold = node.PhiThreshold
 		}
 		switch {
-		case node.Status != api.StatusAlive:
+		case node.Status != apitypes.StatusAlive:
 			p.Excluded = append(p.Excluded, Exclusion{node, "status " + node.Status})
 		case slices.Contains(node.Services, service):
 			p.Excluded = append(p.Excluded, Exclusion{node, "already runs " + service})
@@ -98,7 +98,7 @@ func PlanLaunch(nodes []api.Node, service string, n int, pol Policy) (*Plan, err
 
 // PlanRemove picks the n busiest nodes running service (any status: a
 // failed node's record is cleaned up too), ties by name.
-func PlanRemove(nodes []api.Node, service string, n int) (*Plan, error) {
+func PlanRemove(nodes []apitypes.Node, service string, n int) (*Plan, error) {
 	p := &Plan{Service: service}
 	for _, node := range sortedByName(nodes) {
 		if slices.Contains(node.Services, service) {
@@ -122,16 +122,16 @@ func choose(p *Plan, n int, remove bool) error {
 	return nil
 }
 
-func sortedByName(nodes []api.Node) []api.Node {
-	out := append([]api.Node(nil), nodes...)
+func sortedByName(nodes []apitypes.Node) []apitypes.Node {
+	out := append([]apitypes.Node(nil), nodes...)
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
 // WithService returns a copy of nodes where the named nodes run (add) or no
 // longer run (!add) service: the cluster as it will be after the change.
-func WithService(nodes []api.Node, names []string, service string, add bool) []api.Node {
-	out := make([]api.Node, len(nodes))
+func WithService(nodes []apitypes.Node, names []string, service string, add bool) []apitypes.Node {
+	out := make([]apitypes.Node, len(nodes))
 	for i, n := range nodes {
 		n.Services = slices.Clone(n.Services)
 		if slices.Contains(names, n.Name) {

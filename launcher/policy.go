@@ -22,7 +22,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 // Failure behaviours a service's policy may name.
@@ -88,7 +88,7 @@ func (p Policy) Validate() error {
 		return fmt.Errorf("on_failure %q: must be relaunch, alert or none", p.OnFailure)
 	}
 	for _, d := range p.DependsOn {
-		if err := api.ValidateServiceName(d); err != nil {
+		if err := apitypes.ValidateServiceName(d); err != nil {
 			return fmt.Errorf("depends_on: %w", err)
 		}
 	}

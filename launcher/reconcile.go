@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 )
@@ -237,14 +237,14 @@ func (r *Reconciler) Reconcile(ctx context.Context) (*PassResult, error) {
 	return res, nil
 }
 
-func (r *Reconciler) reconcileService(ctx context.Context, l *Launcher, nodes []api.Node, st ServiceState, pol Policy, res *PassResult) {
+func (r *Reconciler) reconcileService(ctx context.Context, l *Launcher, nodes []apitypes.Node, st ServiceState, pol Policy, res *PassResult) {
 	svc := st.Service
 	t := r.track(svc)
 	now := r.now()
 	grace := time.Duration(pol.GracePeriod)
 	log := r.log().With("service", svc)
 
-	inView := map[string]api.Node{}
+	inView := map[string]apitypes.Node{}
 	for _, n := range nodes {
 		inView[n.Name] = n
 	}
@@ -387,10 +387,10 @@ func (p *PassResult) wake(at time.Time) {
 }
 
 // rememberMembers keeps the API URLs of the alive members, for failing over.
-func (r *Reconciler) rememberMembers(base *client.Client, nodes []api.Node) {
+func (r *Reconciler) rememberMembers(base *client.Client, nodes []apitypes.Node) {
 	var urls []string
 	for _, n := range nodes {
-		if n.Status != api.StatusAlive {
+		if n.Status != apitypes.StatusAlive {
 			continue
 		}
 		if nc, err := toolkit.NodeClient(base, n); err == nil {
@@ -485,10 +485,10 @@ func (r *Reconciler) follow(ctx context.Context, trigger chan<- struct{}) {
 		c := r.Client()
 		r.log().Info("following events", "agent", c.BaseURL)
 		started, events := time.Now(), 0
-		err := c.Events(ctx, func(ev api.Event) error {
+		err := c.Events(ctx, func(ev apitypes.Event) error {
 			events++
 			key := ev.Node.Status + "|" + strings.Join(ev.Node.Services, ",")
-			if ev.Kind == api.EventUpdate && seen[ev.Node.Name] == key {
+			if ev.Kind == apitypes.EventUpdate && seen[ev.Node.Name] == key {
 				// Records change on every monitoring sample; only a change
 				// of status or services matters here.
 				return nil

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit/fakeagent"
@@ -31,8 +31,8 @@ type healWorld struct {
 	now       time.Time
 }
 
-func mon(load float64) api.Monitoring {
-	return api.Monitoring{CPUs: 4, MemTotal: 100, MemUsed: 10, Load1: load, Load5: load, Load15: load}
+func mon(load float64) apitypes.Monitoring {
+	return apitypes.Monitoring{CPUs: 4, MemTotal: 100, MemUsed: 10, Load1: load, Load5: load, Load15: load}
 }
 
 func newHealWorld(t *testing.T, webPolicy string) *healWorld {
@@ -58,7 +58,7 @@ func newHealWorld(t *testing.T, webPolicy string) *healWorld {
 			t.Fatal(err)
 		}
 	}
-	w.c = fakeagent.Start(t, []api.Node{
+	w.c = fakeagent.Start(t, []apitypes.Node{
 		{Name: "pi-1", Services: []string{"lb"}, PhiThreshold: 8, Monitoring: mon(3)},
 		{Name: "pi-2", Services: []string{"web"}, PhiThreshold: 8, Monitoring: mon(1)},
 		{Name: "pi-3", Services: []string{"web"}, PhiThreshold: 8, Monitoring: mon(1)},
@@ -119,12 +119,12 @@ func (w *healWorld) upstream(t *testing.T) string {
 }
 
 func (w *healWorld) setStatus(node, status string) {
-	n := w.c.Update(node, func(n *api.Node) { n.Status = status })
-	kind := api.EventUpdate
-	if status == api.StatusFailed {
-		kind = api.EventFail
+	n := w.c.Update(node, func(n *apitypes.Node) { n.Status = status })
+	kind := apitypes.EventUpdate
+	if status == apitypes.StatusFailed {
+		kind = apitypes.EventFail
 	}
-	w.c.Emit(api.Event{Kind: kind, Node: n})
+	w.c.Emit(apitypes.Event{Kind: kind, Node: n})
 }
 
 // expectCalls checks the ansible-playbook runs since the last check: each
@@ -160,7 +160,7 @@ func TestReconcileReplacesAfterGraceOnceAndKeepsReturnedNode(t *testing.T) {
 	}
 	expectCalls(t, w, &seen)
 
-	w.setStatus("pi-2", api.StatusFailed)
+	w.setStatus("pi-2", apitypes.StatusFailed)
 	res := w.pass(t, time.Second)
 	expectCalls(t, w, &seen) // within grace: nothing
 	if want := w.now.Add(30 * time.Second); !res.WakeAt.Equal(want) {
@@ -186,7 +186,7 @@ func TestReconcileReplacesAfterGraceOnceAndKeepsReturnedNode(t *testing.T) {
 
 	// pi-2 returns after it was replaced: three replicas for a desired two.
 	// The extra is left running and the load balancer gets it back.
-	w.setStatus("pi-2", api.StatusAlive)
+	w.setStatus("pi-2", apitypes.StatusAlive)
 	res = w.pass(t, time.Second)
 	expectCalls(t, w, &seen, "lb pi-1")
 	if len(res.Launched) != 0 || w.c.Services("pi-2")[0] != "web" {
@@ -212,15 +212,15 @@ func TestReconcileFlappingNodeWithinGraceDoesNothing(t *testing.T) {
 	seen := 0
 	w.pass(t, 0)
 	for i := 0; i < 3; i++ {
-		w.setStatus("pi-2", api.StatusFailed)
+		w.setStatus("pi-2", apitypes.StatusFailed)
 		w.pass(t, 20*time.Second)
-		w.setStatus("pi-2", api.StatusAlive)
+		w.setStatus("pi-2", apitypes.StatusAlive)
 		w.pass(t, 20*time.Second)
 	}
 	// Suspicion over the policy's threshold counts as down too.
-	w.c.Update("pi-3", func(n *api.Node) { n.Phi = 9 })
+	w.c.Update("pi-3", func(n *apitypes.Node) { n.Phi = 9 })
 	w.pass(t, 25*time.Second)
-	w.c.Update("pi-3", func(n *api.Node) { n.Phi = 0.5 })
+	w.c.Update("pi-3", func(n *apitypes.Node) { n.Phi = 0.5 })
 	w.pass(t, 25*time.Second)
 	expectCalls(t, w, &seen)
 	if len(w.c.Writes()) != 0 {
@@ -228,7 +228,7 @@ func TestReconcileFlappingNodeWithinGraceDoesNothing(t *testing.T) {
 	}
 	// The grace restarts when a node goes down again: 29 s after its last
 	// failure nothing, 30 s after it the replacement.
-	w.setStatus("pi-2", api.StatusFailed)
+	w.setStatus("pi-2", apitypes.StatusFailed)
 	w.pass(t, 0)
 	w.pass(t, 29*time.Second)
 	expectCalls(t, w, &seen)
@@ -241,7 +241,7 @@ func TestReconcileAlertAndNone(t *testing.T) {
 		w := newHealWorld(t, "on_failure: alert\ngrace_period: 5s\n")
 		seen := 0
 		w.pass(t, 0)
-		w.setStatus("pi-2", api.StatusFailed)
+		w.setStatus("pi-2", apitypes.StatusFailed)
 		w.pass(t, time.Second)
 		res := w.pass(t, 5*time.Second)
 		if len(res.Alerts) != 1 || !strings.Contains(res.Alerts[0], "web runs on 1 of 2 desired node(s); down: pi-2") {
@@ -264,7 +264,7 @@ func TestReconcileAlertAndNone(t *testing.T) {
 		w := newHealWorld(t, "on_failure: none\ngrace_period: 5s\n")
 		seen := 0
 		w.pass(t, 0)
-		w.setStatus("pi-2", api.StatusFailed)
+		w.setStatus("pi-2", apitypes.StatusFailed)
 		w.pass(t, time.Second)
 		if res := w.pass(t, time.Minute); len(res.Alerts)+len(res.Launched)+len(res.Reapplied) != 0 {
 			t.Errorf("policy none acted: %+v", res)
@@ -277,7 +277,7 @@ func TestReconcileBacksOffAfterFailedPlay(t *testing.T) {
 	w := newHealWorld(t, "on_failure: relaunch\ngrace_period: 0s\n")
 	seen := 0
 	t.Setenv("FAKE_FAIL", "pi-4")
-	w.setStatus("pi-2", api.StatusFailed)
+	w.setStatus("pi-2", apitypes.StatusFailed)
 	res := w.pass(t, 0)
 	// The play failed on pi-4: nothing recorded, but the load balancer is
 	// re-rendered without the dead node anyway.
@@ -305,7 +305,7 @@ func TestReconcileBacksOffAfterFailedPlay(t *testing.T) {
 	}
 	// Success resets the back-off: the next failure waits 10 s again.
 	t.Setenv("FAKE_FAIL", "pi-5")
-	w.setStatus("pi-3", api.StatusFailed)
+	w.setStatus("pi-3", apitypes.StatusFailed)
 	w.pass(t, time.Second)
 	expectCalls(t, w, &seen, "web pi-5", "lb pi-1")
 	w.pass(t, 10*time.Second)
@@ -317,9 +317,9 @@ func TestReconcileDependentsWhenNothingCanReplace(t *testing.T) {
 	seen := 0
 	// Every other node is busy with phi over the threshold: no candidate.
 	for _, n := range []string{"pi-1", "pi-4", "pi-5"} {
-		w.c.Update(n, func(n *api.Node) { n.Phi = 9 })
+		w.c.Update(n, func(n *apitypes.Node) { n.Phi = 9 })
 	}
-	w.setStatus("pi-2", api.StatusFailed)
+	w.setStatus("pi-2", apitypes.StatusFailed)
 	w.pass(t, 0)
 	expectCalls(t, w, &seen, "lb pi-1")
 	if got := w.upstream(t); got != "pi-3" {
@@ -355,7 +355,7 @@ func TestWatchReactsToEventsAndMovesToAnotherAgent(t *testing.T) {
 		return nil
 	})
 
-	w.setStatus("pi-2", api.StatusFailed)
+	w.setStatus("pi-2", apitypes.StatusFailed)
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		if !slices.Contains(w.c.Services("pi-4"), "web") {
 			return fmt.Errorf("no replacement on pi-4 yet; writes %v", w.c.Writes())
@@ -374,7 +374,7 @@ func TestWatchReactsToEventsAndMovesToAnotherAgent(t *testing.T) {
 		}
 		return fmt.Errorf("no agent followed after pi-1 went away")
 	})
-	w.setStatus("pi-3", api.StatusFailed)
+	w.setStatus("pi-3", apitypes.StatusFailed)
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		if !slices.Contains(w.c.Services("pi-5"), "web") {
 			return fmt.Errorf("no replacement on pi-5 yet; writes %v", w.c.Writes())

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"text/template"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 // TemplateSuffix is stripped from rendered file names ("upstream.conf.tmpl"
@@ -24,22 +24,22 @@ type TemplateData struct {
 	// Cluster is the cluster name.
 	Cluster string
 	// Nodes are all nodes in the cluster view, sorted by name.
-	Nodes []api.Node
+	Nodes []apitypes.Node
 	// Alive are the alive nodes, sorted by name.
-	Alive []api.Node
+	Alive []apitypes.Node
 	// Targets are the nodes this render is applied to (the chosen nodes on
 	// a launch; the nodes running the service on a re-apply).
-	Targets []api.Node
+	Targets []apitypes.Node
 	// Self is Targets, for templates that read as "the nodes I run on".
-	Self []api.Node
+	Self []apitypes.Node
 }
 
 // Service returns the alive nodes running name after the change being made,
 // sorted by name: {{ range .Service "nginx_webserver" }}{{ .Address }}{{ end }}.
 // Suspect, failed and left nodes are left out, as in the inventory's service
 // groups.
-func (d TemplateData) Service(name string) []api.Node {
-	var out []api.Node
+func (d TemplateData) Service(name string) []apitypes.Node {
+	var out []apitypes.Node
 	for _, n := range d.Alive {
 		if slices.Contains(n.Services, name) {
 			out = append(out, n)
@@ -50,11 +50,11 @@ func (d TemplateData) Service(name string) []api.Node {
 
 // NewTemplateData builds the data for a render from the cluster view as it
 // will be after the change.
-func NewTemplateData(cluster string, nodes, targets []api.Node) TemplateData {
+func NewTemplateData(cluster string, nodes, targets []apitypes.Node) TemplateData {
 	d := TemplateData{Cluster: cluster, Nodes: sortedByName(nodes), Targets: sortedByName(targets)}
 	d.Self = d.Targets
 	for _, n := range d.Nodes {
-		if n.Status == api.StatusAlive {
+		if n.Status == apitypes.StatusAlive {
 			d.Alive = append(d.Alive, n)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 )
 
@@ -20,9 +20,9 @@ import (
 func laggingAgent(t *testing.T, lag int64) (*client.Client, *atomic.Int64) {
 	var calls atomic.Int64
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		nodes := []api.Node{}
+		nodes := []apitypes.Node{}
 		if calls.Add(1) >= lag {
-			nodes = append(nodes, api.Node{Name: "pi-2", Status: api.StatusAlive, Services: []string{"web"}})
+			nodes = append(nodes, apitypes.Node{Name: "pi-2", Status: apitypes.StatusAlive, Services: []string{"web"}})
 		}
 		json.NewEncoder(w).Encode(nodes)
 	}))

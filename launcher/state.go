@@ -5,14 +5,14 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 // Healthy reports whether node can be counted as running a service under
 // pol: it is alive and its suspicion is below the policy's phi_threshold
 // (or, when the policy sets none, the threshold the node reports).
-func Healthy(node api.Node, pol Policy) bool {
-	if node.Status != api.StatusAlive {
+func Healthy(node apitypes.Node, pol Policy) bool {
+	if node.Status != apitypes.StatusAlive {
 		return false
 	}
 	threshold := pol.PhiThreshold
@@ -23,8 +23,8 @@ func Healthy(node api.Node, pol Policy) bool {
 }
 
 // whyDown says why node is not Healthy under pol.
-func whyDown(node api.Node, pol Policy) string {
-	if node.Status != api.StatusAlive {
+func whyDown(node apitypes.Node, pol Policy) string {
+	if node.Status != apitypes.StatusAlive {
 		return node.Status
 	}
 	threshold := pol.PhiThreshold
@@ -69,7 +69,7 @@ func (s ServiceState) Missing() int { return max(s.Desired-len(s.Actual), 0) }
 // ServiceStates compares desired with actual for every service that has a
 // desired count or is listed by some node, sorted by service. policy loads
 // a service's policy (LoadPolicy over a playbooks folder).
-func ServiceStates(nodes []api.Node, desired []api.DesiredService, policy func(service string) (Policy, error)) []ServiceState {
+func ServiceStates(nodes []apitypes.Node, desired []apitypes.DesiredService, policy func(service string) (Policy, error)) []ServiceState {
 	byName := map[string]*ServiceState{}
 	get := func(svc string) *ServiceState {
 		s := byName[svc]

@@ -1,6 +1,10 @@
 package api
 
-import "context"
+import (
+	"context"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+)
 
 // GossipStats are the transport counters the agent exposes on /metrics.
 type GossipStats struct {
@@ -31,10 +35,10 @@ type GossipStats struct {
 // are safe for concurrent use.
 type Backend interface {
 	// Self returns the answering node.
-	Self() Node
+	Self() apitypes.Node
 	// Nodes returns every known member, the answering node included, sorted
 	// by name.
-	Nodes() []Node
+	Nodes() []apitypes.Node
 	// AddService records service on this node's metadata and gossips it.
 	// changed is false when the service was already there. service has
 	// already been validated by the API.
@@ -44,17 +48,17 @@ type Backend interface {
 	// Subscribe returns a channel of events and a function that cancels the
 	// subscription and closes the channel. Slow subscribers lose events
 	// rather than block the cluster.
-	Subscribe() (<-chan Event, func())
+	Subscribe() (<-chan apitypes.Event, func())
 	// GossipStats returns the transport counters.
 	GossipStats() GossipStats
 
 	// Desired returns every service's desired replica count, sorted by
 	// service, tombstones (0 replicas) included.
-	Desired() []DesiredService
+	Desired() []apitypes.DesiredService
 	// DesiredFor returns one service's desired state; false when it was
 	// never set.
-	DesiredFor(service string) (DesiredService, bool)
+	DesiredFor(service string) (apitypes.DesiredService, bool)
 	// ChangeDesired applies a validated change (exactly one of Replicas and
 	// Delta set, Replicas not negative) and gossips the result.
-	ChangeDesired(ctx context.Context, service string, change DesiredChange) (DesiredService, error)
+	ChangeDesired(ctx context.Context, service string, change apitypes.DesiredChange) (apitypes.DesiredService, error)
 }

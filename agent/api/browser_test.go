@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"html"
 	"regexp"
 	"strings"
@@ -95,9 +96,9 @@ func TestStatusPageLiveUpdatesOnPhone(t *testing.T) {
 		t.Errorf("phone layout is not cards (%v)", err)
 	}
 
-	f.update("pi-3", func(n *Node) { n.Status, n.Phi = StatusFailed, 11.5 })
+	f.update("pi-3", func(n *apitypes.Node) { n.Status, n.Phi = apitypes.StatusFailed, 11.5 })
 	node := f.Nodes()[2]
-	f.publish(Event{Kind: EventFail, Node: node, Time: time.Now()})
+	f.publish(apitypes.Event{Kind: apitypes.EventFail, Node: node, Time: time.Now()})
 	if err := p.WaitFor(ctx, `[...document.querySelectorAll('#rows tr')].some(tr =>
 		tr.querySelector('.node-name').textContent === 'pi-3' &&
 		tr.querySelector('.badge').textContent === 'failed' &&

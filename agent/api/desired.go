@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"net/http"
 )
 
@@ -12,16 +13,16 @@ import (
 func (s *Server) getDesired(w http.ResponseWriter, _ *http.Request) {
 	services := s.b.Desired()
 	if services == nil {
-		services = []DesiredService{}
+		services = []apitypes.DesiredService{}
 	}
-	s.writeJSON(w, http.StatusOK, DesiredState{Services: services})
+	s.writeJSON(w, http.StatusOK, apitypes.DesiredState{Services: services})
 }
 
 // getDesiredFor answers GET /v1/desired/{service}; 404 when nothing was ever
 // asked of the service.
 func (s *Server) getDesiredFor(w http.ResponseWriter, r *http.Request) {
 	service := r.PathValue("service")
-	if err := ValidateServiceName(service); err != nil {
+	if err := apitypes.ValidateServiceName(service); err != nil {
 		s.writeError(w, styleV1, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -37,7 +38,7 @@ func (s *Server) getDesiredFor(w http.ResponseWriter, r *http.Request) {
 // {"replicas": N} sets the count, {"delta": N} adds to it.
 func (s *Server) putDesired(w http.ResponseWriter, r *http.Request) {
 	service := r.PathValue("service")
-	if err := ValidateServiceName(service); err != nil {
+	if err := apitypes.ValidateServiceName(service); err != nil {
 		s.writeError(w, styleV1, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -58,8 +59,8 @@ func (s *Server) putDesired(w http.ResponseWriter, r *http.Request) {
 
 // decodeDesiredChange reads and checks a DesiredChange: strict JSON, exactly
 // one of replicas and delta, replicas not negative.
-func decodeDesiredChange(r *http.Request) (DesiredChange, error) {
-	var c DesiredChange
+func decodeDesiredChange(r *http.Request) (apitypes.DesiredChange, error) {
+	var c apitypes.DesiredChange
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"errors"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"net/http"
 	"slices"
 	"strings"
@@ -12,37 +13,37 @@ import (
 
 // fakeDesired is the fake backend's desired table.
 type fakeDesired struct {
-	table map[string]DesiredService
+	table map[string]apitypes.DesiredService
 	err   error
 }
 
-func (f *fakeBackend) Desired() []DesiredService {
+func (f *fakeBackend) Desired() []apitypes.DesiredService {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	var out []DesiredService
+	var out []apitypes.DesiredService
 	for _, d := range f.desired.table {
 		out = append(out, d)
 	}
-	slices.SortFunc(out, func(a, b DesiredService) int { return cmpString(a.Service, b.Service) })
+	slices.SortFunc(out, func(a, b apitypes.DesiredService) int { return cmpString(a.Service, b.Service) })
 	return out
 }
 
-func (f *fakeBackend) DesiredFor(service string) (DesiredService, bool) {
+func (f *fakeBackend) DesiredFor(service string) (apitypes.DesiredService, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	d, ok := f.desired.table[service]
 	return d, ok
 }
 
-func (f *fakeBackend) ChangeDesired(_ context.Context, service string, c DesiredChange) (DesiredService, error) {
+func (f *fakeBackend) ChangeDesired(_ context.Context, service string, c apitypes.DesiredChange) (apitypes.DesiredService, error) {
 	f.writes.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.desired.err != nil {
-		return DesiredService{}, f.desired.err
+		return apitypes.DesiredService{}, f.desired.err
 	}
 	if f.desired.table == nil {
-		f.desired.table = map[string]DesiredService{}
+		f.desired.table = map[string]apitypes.DesiredService{}
 	}
 	d := f.desired.table[service]
 	if c.Replicas != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -94,20 +95,20 @@ func TestEventsStreamAndShutdown(t *testing.T) {
 
 	node := testNodes()[2]
 	node.Phi = 9.5
-	node.Status = StatusFailed
+	node.Status = apitypes.StatusFailed
 	when := time.Date(2025, 5, 1, 12, 0, 5, 0, time.UTC)
-	f.publish(Event{Kind: EventFail, Node: node, Time: when})
-	f.publish(Event{Kind: EventJoin, Node: testNodes()[3], Time: when})
+	f.publish(apitypes.Event{Kind: apitypes.EventFail, Node: node, Time: when})
+	f.publish(apitypes.Event{Kind: apitypes.EventJoin, Node: testNodes()[3], Time: when})
 
 	ev := next(t, events)
 	if ev.kind != "fail" {
 		t.Errorf("event kind %q, want fail", ev.kind)
 	}
-	var got Event
+	var got apitypes.Event
 	if err := json.Unmarshal([]byte(ev.data), &got); err != nil {
 		t.Fatalf("event data %q: %v", ev.data, err)
 	}
-	if got.Kind != EventFail || got.Node.Name != "pi-3" || got.Node.Phi != 9.5 || !got.Time.Equal(when) {
+	if got.Kind != apitypes.EventFail || got.Node.Name != "pi-3" || got.Node.Phi != 9.5 || !got.Time.Equal(when) {
 		t.Errorf("event = %+v", got)
 	}
 	if ev := next(t, events); ev.kind != "join" || !strings.Contains(ev.data, `"name":"pi-4"`) {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"math"
 	"net/http"
 	"strconv"
@@ -30,7 +31,7 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	for _, n := range nodes {
 		count[n.Status]++
 	}
-	for _, st := range []string{StatusAlive, StatusSuspect, StatusFailed, StatusLeft} {
+	for _, st := range []string{apitypes.StatusAlive, apitypes.StatusSuspect, apitypes.StatusFailed, apitypes.StatusLeft} {
 		p.sample("rpi_members", float64(count[st]), "status", st)
 	}
 
@@ -60,13 +61,13 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	p.family("rpi_watcher_verdicts_total", "counter", "Peers failed by this agent, ahead of memberlist, on the silence verdict of one of their watchers.")
 	p.sample("rpi_watcher_verdicts_total", float64(stats.WatcherVerdicts))
 
-	current := make([]Node, 0, len(nodes))
+	current := make([]apitypes.Node, 0, len(nodes))
 	for _, n := range nodes {
-		if n.Status == StatusAlive || n.Status == StatusSuspect {
+		if n.Status == apitypes.StatusAlive || n.Status == apitypes.StatusSuspect {
 			current = append(current, n)
 		}
 	}
-	gauge := func(name, help string, value func(Monitoring) (float64, bool)) {
+	gauge := func(name, help string, value func(apitypes.Monitoring) (float64, bool)) {
 		p.family(name, "gauge", help)
 		for _, n := range current {
 			if v, ok := value(n.Monitoring); ok {
@@ -74,25 +75,25 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 			}
 		}
 	}
-	always := func(f func(Monitoring) float64) func(Monitoring) (float64, bool) {
-		return func(m Monitoring) (float64, bool) { return f(m), true }
+	always := func(f func(apitypes.Monitoring) float64) func(apitypes.Monitoring) (float64, bool) {
+		return func(m apitypes.Monitoring) (float64, bool) { return f(m), true }
 	}
-	gauge("rpi_cpus", "Number of logical CPUs.", always(func(m Monitoring) float64 { return float64(m.CPUs) }))
-	gauge("rpi_cpu_percent", "CPU busy percentage over the last sample interval (0-100).", always(func(m Monitoring) float64 { return m.CPUPercent }))
-	gauge("rpi_memory_used_bytes", "Memory in use, in bytes.", always(func(m Monitoring) float64 { return float64(m.MemUsed) }))
-	gauge("rpi_memory_total_bytes", "Total memory, in bytes.", always(func(m Monitoring) float64 { return float64(m.MemTotal) }))
-	gauge("rpi_load1", "Load average over 1 minute.", always(func(m Monitoring) float64 { return m.Load1 }))
-	gauge("rpi_load5", "Load average over 5 minutes.", always(func(m Monitoring) float64 { return m.Load5 }))
-	gauge("rpi_load15", "Load average over 15 minutes.", always(func(m Monitoring) float64 { return m.Load15 }))
+	gauge("rpi_cpus", "Number of logical CPUs.", always(func(m apitypes.Monitoring) float64 { return float64(m.CPUs) }))
+	gauge("rpi_cpu_percent", "CPU busy percentage over the last sample interval (0-100).", always(func(m apitypes.Monitoring) float64 { return m.CPUPercent }))
+	gauge("rpi_memory_used_bytes", "Memory in use, in bytes.", always(func(m apitypes.Monitoring) float64 { return float64(m.MemUsed) }))
+	gauge("rpi_memory_total_bytes", "Total memory, in bytes.", always(func(m apitypes.Monitoring) float64 { return float64(m.MemTotal) }))
+	gauge("rpi_load1", "Load average over 1 minute.", always(func(m apitypes.Monitoring) float64 { return m.Load1 }))
+	gauge("rpi_load5", "Load average over 5 minutes.", always(func(m apitypes.Monitoring) float64 { return m.Load5 }))
+	gauge("rpi_load15", "Load average over 15 minutes.", always(func(m apitypes.Monitoring) float64 { return m.Load15 }))
 	gauge("rpi_temperature_celsius", "SoC temperature in degrees Celsius, where the node has a sensor.",
-		func(m Monitoring) (float64, bool) {
+		func(m apitypes.Monitoring) (float64, bool) {
 			if m.TempC == nil {
 				return 0, false
 			}
 			return *m.TempC, true
 		})
-	gauge("rpi_disk_used_percent", "Root filesystem usage percentage (0-100).", always(func(m Monitoring) float64 { return m.DiskUsedPercent }))
-	gauge("rpi_uptime_seconds", "Seconds since the node booted.", always(func(m Monitoring) float64 { return float64(m.UptimeS) }))
+	gauge("rpi_disk_used_percent", "Root filesystem usage percentage (0-100).", always(func(m apitypes.Monitoring) float64 { return m.DiskUsedPercent }))
+	gauge("rpi_uptime_seconds", "Seconds since the node booted.", always(func(m apitypes.Monitoring) float64 { return float64(m.UptimeS) }))
 
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

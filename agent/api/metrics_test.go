@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"math"
 	"regexp"
 	"strconv"
@@ -252,7 +253,7 @@ func TestMetrics(t *testing.T) {
 
 	// JSON cannot carry +Inf: the API still answers, with a finite phi.
 	r := call(t, "GET", ts.URL+"/v1/nodes/pi-4", "", nil)
-	var n Node
+	var n apitypes.Node
 	if err := json.Unmarshal([]byte(r.body), &n); r.code != 200 || err != nil || n.Phi != math.MaxFloat64 {
 		t.Errorf("GET /v1/nodes/pi-4 with infinite phi = %d %v phi=%v", r.code, err, n.Phi)
 	}

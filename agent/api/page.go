@@ -6,6 +6,7 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"html/template"
 	"math"
 	"net"
@@ -130,7 +131,7 @@ func (s *Server) page(w http.ResponseWriter, _ *http.Request) {
 		count[n.Status]++
 		d.Rows = append(d.Rows, newPageRow(n))
 	}
-	for _, st := range []string{StatusAlive, StatusSuspect, StatusFailed, StatusLeft} {
+	for _, st := range []string{apitypes.StatusAlive, apitypes.StatusSuspect, apitypes.StatusFailed, apitypes.StatusLeft} {
 		d.Counts = append(d.Counts, statusCount{Status: st, N: count[st]})
 	}
 
@@ -150,7 +151,7 @@ func (s *Server) page(w http.ResponseWriter, _ *http.Request) {
 }
 
 // newPageRow formats one node. The formats match app.js.
-func newPageRow(n Node) pageRow {
+func newPageRow(n apitypes.Node) pageRow {
 	m := n.Monitoring
 	threshold := n.PhiThreshold
 	if threshold <= 0 {
@@ -192,14 +193,14 @@ func newPageRow(n Node) pageRow {
 // through.
 func statusClass(status string) string {
 	switch status {
-	case StatusAlive, StatusSuspect, StatusFailed, StatusLeft:
+	case apitypes.StatusAlive, apitypes.StatusSuspect, apitypes.StatusFailed, apitypes.StatusLeft:
 		return status
 	}
 	return "unknown"
 }
 
 // nodeURL links to a node's own status page when its address is an IP.
-func nodeURL(n Node) string {
+func nodeURL(n apitypes.Node) string {
 	if net.ParseIP(n.Address) == nil || n.HTTPPort <= 0 || n.HTTPPort > 65535 {
 		return ""
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"net"
 	"net/http"
 	"slices"
@@ -23,7 +24,7 @@ func (s *Server) seedRemoveService(w http.ResponseWriter, r *http.Request) {
 func (s *Server) seedChangeService(w http.ResponseWriter, r *http.Request, op string,
 	change func(context.Context, string) (bool, error)) {
 	service := r.PathValue("service")
-	if err := ValidateServiceName(service); err != nil {
+	if err := apitypes.ValidateServiceName(service); err != nil {
 		s.writeError(w, styleSeed, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -32,7 +33,7 @@ func (s *Server) seedChangeService(w http.ResponseWriter, r *http.Request, op st
 		s.writeError(w, styleSeed, http.StatusInternalServerError, op+" service "+service+": "+err.Error())
 		return
 	}
-	s.writeJSON(w, http.StatusOK, SeedService{Service: service})
+	s.writeJSON(w, http.StatusOK, apitypes.SeedService{Service: service})
 }
 
 // seedAlive answers the "ip:gossip port" of every alive member, this node
@@ -40,20 +41,20 @@ func (s *Server) seedChangeService(w http.ResponseWriter, r *http.Request, op st
 func (s *Server) seedAlive(w http.ResponseWriter, _ *http.Request) {
 	peers := []string{}
 	for _, n := range s.nodes() {
-		if n.Status == StatusAlive {
+		if n.Status == apitypes.StatusAlive {
 			peers = append(peers, net.JoinHostPort(n.Address, strconv.Itoa(n.GossipPort)))
 		}
 	}
-	s.writeJSON(w, http.StatusOK, SeedAlive{AlivePeers: peers})
+	s.writeJSON(w, http.StatusOK, apitypes.SeedAlive{AlivePeers: peers})
 }
 
 // seedMonitoring answers the last sample of every current member (alive or
 // suspect). Failed and left nodes are left out: their samples are stale, and
 // the original listed only the peers it could reach.
 func (s *Server) seedMonitoring(w http.ResponseWriter, _ *http.Request) {
-	res := []SeedNodeMonitoring{}
+	res := []apitypes.SeedNodeMonitoring{}
 	for _, n := range s.nodes() {
-		if n.Status != StatusAlive && n.Status != StatusSuspect {
+		if n.Status != apitypes.StatusAlive && n.Status != apitypes.StatusSuspect {
 			continue
 		}
 		m := n.Monitoring
@@ -61,7 +62,7 @@ func (s *Server) seedMonitoring(w http.ResponseWriter, _ *http.Request) {
 		if m.MemTotal > m.MemUsed {
 			free = m.MemTotal - m.MemUsed
 		}
-		res = append(res, SeedNodeMonitoring{
+		res = append(res, apitypes.SeedNodeMonitoring{
 			Name:      n.Name,
 			IP:        n.Address,
 			CountCPUs: m.CPUs,
@@ -73,7 +74,7 @@ func (s *Server) seedMonitoring(w http.ResponseWriter, _ *http.Request) {
 			LoadAvg15: m.Load15,
 		})
 	}
-	s.writeJSON(w, http.StatusOK, SeedMonitoring{Res: res})
+	s.writeJSON(w, http.StatusOK, apitypes.SeedMonitoring{Res: res})
 }
 
 // seedWorkingService answers the IPs of the alive nodes running a service.
@@ -83,15 +84,15 @@ func (s *Server) seedMonitoring(w http.ResponseWriter, _ *http.Request) {
 // node is one the cluster is about to declare failed.
 func (s *Server) seedWorkingService(w http.ResponseWriter, r *http.Request) {
 	service := r.PathValue("service")
-	if err := ValidateServiceName(service); err != nil {
+	if err := apitypes.ValidateServiceName(service); err != nil {
 		s.writeError(w, styleSeed, http.StatusBadRequest, err.Error())
 		return
 	}
 	res := []string{}
 	for _, n := range s.nodes() {
-		if n.Status == StatusAlive && slices.Contains(n.Services, service) {
+		if n.Status == apitypes.StatusAlive && slices.Contains(n.Services, service) {
 			res = append(res, n.Address)
 		}
 	}
-	s.writeJSON(w, http.StatusOK, SeedWorkingService{Res: res})
+	s.writeJSON(w, http.StatusOK, apitypes.SeedWorkingService{Res: res})
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"io"
 	"log/slog"
 	"math"
@@ -272,10 +273,10 @@ func (s *Server) writeJSON(w http.ResponseWriter, code int, v any) {
 // writeError answers msg in the route family's error shape.
 func (s *Server) writeError(w http.ResponseWriter, style errorStyle, code int, msg string) {
 	if style == styleSeed {
-		s.writeJSON(w, code, SeedError{Err: msg})
+		s.writeJSON(w, code, apitypes.SeedError{Err: msg})
 		return
 	}
-	s.writeJSON(w, code, Error{Error: msg})
+	s.writeJSON(w, code, apitypes.Error{Error: msg})
 }
 
 // statusRecorder remembers the status code for the request log. Unwrap lets
@@ -304,7 +305,7 @@ func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter 
 // become empty ones (so clients see [] rather than null) and non-finite
 // floats, which JSON cannot carry, become finite (+Inf phi, "certainly
 // failed", is sent as the largest float).
-func cleanNode(n Node) Node {
+func cleanNode(n apitypes.Node) apitypes.Node {
 	if n.Services == nil {
 		n.Services = []string{}
 	}
@@ -337,10 +338,10 @@ func finite(f float64) float64 {
 }
 
 // nodes returns every member, cleaned, with Self set on the answering node.
-func (s *Server) nodes() []Node {
+func (s *Server) nodes() []apitypes.Node {
 	self := s.b.Self().Name
 	nodes := s.b.Nodes()
-	out := make([]Node, len(nodes))
+	out := make([]apitypes.Node, len(nodes))
 	for i, n := range nodes {
 		out[i] = cleanNode(n)
 		out[i].Self = n.Self || n.Name == self
@@ -349,7 +350,7 @@ func (s *Server) nodes() []Node {
 }
 
 // self returns the answering node, cleaned.
-func (s *Server) self() Node {
+func (s *Server) self() apitypes.Node {
 	n := cleanNode(s.b.Self())
 	n.Self = true
 	return n

@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,13 +14,13 @@ import (
 )
 
 // testServer serves a fakeBackend holding testNodes over real HTTP.
-func testServer(t *testing.T, token string, nodes ...Node) (*httptest.Server, *fakeBackend, *Server) {
+func testServer(t *testing.T, token string, nodes ...apitypes.Node) (*httptest.Server, *fakeBackend, *Server) {
 	t.Helper()
 	return testServerWith(t, token, nil, nodes...)
 }
 
 // testServerWith lets configure adjust the Server before it serves.
-func testServerWith(t *testing.T, token string, configure func(*Server), nodes ...Node) (*httptest.Server, *fakeBackend, *Server) {
+func testServerWith(t *testing.T, token string, configure func(*Server), nodes ...apitypes.Node) (*httptest.Server, *fakeBackend, *Server) {
 	t.Helper()
 	if nodes == nil {
 		nodes = testNodes()
@@ -138,7 +139,7 @@ func TestV1Routes(t *testing.T) {
 
 	a := call(t, "GET", ts.URL+"/v1/nodes", "", nil)
 	a.expect(t, 200, "")
-	var nodes []Node
+	var nodes []apitypes.Node
 	if err := json.Unmarshal([]byte(a.body), &nodes); err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +163,7 @@ func TestV1Routes(t *testing.T) {
 
 	a = call(t, "GET", ts.URL+"/v1/nodes/pi-3", "", nil)
 	a.expect(t, 200, "")
-	var n Node
+	var n apitypes.Node
 	if err := json.Unmarshal([]byte(a.body), &n); err != nil || n.Name != "pi-3" || n.Phi != 6.1 || n.PhiThreshold != 8 {
 		t.Errorf("GET /v1/nodes/pi-3 = %+v, %v", n, err)
 	}
@@ -184,7 +185,7 @@ func TestV1Routes(t *testing.T) {
 	if err := json.Unmarshal([]byte(a.body), &nodes); err != nil {
 		t.Fatal(err)
 	}
-	if len(nodes) != 2 || nodes[0].Name != "pi-2" || nodes[1].Name != "pi-4" || nodes[1].Status != StatusFailed {
+	if len(nodes) != 2 || nodes[0].Name != "pi-2" || nodes[1].Name != "pi-4" || nodes[1].Status != apitypes.StatusFailed {
 		t.Errorf("GET /v1/services/redis = %+v, want pi-2 and the failed pi-4", nodes)
 	}
 	call(t, "GET", ts.URL+"/v1/services/none", "", nil).expect(t, 200, `[]`)

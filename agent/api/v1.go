@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"net/http"
 	"slices"
 )
@@ -33,11 +34,11 @@ func (s *Server) getSelf(w http.ResponseWriter, _ *http.Request) {
 // /nodes/workingService, which lists alive nodes only).
 func (s *Server) getServiceNodes(w http.ResponseWriter, r *http.Request) {
 	service := r.PathValue("service")
-	if err := ValidateServiceName(service); err != nil {
+	if err := apitypes.ValidateServiceName(service); err != nil {
 		s.writeError(w, styleV1, http.StatusBadRequest, err.Error())
 		return
 	}
-	res := []Node{}
+	res := []apitypes.Node{}
 	for _, n := range s.nodes() {
 		if slices.Contains(n.Services, service) {
 			res = append(res, n)
@@ -57,7 +58,7 @@ func (s *Server) deleteService(w http.ResponseWriter, r *http.Request) {
 func (s *Server) changeService(w http.ResponseWriter, r *http.Request, op string,
 	change func(context.Context, string) (bool, error)) {
 	service := r.PathValue("service")
-	if err := ValidateServiceName(service); err != nil {
+	if err := apitypes.ValidateServiceName(service); err != nil {
 		s.writeError(w, styleV1, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -68,7 +69,7 @@ func (s *Server) changeService(w http.ResponseWriter, r *http.Request, op string
 		return
 	}
 	self := s.self()
-	s.writeJSON(w, http.StatusOK, ServiceResult{
+	s.writeJSON(w, http.StatusOK, apitypes.ServiceResult{
 		Node:     self.Name,
 		Service:  service,
 		Changed:  changed,

@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 // DefaultTimeout bounds one request when the caller's context has no deadline.
@@ -183,43 +183,43 @@ func (c *Client) Metric(ctx context.Context, sample string) (float64, error) {
 }
 
 // Nodes returns every member as seen by the agent.
-func (c *Client) Nodes(ctx context.Context) ([]api.Node, error) {
-	var nodes []api.Node
+func (c *Client) Nodes(ctx context.Context) ([]apitypes.Node, error) {
+	var nodes []apitypes.Node
 	err := c.do(ctx, http.MethodGet, "/v1/nodes", nil, &nodes)
 	return nodes, err
 }
 
 // Node returns one member by name.
-func (c *Client) Node(ctx context.Context, name string) (api.Node, error) {
-	var n api.Node
+func (c *Client) Node(ctx context.Context, name string) (apitypes.Node, error) {
+	var n apitypes.Node
 	err := c.do(ctx, http.MethodGet, "/v1/nodes/"+url.PathEscape(name), nil, &n)
 	return n, err
 }
 
 // Self returns the agent's own node.
-func (c *Client) Self(ctx context.Context) (api.Node, error) {
-	var n api.Node
+func (c *Client) Self(ctx context.Context) (apitypes.Node, error) {
+	var n apitypes.Node
 	err := c.do(ctx, http.MethodGet, "/v1/self", nil, &n)
 	return n, err
 }
 
 // AddService records service on the agent's own node.
-func (c *Client) AddService(ctx context.Context, service string) (api.ServiceResult, error) {
-	var r api.ServiceResult
+func (c *Client) AddService(ctx context.Context, service string) (apitypes.ServiceResult, error) {
+	var r apitypes.ServiceResult
 	err := c.do(ctx, http.MethodPut, "/v1/services/"+url.PathEscape(service), nil, &r)
 	return r, err
 }
 
 // RemoveService removes service from the agent's own node.
-func (c *Client) RemoveService(ctx context.Context, service string) (api.ServiceResult, error) {
-	var r api.ServiceResult
+func (c *Client) RemoveService(ctx context.Context, service string) (apitypes.ServiceResult, error) {
+	var r apitypes.ServiceResult
 	err := c.do(ctx, http.MethodDelete, "/v1/services/"+url.PathEscape(service), nil, &r)
 	return r, err
 }
 
 // ServiceNodes returns the nodes whose services include service.
-func (c *Client) ServiceNodes(ctx context.Context, service string) ([]api.Node, error) {
-	var nodes []api.Node
+func (c *Client) ServiceNodes(ctx context.Context, service string) ([]apitypes.Node, error) {
+	var nodes []apitypes.Node
 	err := c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(service), nil, &nodes)
 	return nodes, err
 }
@@ -232,13 +232,13 @@ func (c *Client) Health(ctx context.Context) error {
 // Events follows GET /v1/events and calls fn for each event until ctx is
 // cancelled, the stream ends, or fn returns an error. It returns nil when ctx
 // was cancelled.
-func (c *Client) Events(ctx context.Context, fn func(api.Event) error) error {
+func (c *Client) Events(ctx context.Context, fn func(apitypes.Event) error) error {
 	return c.Follow(ctx, nil, fn)
 }
 
 // Follow is Events, calling opened (when not nil) once the agent has
 // accepted the stream: every event from then on reaches fn.
-func (c *Client) Follow(ctx context.Context, opened func(), fn func(api.Event) error) error {
+func (c *Client) Follow(ctx context.Context, opened func(), fn func(apitypes.Event) error) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/v1/events", nil)
 	if err != nil {
 		return err
@@ -262,7 +262,7 @@ func (c *Client) Follow(ctx context.Context, opened func(), fn func(api.Event) e
 		opened()
 	}
 	err = readSSE(resp.Body, func(kind string, data []byte) error {
-		var ev api.Event
+		var ev apitypes.Event
 		if err := json.Unmarshal(data, &ev); err != nil {
 			return fmt.Errorf("decode event %q: %w", kind, err)
 		}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 )
 
@@ -41,7 +41,7 @@ func membersCommand() *cli.Command {
 }
 
 // WriteMembersTable prints nodes as an aligned table, one row per node.
-func WriteMembersTable(w io.Writer, nodes []api.Node) error {
+func WriteMembersTable(w io.Writer, nodes []apitypes.Node) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tADDRESS\tSTATUS\tPHI\tCPU\tMEM\tLOAD\tSERVICES")
 	for _, n := range nodes {

@@ -5,15 +5,15 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 func TestWriteMembersTable(t *testing.T) {
-	nodes := []api.Node{
-		{Name: "pi-1", Address: "10.0.0.11", GossipPort: 7946, Status: api.StatusAlive, Self: true,
+	nodes := []apitypes.Node{
+		{Name: "pi-1", Address: "10.0.0.11", GossipPort: 7946, Status: apitypes.StatusAlive, Self: true,
 			PhiThreshold: 8, Services: []string{"nginx_webserver", "redis"},
-			Monitoring: api.Monitoring{CPUPercent: 12.4, MemTotal: 4 << 30, MemUsed: 1 << 30, Load1: 0.5, Load5: 0.25, Load15: 0.125}},
-		{Name: "pi-2", Address: "10.0.0.12", GossipPort: 7946, Status: api.StatusFailed, Phi: 14.2, PhiThreshold: 8},
+			Monitoring: apitypes.Monitoring{CPUPercent: 12.4, MemTotal: 4 << 30, MemUsed: 1 << 30, Load1: 0.5, Load5: 0.25, Load15: 0.125}},
+		{Name: "pi-2", Address: "10.0.0.12", GossipPort: 7946, Status: apitypes.StatusFailed, Phi: 14.2, PhiThreshold: 8},
 	}
 	var b bytes.Buffer
 	if err := WriteMembersTable(&b, nodes); err != nil {

@@ -23,7 +23,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 // Event names a hook can ask for.
@@ -62,7 +62,7 @@ func (h Hook) Validate() error {
 		return fmt.Errorf("command is empty: give the script to run, e.g. /usr/local/bin/on-%s", strings.Trim(h.Event, "*"))
 	}
 	if h.Service != "" {
-		if err := api.ValidateServiceName(h.Service); err != nil {
+		if err := apitypes.ValidateServiceName(h.Service); err != nil {
 			return fmt.Errorf("service: %w", err)
 		}
 	}

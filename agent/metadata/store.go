@@ -18,7 +18,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 // FileName is the name of the metadata file inside the data directory.
@@ -97,7 +97,7 @@ func parse(data []byte) ([]string, map[string]json.RawMessage, error) {
 		return nil, nil, fmt.Errorf("%q must be a list of service names: %w", servicesKey, err)
 	}
 	for i, name := range list {
-		if err := api.ValidateServiceName(name); err != nil {
+		if err := apitypes.ValidateServiceName(name); err != nil {
 			return nil, nil, fmt.Errorf("%q entry %d: %w", servicesKey, i, err)
 		}
 	}
@@ -117,9 +117,9 @@ func (s *Store) Services() []string {
 
 // Add records service in the file. Adding a service already present changes
 // nothing and reports changed false. The name is checked with
-// api.ValidateServiceName.
+// apitypes.ValidateServiceName.
 func (s *Store) Add(service string) (changed bool, err error) {
-	if err := api.ValidateServiceName(service); err != nil {
+	if err := apitypes.ValidateServiceName(service); err != nil {
 		return false, fmt.Errorf("add service: %w", err)
 	}
 	s.mu.Lock()
@@ -139,7 +139,7 @@ func (s *Store) Add(service string) (changed bool, err error) {
 // Remove deletes service from the file. Removing a service that is not
 // present changes nothing and reports changed false.
 func (s *Store) Remove(service string) (changed bool, err error) {
-	if err := api.ValidateServiceName(service); err != nil {
+	if err := apitypes.ValidateServiceName(service); err != nil {
 		return false, fmt.Errorf("remove service: %w", err)
 	}
 	s.mu.Lock()

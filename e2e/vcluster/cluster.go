@@ -25,7 +25,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 )
 
@@ -559,10 +559,10 @@ func (c *Cluster) Logs(ctx context.Context, n *Node, tail int) (string, error) {
 
 // Views asks every node in observers for its /v1/nodes. A node that does not
 // answer has no entry and an error in the joined error.
-func (c *Cluster) Views(ctx context.Context, observers []*Node) (map[*Node][]api.Node, error) {
+func (c *Cluster) Views(ctx context.Context, observers []*Node) (map[*Node][]apitypes.Node, error) {
 	type result struct {
 		n     *Node
-		nodes []api.Node
+		nodes []apitypes.Node
 		err   error
 	}
 	ch := make(chan result, len(observers))
@@ -574,7 +574,7 @@ func (c *Cluster) Views(ctx context.Context, observers []*Node) (map[*Node][]api
 			ch <- result{o, nodes, err}
 		}()
 	}
-	views := make(map[*Node][]api.Node, len(observers))
+	views := make(map[*Node][]apitypes.Node, len(observers))
 	var errs []error
 	for range observers {
 		r := <-ch
@@ -588,7 +588,7 @@ func (c *Cluster) Views(ctx context.Context, observers []*Node) (map[*Node][]api
 }
 
 // StatusOf returns the status of the node at ip in view, or "" if absent.
-func StatusOf(view []api.Node, ip netip.Addr) string {
+func StatusOf(view []apitypes.Node, ip netip.Addr) string {
 	for _, n := range view {
 		if n.Address == ip.String() {
 			return n.Status
@@ -633,7 +633,7 @@ func (c *Cluster) Converged(ctx context.Context, nodes []*Node) error {
 	var missing []string
 	for _, o := range nodes {
 		for _, m := range views[o] {
-			if m.Status == api.StatusAlive && !want[m.Address] {
+			if m.Status == apitypes.StatusAlive && !want[m.Address] {
 				missing = append(missing, fmt.Sprintf("%s sees unexpected %s(%s) alive", o, m.Name, m.Address))
 			}
 			// Membership travels ahead of the node record (monitoring,
@@ -643,7 +643,7 @@ func (c *Cluster) Converged(ctx context.Context, nodes []*Node) error {
 			}
 		}
 		for _, t := range nodes {
-			if s := StatusOf(views[o], t.IP); s != api.StatusAlive {
+			if s := StatusOf(views[o], t.IP); s != apitypes.StatusAlive {
 				missing = append(missing, fmt.Sprintf("%s sees %s as %q", o, t, s))
 			}
 		}

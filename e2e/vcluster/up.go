@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 )
 
@@ -38,7 +38,7 @@ type Running struct {
 	Prepared    *Prepared
 	Workstation *Workstation
 	// Members is the converged view of the first node.
-	Members []api.Node
+	Members []apitypes.Node
 	// Converged is how long the agents took to see each other.
 	Converged time.Duration
 }

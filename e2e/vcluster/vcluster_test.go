@@ -12,7 +12,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 func TestParseProcRoutes(t *testing.T) {
@@ -124,7 +124,7 @@ func TestSSHKeyAndWorkstationFiles(t *testing.T) {
 	}
 
 	hostKey := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
-	nodes := []api.Node{
+	nodes := []apitypes.Node{
 		{Name: "rpi-b", Address: "10.213.7.12", SSHHostKeys: []string{hostKey}},
 		{Name: "rpi-a", Address: "10.213.7.11", SSHHostKeys: []string{hostKey}},
 	}
@@ -155,10 +155,10 @@ func TestSSHKeyAndWorkstationFiles(t *testing.T) {
 		t.Error("inventory hosts are not sorted by name")
 	}
 
-	if _, err := KnownHosts([]api.Node{{Name: "rpi-c", Address: "10.213.7.13"}}); err == nil {
+	if _, err := KnownHosts([]apitypes.Node{{Name: "rpi-c", Address: "10.213.7.13"}}); err == nil {
 		t.Error("a node without host keys should be an error: host-key checking must stay on")
 	}
-	if _, err := KnownHosts([]api.Node{{Name: "rpi-c", SSHHostKeys: []string{"ssh-ed25519 not-base64"}}}); err == nil {
+	if _, err := KnownHosts([]apitypes.Node{{Name: "rpi-c", SSHHostKeys: []string{"ssh-ed25519 not-base64"}}}); err == nil {
 		t.Error("a malformed host key should be an error")
 	}
 }

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/inventory"
 )
 
@@ -66,7 +66,7 @@ func EnsureSSHKey(dir string) (string, error) {
 // KnownHosts renders a known_hosts file from the SSH host keys the nodes
 // gossip (as rpi-inventory known-hosts does). Unlike the workstation tool, a
 // node with no parseable key is an error here: checking must stay on.
-func KnownHosts(nodes []api.Node) (string, error) {
+func KnownHosts(nodes []apitypes.Node) (string, error) {
 	data, warnings := inventory.KnownHosts(nodes)
 	if len(warnings) > 0 {
 		return "", fmt.Errorf("known_hosts: %s", strings.Join(warnings, "; "))
@@ -90,7 +90,7 @@ type Workstation struct {
 // WriteWorkstation writes known_hosts, ssh_config and an Ansible INI
 // inventory (inventory.ini) for nodes into dir. Host-key checking is on in
 // all of them.
-func WriteWorkstation(dir, key, user string, nodes []api.Node) (*Workstation, error) {
+func WriteWorkstation(dir, key, user string, nodes []apitypes.Node) (*Workstation, error) {
 	if user == "" {
 		user = DefaultSSHUser
 	}
@@ -114,7 +114,7 @@ func WriteWorkstation(dir, key, user string, nodes []api.Node) (*Workstation, er
 		SSHConfig:  filepath.Join(absDir, "ssh_config"),
 		Inventory:  filepath.Join(absDir, "inventory.ini"),
 	}
-	sorted := append([]api.Node(nil), nodes...)
+	sorted := append([]apitypes.Node(nil), nodes...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 
 	var cfg strings.Builder

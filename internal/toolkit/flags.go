@@ -10,7 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 )
 
@@ -121,7 +121,7 @@ func SplitList(values []string) []string {
 // NodeClient returns a client for n's own agent (its address and HTTP port,
 // with the scheme, token and HTTP client of base). Each agent writes only its
 // own metadata, so writes about a node go to that node.
-func NodeClient(base *client.Client, n api.Node) (*client.Client, error) {
+func NodeClient(base *client.Client, n apitypes.Node) (*client.Client, error) {
 	if n.Address == "" {
 		return nil, fmt.Errorf("node %s: no address in the cluster view", n.Name)
 	}
@@ -143,7 +143,7 @@ func NodeClient(base *client.Client, n api.Node) (*client.Client, error) {
 
 // ConnectView connects as Connect does and fetches the agent's view of the
 // cluster, the first thing every tool needs.
-func ConnectView(c *cli.Context) (*Session, []api.Node, error) {
+func ConnectView(c *cli.Context) (*Session, []apitypes.Node, error) {
 	s, err := Connect(c.Context, c)
 	if err != nil {
 		return nil, nil, err

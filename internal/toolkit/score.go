@@ -3,7 +3,7 @@ package toolkit
 import (
 	"sort"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 // BusyScore is the original project's busy score, lower is better:
@@ -13,7 +13,7 @@ import (
 // A node that reports no CPU count is scored as if it had one CPU, and one
 // that reports no memory total contributes no memory term, so a missing
 // sample never divides by zero.
-func BusyScore(n api.Node) float64 {
+func BusyScore(n apitypes.Node) float64 {
 	m := n.Monitoring
 	cpus := float64(m.CPUs)
 	if cpus <= 0 {
@@ -27,7 +27,7 @@ func BusyScore(n api.Node) float64 {
 }
 
 // SortByBusy sorts nodes least busy first, ties broken by name.
-func SortByBusy(nodes []api.Node) {
+func SortByBusy(nodes []apitypes.Node) {
 	sort.SliceStable(nodes, func(i, j int) bool {
 		si, sj := BusyScore(nodes[i]), BusyScore(nodes[j])
 		if si != sj {

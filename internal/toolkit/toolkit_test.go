@@ -6,7 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 func TestPermute(t *testing.T) {
@@ -31,15 +31,15 @@ func TestPermute(t *testing.T) {
 }
 
 func TestBusyScore(t *testing.T) {
-	n := api.Node{Monitoring: api.Monitoring{CPUs: 2, Load1: 2, Load5: 1, Load15: 0.5, MemTotal: 4, MemUsed: 1}}
+	n := apitypes.Node{Monitoring: apitypes.Monitoring{CPUs: 2, Load1: 2, Load5: 1, Load15: 0.5, MemTotal: 4, MemUsed: 1}}
 	// (3·0.25 + 2·0.5 + 1 + 4·0.25) / 4 = 0.9375
 	if got := BusyScore(n); got != 0.9375 {
 		t.Errorf("BusyScore = %v, want 0.9375", got)
 	}
-	if got := BusyScore(api.Node{}); got != 0 {
+	if got := BusyScore(apitypes.Node{}); got != 0 {
 		t.Errorf("empty sample = %v, want 0", got)
 	}
-	nodes := []api.Node{{Name: "b"}, n, {Name: "a"}}
+	nodes := []apitypes.Node{{Name: "b"}, n, {Name: "a"}}
 	SortByBusy(nodes)
 	if nodes[0].Name != "a" || nodes[1].Name != "b" {
 		t.Errorf("ties not broken by name: %v", nodes)

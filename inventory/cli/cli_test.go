@@ -11,17 +11,17 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit/fakeagent"
 )
 
-func nodes() []api.Node {
-	return []api.Node{
+func nodes() []apitypes.Node {
+	return []apitypes.Node{
 		{Name: "pi-1", Services: []string{"nginx_webserver"}, PhiThreshold: 8,
-			Monitoring: api.Monitoring{CPUs: 4, MemTotal: 100, MemUsed: 10, Load1: 0.1, Load5: 0.1, Load15: 0.1}},
+			Monitoring: apitypes.Monitoring{CPUs: 4, MemTotal: 100, MemUsed: 10, Load1: 0.1, Load5: 0.1, Load15: 0.1}},
 		{Name: "pi-2", Services: []string{"nginx_webserver", "web.api"}, PhiThreshold: 8,
-			Monitoring: api.Monitoring{CPUs: 4, MemTotal: 100, MemUsed: 90, Load1: 3, Load5: 3, Load15: 3}},
-		{Name: "pi-3", Status: api.StatusFailed, Services: []string{"nginx_webserver"}},
+			Monitoring: apitypes.Monitoring{CPUs: 4, MemTotal: 100, MemUsed: 90, Load1: 3, Load5: 3, Load15: 3}},
+		{Name: "pi-3", Status: apitypes.StatusFailed, Services: []string{"nginx_webserver"}},
 	}
 }
 
@@ -210,12 +210,12 @@ func stderrOf(err error) string {
 	return ""
 }
 
-func manyNodes(n int) []api.Node {
-	out := make([]api.Node, n)
+func manyNodes(n int) []apitypes.Node {
+	out := make([]apitypes.Node, n)
 	for i := range out {
-		out[i] = api.Node{Name: fmt.Sprintf("pi-%03d", i), Address: "127.0.0.1", Status: api.StatusAlive,
+		out[i] = apitypes.Node{Name: fmt.Sprintf("pi-%03d", i), Address: "127.0.0.1", Status: apitypes.StatusAlive,
 			Services: []string{fmt.Sprintf("svc%d", i%7)}, PhiThreshold: 8,
-			Monitoring: api.Monitoring{CPUs: 4, MemTotal: 1 << 30, MemUsed: uint64(i) << 20, Load1: float64(i) / 100}}
+			Monitoring: apitypes.Monitoring{CPUs: 4, MemTotal: 1 << 30, MemUsed: uint64(i) << 20, Load1: float64(i) / 100}}
 	}
 	return out
 }

@@ -10,23 +10,23 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit/fakeagent"
 )
 
-func mon(load float64) api.Monitoring {
-	return api.Monitoring{CPUs: 4, MemTotal: 100, MemUsed: 10, Load1: load, Load5: load, Load15: load}
+func mon(load float64) apitypes.Monitoring {
+	return apitypes.Monitoring{CPUs: 4, MemTotal: 100, MemUsed: 10, Load1: load, Load5: load, Load15: load}
 }
 
 // cluster: pi-1 runs the load balancer and is busy; pi-2 and pi-3 are idle;
 // pi-4 is busier; pi-5 failed; pi-6 is suspected (phi 9 >= 8).
 func cluster(t *testing.T) *fakeagent.Cluster {
-	return fakeagent.Start(t, []api.Node{
+	return fakeagent.Start(t, []apitypes.Node{
 		{Name: "pi-1", Services: []string{"nginx_load_balancer"}, PhiThreshold: 8, Monitoring: mon(3)},
 		{Name: "pi-2", PhiThreshold: 8, Monitoring: mon(0.1)},
 		{Name: "pi-3", PhiThreshold: 8, Monitoring: mon(0.2)},
 		{Name: "pi-4", PhiThreshold: 8, Monitoring: mon(3.5)},
-		{Name: "pi-5", Status: api.StatusFailed, PhiThreshold: 8, Monitoring: mon(0)},
+		{Name: "pi-5", Status: apitypes.StatusFailed, PhiThreshold: 8, Monitoring: mon(0)},
 		{Name: "pi-6", Phi: 9, PhiThreshold: 8, Monitoring: mon(0)},
 	}, "pi-5")
 }
@@ -203,7 +203,7 @@ func meta(t *testing.T, args ...string) (string, error) {
 
 func TestMeta(t *testing.T) {
 	t.Setenv("RPI_CONFIG", filepath.Join(t.TempDir(), "none.yaml"))
-	c := fakeagent.Start(t, []api.Node{{Name: "pi-1"}, {Name: "pi-2", Address: "127.0.0.2"}, {Name: "pi-3"}})
+	c := fakeagent.Start(t, []apitypes.Node{{Name: "pi-1"}, {Name: "pi-2", Address: "127.0.0.2"}, {Name: "pi-3"}})
 	c.Token = "s3cret"
 	t.Setenv("RPI_AGENT", c.URL("pi-1"))
 	t.Setenv("RPI_TOKEN", "s3cret")
@@ -229,7 +229,7 @@ func TestMeta(t *testing.T) {
 		t.Errorf("list = %q, %v", out, err)
 	}
 	out, _ = meta(t, "list", "--json")
-	var nodes []api.Node
+	var nodes []apitypes.Node
 	if err := json.Unmarshal([]byte(out), &nodes); err != nil || len(nodes) != 3 {
 		t.Errorf("list --json = %q (%v)", out, err)
 	}

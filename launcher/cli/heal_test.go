@@ -7,11 +7,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/launcher"
 )
 
-func desiredOf(t *testing.T, ds []api.DesiredService, svc string) int {
+func desiredOf(t *testing.T, ds []apitypes.DesiredService, svc string) int {
 	t.Helper()
 	for _, d := range ds {
 		if d.Service == svc {
@@ -69,8 +69,8 @@ func TestStatusAndOneShotReconcile(t *testing.T) {
 	build := filepath.Join(t.TempDir(), "build")
 	// pi-5 (failed, its agent down) still lists the web server in its
 	// stale record; pi-2 runs it; two are wanted.
-	c.Update("pi-5", func(n *api.Node) { n.Services = []string{"nginx_webserver"} })
-	c.Update("pi-2", func(n *api.Node) { n.Services = []string{"nginx_webserver"} })
+	c.Update("pi-5", func(n *apitypes.Node) { n.Services = []string{"nginx_webserver"} })
+	c.Update("pi-2", func(n *apitypes.Node) { n.Services = []string{"nginx_webserver"} })
 	c.SetDesired("nginx_webserver", 2)
 
 	out, err := launch(t, "--agent", c.URL("pi-1"), "status")

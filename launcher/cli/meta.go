@@ -11,7 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 )
 
@@ -23,7 +23,7 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				return fmt.Errorf("usage: rpi-meta %s NODE SERVICE", c.Command.Name)
 			}
 			target, service := c.Args().Get(0), c.Args().Get(1)
-			if err := api.ValidateServiceName(service); err != nil {
+			if err := apitypes.ValidateServiceName(service); err != nil {
 				return fmt.Errorf("%s: %w", c.Command.Name, err)
 			}
 			s, nodes, err := toolkit.ConnectView(c)
@@ -38,7 +38,7 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if err != nil {
 				return err
 			}
-			var res api.ServiceResult
+			var res apitypes.ServiceResult
 			if add {
 				res, err = nc.AddService(c.Context, service)
 			} else {
@@ -107,8 +107,8 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // resolveNode finds target by node name, else by address. An address shared
 // by several nodes is ambiguous.
-func resolveNode(nodes []api.Node, target string) (api.Node, error) {
-	var byAddr []api.Node
+func resolveNode(nodes []apitypes.Node, target string) (apitypes.Node, error) {
+	var byAddr []apitypes.Node
 	for _, n := range nodes {
 		if n.Name == target {
 			return n, nil
@@ -126,11 +126,11 @@ func resolveNode(nodes []api.Node, target string) (api.Node, error) {
 			names[i] = n.Name
 		}
 		sort.Strings(names)
-		return api.Node{}, fmt.Errorf("no node named or addressed %q; known nodes: %s", target, strings.Join(names, ", "))
+		return apitypes.Node{}, fmt.Errorf("no node named or addressed %q; known nodes: %s", target, strings.Join(names, ", "))
 	}
 	var names []string
 	for _, n := range byAddr {
 		names = append(names, n.Name)
 	}
-	return api.Node{}, fmt.Errorf("address %s is shared by %s; give the node name", target, strings.Join(names, ", "))
+	return apitypes.Node{}, fmt.Errorf("address %s is shared by %s; give the node name", target, strings.Join(names, ", "))
 }

@@ -24,7 +24,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/api"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 // Write is one service write an agent received.
@@ -45,12 +45,12 @@ type Cluster struct {
 	NoDesired bool
 
 	mu      sync.Mutex
-	nodes   []api.Node
+	nodes   []apitypes.Node
 	servers map[string]*httptest.Server
 	writes  []Write
-	desired map[string]api.DesiredService
+	desired map[string]apitypes.DesiredService
 	// subs are the open event streams, per agent.
-	subs map[string]map[chan api.Event]struct{}
+	subs map[string]map[chan apitypes.Event]struct{}
 	// stopped is closed per agent by Stop; done when the test ends.
 	stopped map[string]chan struct{}
 	done    chan struct{}
@@ -60,12 +60,12 @@ type Cluster struct {
 // loopback address its agent listens on (default 127.0.0.1); its HTTPPort is
 // set to the agent's port. Nodes named in down get a record but no agent
 // (connections are refused). The servers close when the test ends.
-func Start(t testing.TB, nodes []api.Node, down ...string) *Cluster {
+func Start(t testing.TB, nodes []apitypes.Node, down ...string) *Cluster {
 	t.Helper()
 	c := &Cluster{
 		servers: map[string]*httptest.Server{},
-		desired: map[string]api.DesiredService{},
-		subs:    map[string]map[chan api.Event]struct{}{},
+		desired: map[string]apitypes.DesiredService{},
+		subs:    map[string]map[chan apitypes.Event]struct{}{},
 		stopped: map[string]chan struct{}{},
 		done:    make(chan struct{}),
 	}
@@ -75,7 +75,7 @@ func Start(t testing.TB, nodes []api.Node, down ...string) *Cluster {
 			n.Address = "127.0.0.1"
 		}
 		if n.Status == "" {
-			n.Status = api.StatusAlive
+			n.Status = apitypes.StatusAlive
 		}
 		if slices.Contains(down, n.Name) {
 			// A listener opened and closed at once gives a port nobody serves.
@@ -103,7 +103,7 @@ func Start(t testing.TB, nodes []api.Node, down ...string) *Cluster {
 		c.servers[name] = srv
 		c.stopped[name] = make(chan struct{})
 	}
-	c.nodes = append([]api.Node(nil), nodes...)
+	c.nodes = append([]apitypes.Node(nil), nodes...)
 	// Runs before the servers close (cleanups run last-in first-out): open
 	// event streams end so Close does not wait for them.
 	t.Cleanup(func() { close(c.done) })
@@ -128,7 +128,7 @@ func (c *Cluster) Stop(node string) {
 
 // Update changes node's record in the shared view (bumping its record
 // version) and returns the new record; it emits nothing.
-func (c *Cluster) Update(node string, fn func(*api.Node)) api.Node {
+func (c *Cluster) Update(node string, fn func(*apitypes.Node)) apitypes.Node {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i := range c.nodes {
@@ -142,13 +142,13 @@ func (c *Cluster) Update(node string, fn func(*api.Node)) api.Node {
 }
 
 // Emit sends ev on every open event stream of every agent.
-func (c *Cluster) Emit(ev api.Event) {
+func (c *Cluster) Emit(ev apitypes.Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.emitLocked(ev)
 }
 
-func (c *Cluster) emitLocked(ev api.Event) {
+func (c *Cluster) emitLocked(ev apitypes.Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
@@ -170,14 +170,14 @@ func (c *Cluster) Subscribers(node string) int {
 }
 
 // Desired returns the shared desired state, sorted by service.
-func (c *Cluster) Desired() []api.DesiredService {
+func (c *Cluster) Desired() []apitypes.DesiredService {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.desiredLocked()
 }
 
-func (c *Cluster) desiredLocked() []api.DesiredService {
-	out := make([]api.DesiredService, 0, len(c.desired))
+func (c *Cluster) desiredLocked() []apitypes.DesiredService {
+	out := make([]apitypes.DesiredService, 0, len(c.desired))
 	for _, d := range c.desired {
 		out = append(out, d)
 	}
@@ -190,10 +190,10 @@ func (c *Cluster) desiredLocked() []api.DesiredService {
 func (c *Cluster) SetDesired(service string, replicas int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.changeDesiredLocked("test", service, api.DesiredChange{Replicas: &replicas})
+	c.changeDesiredLocked("test", service, apitypes.DesiredChange{Replicas: &replicas})
 }
 
-func (c *Cluster) changeDesiredLocked(self, service string, ch api.DesiredChange) api.DesiredService {
+func (c *Cluster) changeDesiredLocked(self, service string, ch apitypes.DesiredChange) apitypes.DesiredService {
 	d := c.desired[service]
 	d.Service = service
 	if ch.Replicas != nil {
@@ -207,7 +207,7 @@ func (c *Cluster) changeDesiredLocked(self, service string, ch api.DesiredChange
 	d.UpdatedBy = self
 	d.UpdatedAt = time.Now()
 	c.desired[service] = d
-	c.emitLocked(api.Event{Kind: api.EventDesired, Desired: &d})
+	c.emitLocked(apitypes.Event{Kind: apitypes.EventDesired, Desired: &d})
 	return d
 }
 
@@ -224,10 +224,10 @@ func (c *Cluster) URL(node string) string {
 }
 
 // Nodes returns a copy of the current view.
-func (c *Cluster) Nodes() []api.Node {
+func (c *Cluster) Nodes() []apitypes.Node {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]api.Node, len(c.nodes))
+	out := make([]apitypes.Node, len(c.nodes))
 	for i, n := range c.nodes {
 		n.Services = append([]string(nil), n.Services...)
 		out[i] = n
@@ -262,41 +262,41 @@ func (c *Cluster) serve(self string, w http.ResponseWriter, r *http.Request) {
 	path := r.URL.Path
 	switch {
 	case c.NoDesired && strings.HasPrefix(path, "/v1/desired"):
-		writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no such path %q", path)})
+		writeJSON(w, http.StatusNotFound, apitypes.Error{Error: fmt.Sprintf("no such path %q", path)})
 	case path == "/v1/desired" && r.Method == http.MethodGet:
-		writeJSON(w, http.StatusOK, api.DesiredState{Services: c.desiredLocked()})
+		writeJSON(w, http.StatusOK, apitypes.DesiredState{Services: c.desiredLocked()})
 	case strings.HasPrefix(path, "/v1/desired/"):
 		svc := strings.TrimPrefix(path, "/v1/desired/")
-		if err := api.ValidateServiceName(svc); err != nil {
-			writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error()})
+		if err := apitypes.ValidateServiceName(svc); err != nil {
+			writeJSON(w, http.StatusBadRequest, apitypes.Error{Error: err.Error()})
 			return
 		}
 		switch r.Method {
 		case http.MethodGet:
 			d, ok := c.desired[svc]
 			if !ok {
-				writeJSON(w, http.StatusNotFound, api.Error{Error: "no desired state for " + svc})
+				writeJSON(w, http.StatusNotFound, apitypes.Error{Error: "no desired state for " + svc})
 				return
 			}
 			writeJSON(w, http.StatusOK, d)
 		case http.MethodPut:
 			if c.Token != "" && r.Header.Get("Authorization") != "Bearer "+c.Token {
-				writeJSON(w, http.StatusUnauthorized, api.Error{Error: "missing or wrong token"})
+				writeJSON(w, http.StatusUnauthorized, apitypes.Error{Error: "missing or wrong token"})
 				return
 			}
-			var ch api.DesiredChange
+			var ch apitypes.DesiredChange
 			if err := json.NewDecoder(r.Body).Decode(&ch); err != nil || (ch.Replicas == nil) == (ch.Delta == nil) {
-				writeJSON(w, http.StatusBadRequest, api.Error{Error: "body must set exactly one of replicas and delta"})
+				writeJSON(w, http.StatusBadRequest, apitypes.Error{Error: "body must set exactly one of replicas and delta"})
 				return
 			}
 			writeJSON(w, http.StatusOK, c.changeDesiredLocked(self, svc, ch))
 		default:
-			writeJSON(w, http.StatusMethodNotAllowed, api.Error{Error: "method not allowed"})
+			writeJSON(w, http.StatusMethodNotAllowed, apitypes.Error{Error: "method not allowed"})
 		}
 	case path == "/healthz":
 		w.Write([]byte("ok\n"))
 	case path == "/v1/nodes" && r.Method == http.MethodGet:
-		out := make([]api.Node, len(c.nodes))
+		out := make([]apitypes.Node, len(c.nodes))
 		for i, n := range c.nodes {
 			n.Self = n.Name == self
 			out[i] = n
@@ -312,12 +312,12 @@ func (c *Cluster) serve(self string, w http.ResponseWriter, r *http.Request) {
 		}
 	case strings.HasPrefix(path, "/v1/services/"):
 		svc := strings.TrimPrefix(path, "/v1/services/")
-		if err := api.ValidateServiceName(svc); err != nil {
-			writeJSON(w, http.StatusBadRequest, api.Error{Error: err.Error()})
+		if err := apitypes.ValidateServiceName(svc); err != nil {
+			writeJSON(w, http.StatusBadRequest, apitypes.Error{Error: err.Error()})
 			return
 		}
 		if r.Method == http.MethodGet {
-			var out []api.Node
+			var out []apitypes.Node
 			for _, n := range c.nodes {
 				if slices.Contains(n.Services, svc) {
 					out = append(out, n)
@@ -327,11 +327,11 @@ func (c *Cluster) serve(self string, w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if r.Method != http.MethodPut && r.Method != http.MethodDelete {
-			writeJSON(w, http.StatusMethodNotAllowed, api.Error{Error: "method not allowed"})
+			writeJSON(w, http.StatusMethodNotAllowed, apitypes.Error{Error: "method not allowed"})
 			return
 		}
 		if c.Token != "" && r.Header.Get("Authorization") != "Bearer "+c.Token {
-			writeJSON(w, http.StatusUnauthorized, api.Error{Error: "missing or wrong token"})
+			writeJSON(w, http.StatusUnauthorized, apitypes.Error{Error: "missing or wrong token"})
 			return
 		}
 		c.writes = append(c.writes, Write{Node: self, Method: r.Method, Service: svc})
@@ -348,22 +348,22 @@ func (c *Cluster) serve(self string, w http.ResponseWriter, r *http.Request) {
 				n.Services = slices.DeleteFunc(n.Services, func(s string) bool { return s == svc })
 			}
 			n.RecordVersion++
-			writeJSON(w, http.StatusOK, api.ServiceResult{Node: self, Service: svc, Changed: had != (r.Method == http.MethodPut), Services: n.Services})
+			writeJSON(w, http.StatusOK, apitypes.ServiceResult{Node: self, Service: svc, Changed: had != (r.Method == http.MethodPut), Services: n.Services})
 			return
 		}
 	default:
-		writeJSON(w, http.StatusNotFound, api.Error{Error: fmt.Sprintf("no route %s %s", r.Method, path)})
+		writeJSON(w, http.StatusNotFound, apitypes.Error{Error: fmt.Sprintf("no route %s %s", r.Method, path)})
 	}
 }
 
 // serveEvents streams events as server-sent events until the client goes,
 // the agent is stopped or the test ends.
 func (c *Cluster) serveEvents(self string, w http.ResponseWriter, r *http.Request) {
-	ch := make(chan api.Event, 64)
+	ch := make(chan apitypes.Event, 64)
 	c.mu.Lock()
 	stopped := c.stopped[self]
 	if c.subs[self] == nil {
-		c.subs[self] = map[chan api.Event]struct{}{}
+		c.subs[self] = map[chan apitypes.Event]struct{}{}
 	}
 	c.subs[self][ch] = struct{}{}
 	c.mu.Unlock()

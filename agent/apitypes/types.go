@@ -1,11 +1,13 @@
-// Package api serves the agent's HTTP interface: the seed-compatible REST
-// paths of the original project, the /v1 API, server-sent events, Prometheus
-// metrics and the status page.
+// Package apitypes holds the agent API's wire types and the one set of
+// rules for names that every boundary applies: the agent's config and API,
+// gossip receive, meta-data.json, and every file and argument the
+// workstation tools write. It is a leaf: it imports nothing of the project,
+// so the agent's internals and the tools share it without pulling in the
+// HTTP server.
 //
-// The types in this file are the wire format. They are shared with
-// agent/client and, through it, with every workstation tool, so they change
-// only in backwards-compatible ways: add fields, never rename them.
-package api
+// The types in this file are the wire format, so they change only in
+// backwards-compatible ways: add fields, never rename them.
+package apitypes
 
 import "time"
 
