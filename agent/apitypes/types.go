@@ -47,6 +47,21 @@ type Node struct {
 	RecordVersion uint64 `json:"record_version"`
 	// Self is true for the answering agent's own node.
 	Self bool `json:"self,omitempty"`
+	// IdentityKey is the node's public signing key (ed25519, base64): the
+	// key the answering agent has pinned for this name.
+	IdentityKey string `json:"identity_key,omitempty"`
+	// SignedRecord is the node's record exactly as the node signed it, so
+	// a workstation can check what the node said about itself (its SSH
+	// host keys above all) without trusting the agent it asked.
+	SignedRecord *SignedRecord `json:"signed_record,omitempty"`
+}
+
+// SignedRecord is a node record as its owner signed it: Body is the
+// record's gossip encoding, Sig the owner's ed25519 signature of it
+// (identity.PurposeRecord). Both are base64 in JSON.
+type SignedRecord struct {
+	Body []byte `json:"body"`
+	Sig  []byte `json:"sig"`
 }
 
 // Monitoring is a node's resource sample.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/rpi-cluster/rpi-cluster/internal/atomicfile"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 	"github.com/rpi-cluster/rpi-cluster/inventory"
 )
@@ -138,5 +139,5 @@ func output(stdout io.Writer, path string, data []byte, perm os.FileMode) error 
 		_, err := stdout.Write(data)
 		return err
 	}
-	return toolkit.WriteFileAtomic(path, data, perm)
+	return atomicfile.WriteFile(path, data, perm)
 }

@@ -1,4 +1,7 @@
-package toolkit
+// Package atomicfile writes files so that a reader, or a node after a power
+// cut, sees either the old content or the new, never half of it. It is the
+// one such writer of the project, shared by the agent and the tools.
+package atomicfile
 
 import (
 	"fmt"
@@ -6,10 +9,10 @@ import (
 	"path/filepath"
 )
 
-// WriteFileAtomic writes data to path through a temporary file in the same
+// WriteFile writes data to path through a temporary file in the same
 // directory, fsyncs it, renames it into place and fsyncs the directory, so a
 // reader sees either the old or the new content, never half of it.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+func WriteFile(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
