@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"log/slog"
 	"net"
 
@@ -42,6 +43,15 @@ type Config struct {
 	// it). Nil: a NetTransport on BindAddr:BindPort. Either way it is
 	// wrapped in a CountingTransport for Stats and shut down by Shutdown.
 	Transport memberlist.Transport
+
+	// Key is this node's own signing key: everything the node says about
+	// itself (record, leave) is signed with it. Nil: a key made for this
+	// run only (tests, benchmarks); the agent loads it from its data dir.
+	Key *identity.Key
+	// Pins ties peers' names to the keys first seen for them. Nil: pins
+	// held in memory for this run only; the agent keeps them in its data
+	// dir, so a restart does not forget whom it trusts.
+	Pins *identity.Pins
 
 	// Logger receives this package's logs; memberlist's own log lines are
 	// routed into it at debug level. Nil discards them.

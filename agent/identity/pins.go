@@ -41,8 +41,12 @@ type Pins struct {
 
 // OpenPins reads the pins in path; a missing file is an empty set. A
 // corrupt file is an error that names it: pins are never silently reset.
+// An empty path keeps the pins in memory only (Flush writes nothing).
 func OpenPins(path string) (*Pins, error) {
 	p := &Pins{path: path, m: map[string]string{}}
+	if path == "" {
+		return p, nil
+	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return p, nil
@@ -131,7 +135,7 @@ func (p *Pins) Flush() error {
 	p.wmu.Lock()
 	defer p.wmu.Unlock()
 	p.mu.Lock()
-	if !p.dirty {
+	if !p.dirty || p.path == "" {
 		p.mu.Unlock()
 		return nil
 	}
