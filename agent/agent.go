@@ -52,6 +52,10 @@ type Agent struct {
 	httpLn  net.Listener
 	httpSrv *http.Server
 
+	// dataLock is this process's hold on conf.DataDir, from Create to
+	// Shutdown.
+	dataLock *dirLock
+
 	// svcMu serialises metadata writes with the record update that follows,
 	// so the gossiped services always match the file.
 	svcMu sync.Mutex
@@ -75,10 +79,11 @@ func WithProfile(p cluster.Profile) Option {
 	return func(a *Agent) { a.profile = &p }
 }
 
-// Create validates conf and builds an agent. It opens the metadata store
-// (a corrupt meta-data.json stops the agent here, with the file untouched)
-// but does not listen or join yet.
-func Create(conf *Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
+// Create validates conf and builds an agent. It locks the data directory
+// (another agent on it stops this one here), opens the metadata store (a
+// corrupt meta-data.json stops the agent here, with the file untouched) but
+// does not listen or join yet.
+func Create(conf *Config, logger *slog.Logger, opts ...Option) (_ *Agent, err error) {
 	if err := conf.Validate(); err != nil {
 		return nil, err
 	}
@@ -100,6 +105,18 @@ func Create(conf *Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 		}
 		name = n
 	}
+
+	// Nothing in the data directory is read or written before this.
+	lock, err := lockDataDir(conf.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	a.dataLock = lock
+	defer func() {
+		if err != nil {
+			lock.release()
+		}
+	}()
 
 	store, err := metadata.Open(conf.DataDir)
 	if err != nil {
@@ -421,5 +438,6 @@ func (a *Agent) Shutdown() error {
 	}
 	err := a.cluster.Shutdown()
 	a.wg.Wait()
+	a.dataLock.release()
 	return err
 }

@@ -160,6 +160,12 @@ func run(c *cli.Context) error {
 	if c.Args().Len() > 0 {
 		return fmt.Errorf("unexpected argument %q: see rpi-agent --help", c.Args().First())
 	}
+	// Signals are caught from here on, so a SIGHUP or SIGTERM sent while
+	// the agent starts is handled once it runs rather than killing it.
+	sigCh := make(chan os.Signal, 4)
+	signal.Notify(sigCh, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigCh)
+
 	conf, err := loadConfig(c)
 	if err != nil {
 		return err
@@ -178,16 +184,13 @@ func run(c *cli.Context) error {
 		return err
 	}
 	logger.Info("agent running", "name", a.Name(), "version", version.String(), "status_page", "http://"+a.HTTPAddr()+"/")
-	return handleSignals(c, a, logger, level)
+	return handleSignals(c, sigCh, a, logger, level)
 }
 
 // handleSignals waits for a signal. SIGHUP reloads what is safe to reload
 // (log level, SSH host keys); SIGINT/SIGTERM leave gracefully, raced against
 // leaveTimeout; a second SIGINT/SIGTERM forces the exit.
-func handleSignals(c *cli.Context, a *agent.Agent, logger *slog.Logger, level *slog.LevelVar) error {
-	sigCh := make(chan os.Signal, 4)
-	signal.Notify(sigCh, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigCh)
+func handleSignals(c *cli.Context, sigCh <-chan os.Signal, a *agent.Agent, logger *slog.Logger, level *slog.LevelVar) error {
 	for sig := range sigCh {
 		if sig == syscall.SIGHUP {
 			reload(c, a, logger, level)

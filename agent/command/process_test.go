@@ -1,0 +1,175 @@
+package command
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
+)
+
+// Process tests run the real rpi-agent command line in a child process: the
+// test binary itself, which runs App instead of the tests when runAgentEnv
+// is set. They use 127.0.4.0/24 and port 0.
+const runAgentEnv = "RPI_AGENT_TEST_RUN_AGENT"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(runAgentEnv) == "1" {
+		// What agent/cmd/rpi-agent's main does.
+		if err := App().Run(append([]string{"rpi-agent"}, os.Args[1:]...)); err != nil {
+			fmt.Fprintln(os.Stderr, "rpi-agent:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// agentProc is an rpi-agent child process.
+type agentProc struct {
+	cmd    *exec.Cmd
+	stderr *testutil.SyncBuffer
+	done   chan struct{}
+	err    error // the exit, once done is closed
+}
+
+// startAgentProc runs rpi-agent with args in a child process, its
+// environment cleared of RPI_ settings. The process is killed at the end
+// of the test if it is still running.
+func startAgentProc(t *testing.T, args ...string) *agentProc {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{runAgentEnv + "=1"}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "RPI_") {
+			env = append(env, kv)
+		}
+	}
+	p := &agentProc{stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(exe, args...)
+	p.cmd.Env = env
+	p.cmd.Stdout = p.stderr
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		t.Logf("rpi-agent %v output:\n%s", args, p.stderr)
+	})
+	return p
+}
+
+// wait waits up to timeout for the process to exit and returns its exit
+// error; it fails the test if the process is still running.
+func (p *agentProc) wait(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		t.Fatalf("rpi-agent still running after %v; output:\n%s", timeout, p.stderr)
+		return nil
+	}
+}
+
+var statusPageRE = regexp.MustCompile(`status_page=(http://[0-9.:]+)/`)
+
+// url waits until the agent logs that it runs and returns its API's base
+// URL.
+func (p *agentProc) url(t *testing.T) string {
+	t.Helper()
+	var base string
+	testutil.WaitFor(t, 20*time.Second, func() error {
+		select {
+		case <-p.done:
+			t.Fatalf("rpi-agent exited (%v) before it ran:\n%s", p.err, p.stderr)
+		default:
+		}
+		m := statusPageRE.FindStringSubmatch(p.stderr.String())
+		if m == nil {
+			return errors.New("rpi-agent has not logged its status page yet")
+		}
+		base = m[1]
+		return nil
+	})
+	return base
+}
+
+// agentArgs are the arguments of a loopback agent on 127.0.4.<i> using
+// config file cfg and data directory dir.
+func agentArgs(i int, cfg, dir string) []string {
+	ip := "127.0.4." + strconv.Itoa(i)
+	return []string{"--config", cfg, "--name", "proc-" + strconv.Itoa(i), "--bind", ip + ":0", "--http", ip + ":0",
+		"--no-mdns", "--data-dir", dir, "--profile", "local"}
+}
+
+func writeConfig(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Acceptance: a second rpi-agent on a data dir in use exits non-zero,
+// naming the lock and the first agent's PID, while the first keeps serving.
+func TestSecondAgentProcessOnDataDirExits(t *testing.T) {
+	tmp := t.TempDir()
+	cfg, dir := filepath.Join(tmp, "agent.yaml"), filepath.Join(tmp, "data")
+	writeConfig(t, cfg, "ssh_host_keys: ''\n")
+
+	first := startAgentProc(t, agentArgs(1, cfg, dir)...)
+	base := first.url(t)
+
+	second := startAgentProc(t, agentArgs(2, cfg, dir)...)
+	err := second.wait(t, 20*time.Second)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+		t.Fatalf("second agent: exit %v, want a non-zero exit status", err)
+	}
+	out := second.stderr.String()
+	lock := filepath.Join(dir, "agent.lock")
+	for _, want := range []string{"is in use by another rpi-agent", "pid " + strconv.Itoa(first.cmd.Process.Pid), lock} {
+		if !strings.Contains(out, want) {
+			t.Errorf("second agent's output does not say %q:\n%s", want, out)
+		}
+	}
+
+	resp, err := http.Get(base + "/healthz")
+	if err != nil {
+		t.Fatalf("first agent stopped answering: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("first agent's /healthz: %d", resp.StatusCode)
+	}
+
+	first.cmd.Process.Signal(syscall.SIGTERM)
+	if err := first.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("first agent's exit after SIGTERM: %v", err)
+	}
+	// The lock went with it: a new agent on the directory starts.
+	third := startAgentProc(t, agentArgs(3, cfg, dir)...)
+	third.url(t)
+}
