@@ -70,7 +70,7 @@ func RunFootprint(ctx context.Context, plan FootprintPlan, logger *slog.Logger) 
 		return res
 	}
 	defer os.RemoveAll(dir)
-	key := newKey()
+	key := NewKey()
 	ip := func(i int) string { return fmt.Sprintf("127.0.9.%d", 201+i) }
 
 	var cmds []*exec.Cmd
@@ -91,7 +91,7 @@ func RunFootprint(ctx context.Context, plan FootprintPlan, logger *slog.Logger) 
 	}()
 	for i := range plan.N {
 		name := fmt.Sprintf("bench-%d", i)
-		cmd, _, err := agentCommand(plan.AgentBin, filepath.Join(dir, name), name, ip(i), "lan", key, []string{ip(0) + ":7946"})
+		cmd, _, err := AgentCommand(plan.AgentBin, filepath.Join(dir, name), name, ip(i), "lan", key, []string{ip(0) + ":7946"})
 		if err != nil {
 			res.Err = fmt.Errorf("footprint: %w", err)
 			return res
@@ -143,7 +143,7 @@ func RunFootprint(ctx context.Context, plan FootprintPlan, logger *slog.Logger) 
 			res.Err = fmt.Errorf("footprint: %w", err)
 			return res
 		}
-		mem, err := procRSS(c.Process.Pid)
+		mem, err := ProcRSS(c.Process.Pid)
 		if err != nil {
 			res.Err = fmt.Errorf("footprint: %w", err)
 			return res
@@ -177,17 +177,17 @@ func aliveAt(ctx context.Context, base string) (int, error) {
 	return n, nil
 }
 
-// newKey returns a random gossip key, base64 as --encrypt takes it.
-func newKey() string {
+// NewKey returns a random gossip key, base64 as --encrypt takes it.
+func NewKey() string {
 	key := make([]byte, 32)
 	rand.Read(key)
 	return base64.StdEncoding.EncodeToString(key)
 }
 
-// agentCommand returns an rpi-agent command for one benchmark agent: no
+// AgentCommand returns an rpi-agent command for one benchmark or test agent: no
 // config file, no mDNS, its own data directory (created) and HOME, stderr
 // kept (first 8 KB), killed if this process dies.
-func agentCommand(bin, data, name, ip, profile, key string, joins []string) (*exec.Cmd, *limitedWriter, error) {
+func AgentCommand(bin, data, name, ip, profile, key string, joins []string) (*exec.Cmd, *LimitedWriter, error) {
 	if err := os.MkdirAll(data, 0o755); err != nil {
 		return nil, nil, err
 	}
@@ -199,7 +199,7 @@ func agentCommand(bin, data, name, ip, profile, key string, joins []string) (*ex
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), "HOME="+data)
-	stderr := &limitedWriter{b: &bytes.Buffer{}, n: 8 << 10}
+	stderr := &LimitedWriter{b: &bytes.Buffer{}, n: 8 << 10}
 	cmd.Stderr = stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	return cmd, stderr, nil
@@ -230,8 +230,8 @@ func procCPUTicks(pid int) (uint64, error) {
 	return ut + st, nil
 }
 
-// procRSS returns VmRSS, RssAnon and RssFile of pid in bytes.
-func procRSS(pid int) (map[string]uint64, error) {
+// ProcRSS returns VmRSS, RssAnon and RssFile of pid in bytes.
+func ProcRSS(pid int) (map[string]uint64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return nil, fmt.Errorf("read rss: %w", err)
@@ -266,15 +266,15 @@ func parseRSS(pid int, status string) (map[string]uint64, error) {
 	return out, nil
 }
 
-// limitedWriter keeps the first n bytes written to it. It is safe to read
+// LimitedWriter keeps the first n bytes written to it. It is safe to read
 // with String while a process writes to it.
-type limitedWriter struct {
+type LimitedWriter struct {
 	mu sync.Mutex
 	b  *bytes.Buffer
 	n  int
 }
 
-func (w *limitedWriter) Write(p []byte) (int, error) {
+func (w *LimitedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if room := w.n - w.b.Len(); room > 0 {
@@ -284,7 +284,7 @@ func (w *limitedWriter) Write(p []byte) (int, error) {
 }
 
 // String returns what was kept.
-func (w *limitedWriter) String() string {
+func (w *LimitedWriter) String() string {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.String()
@@ -345,7 +345,7 @@ func runInventory(ctx context.Context, plan InventoryPlan, n int) InventoryResul
 		cmd := exec.CommandContext(ctx, plan.InventoryBin, "--list", "--agent", srv.URL)
 		cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH")}
 		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &limitedWriter{b: &stderr, n: 4 << 10}
+		cmd.Stdout, cmd.Stderr = &stdout, &LimitedWriter{b: &stderr, n: 4 << 10}
 		t0 := time.Now()
 		err := cmd.Run()
 		d := time.Since(t0)

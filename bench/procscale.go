@@ -65,7 +65,7 @@ type ProcScaleResult struct {
 type procAgent struct {
 	name, ip string
 	cmd      *exec.Cmd
-	stderr   *limitedWriter
+	stderr   *LimitedWriter
 	done     chan struct{} // closed when the process has exited
 }
 
@@ -100,7 +100,7 @@ func (c *procCluster) start(i int) (*procAgent, error) {
 	if i > 1 {
 		joins = append(joins, c.ip(1)+":7946")
 	}
-	cmd, stderr, err := agentCommand(c.plan.AgentBin, filepath.Join(c.dir, a.name), a.name, a.ip, c.plan.Profile, c.key, joins)
+	cmd, stderr, err := AgentCommand(c.plan.AgentBin, filepath.Join(c.dir, a.name), a.name, a.ip, c.plan.Profile, c.key, joins)
 	if err != nil {
 		return nil, err
 	}
@@ -279,7 +279,7 @@ func RunProcScale(ctx context.Context, label string, plan ProcScalePlan, logger 
 	defer os.RemoveAll(dir)
 	cctx, stop := context.WithCancel(ctx)
 	c := &procCluster{
-		plan: plan, dir: dir, key: newKey(), logger: logger, ctx: cctx, stop: stop,
+		plan: plan, dir: dir, key: NewKey(), logger: logger, ctx: cctx, stop: stop,
 		live: map[string]bool{}, killed: map[string]time.Time{},
 		joins: map[string]map[string]time.Time{}, fails: map[string]map[string]time.Time{},
 		changed: make(chan struct{}),
