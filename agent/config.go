@@ -145,9 +145,45 @@ func (c *Config) LoadFile(path string) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("config %s: %w", path, err)
+		return fmt.Errorf("config %s: %w", path, nameKeys(data, err))
 	}
 	return nil
+}
+
+// nameKeys adds the key to each of a yaml.TypeError's "line N: cannot
+// unmarshal ..." messages, which otherwise name only the line, and says how
+// a duration is written when one was not.
+func nameKeys(data []byte, err error) error {
+	var te *yaml.TypeError
+	var root yaml.Node
+	if !errors.As(err, &te) || yaml.Unmarshal(data, &root) != nil || len(root.Content) == 0 {
+		return err
+	}
+	top := root.Content[0].Content // key, value, key, value...
+	keyAt := func(line int) string {
+		key := ""
+		for i := 0; i+1 < len(top); i += 2 {
+			if top[i].Line <= line {
+				key = top[i].Value
+			}
+		}
+		return key
+	}
+	out := &yaml.TypeError{Errors: make([]string, len(te.Errors))}
+	for i, msg := range te.Errors {
+		var line int
+		if _, scanErr := fmt.Sscanf(msg, "line %d:", &line); scanErr == nil {
+			if key := keyAt(line); key != "" {
+				prefix := fmt.Sprintf("line %d:", line)
+				msg = prefix + " " + key + ":" + strings.TrimPrefix(msg, prefix)
+			}
+		}
+		if strings.Contains(msg, "into time.Duration") {
+			msg += " (write a duration with its unit, like 500ms, 5s or 2m)"
+		}
+		out.Errors[i] = msg
+	}
+	return out
 }
 
 // LoadDefaultFile loads DefaultConfigPath when it exists.
@@ -160,6 +196,7 @@ func (c *Config) LoadDefaultFile() error {
 
 // Validate checks every field and returns an error naming the first bad one.
 func (c *Config) Validate() error {
+	def := DefaultConfig()
 	if c.Name != "" && !apitypes.ValidName(c.Name, true) {
 		return fmt.Errorf("name %q: use letters, digits, '_', '.', '-' (at most 63), starting with a letter or digit; it becomes an Ansible host name", c.Name)
 	}
@@ -183,11 +220,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("join %q: %w", j, err)
 		}
 	}
-	if c.RetryJoinInterval <= 0 {
-		return fmt.Errorf("retry_join_interval %v: must be positive", c.RetryJoinInterval)
+	if err := checkDuration("retry_join_interval", c.RetryJoinInterval, 10*time.Millisecond, 24*time.Hour, def.RetryJoinInterval); err != nil {
+		return err
 	}
-	if c.RetryJoinMax < 0 {
-		return fmt.Errorf("retry_join_max %d: must be 0 (forever) or more", c.RetryJoinMax)
+	if c.RetryJoinMax < 0 || c.RetryJoinMax > maxRetryJoinMax {
+		return fmt.Errorf("retry_join_max %d: want 0 (retry until a peer answers) up to %d", c.RetryJoinMax, maxRetryJoinMax)
 	}
 	if c.DataDir == "" {
 		return errors.New("data_dir: must be set")
@@ -198,11 +235,13 @@ func (c *Config) Validate() error {
 	if _, err := cluster.ProfileByName(c.Profile); err != nil {
 		return fmt.Errorf("profile: %w", err)
 	}
-	if c.PhiThreshold < 0 {
-		return fmt.Errorf("phi_threshold %v: must be positive (default 8)", c.PhiThreshold)
+	// Written so that NaN, which compares false with everything, fails.
+	if t := c.PhiThreshold; t != 0 && !(t >= minPhiThreshold && t <= maxPhiThreshold) {
+		return fmt.Errorf("phi_threshold %v: want a number from %v to %v, or 0 for the profile's (8 with lan)",
+			t, minPhiThreshold, maxPhiThreshold)
 	}
-	if c.MonitorInterval < 100*time.Millisecond {
-		return fmt.Errorf("monitor_interval %v: must be at least 100ms", c.MonitorInterval)
+	if err := checkDuration("monitor_interval", c.MonitorInterval, 100*time.Millisecond, time.Hour, def.MonitorInterval); err != nil {
+		return err
 	}
 	if _, err := ParseLogLevel(c.LogLevel); err != nil {
 		return err
@@ -212,8 +251,28 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("event_handlers entry %d (event %q, command %q): %w", i+1, h.Event, h.Command, err)
 		}
 	}
-	if c.EventHandlerTimeout <= 0 {
-		return fmt.Errorf("event_handler_timeout %v: must be positive (default %v)", c.EventHandlerTimeout, hooks.DefaultTimeout)
+	if err := checkDuration("event_handler_timeout", c.EventHandlerTimeout, 100*time.Millisecond, 24*time.Hour, def.EventHandlerTimeout); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Bounds of the numeric settings. Outside them a value is a typo or a unit
+// slip (a threshold of 1e9, a retry count in the billions), not a choice,
+// and an agent that accepted it would silently never suspect, never stop
+// retrying or never sample.
+const (
+	// A phi below 1 calls a peer down at a 10% chance of being wrong; past
+	// 100 the detector never fires in practice.
+	minPhiThreshold = 1
+	maxPhiThreshold = 100
+	maxRetryJoinMax = 1_000_000
+)
+
+// checkDuration returns an error naming field unless lo <= d <= hi.
+func checkDuration(field string, d, lo, hi, def time.Duration) error {
+	if d < lo || d > hi {
+		return fmt.Errorf("%s %v: want a duration from %v to %v (default %v)", field, d, lo, hi, def)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -126,5 +127,68 @@ func TestReadHostKeys(t *testing.T) {
 	keys, err := readHostKeys(filepath.Join(dir, "ssh_host_*_key.pub"))
 	if err != nil || len(keys) != 1 || keys[0] != "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample" {
 		t.Fatalf("keys %q, err %v", keys, err)
+	}
+}
+
+// Every numeric setting, written in YAML and read by the real loader: NaN,
+// infinities, negatives, zero where it means nothing and absurd magnitudes
+// are errors naming the field; sane values load.
+func TestNumericSettingsStrict(t *testing.T) {
+	bad := []struct{ yaml, field string }{
+		{"phi_threshold: .nan", "phi_threshold"},
+		{"phi_threshold: .NaN", "phi_threshold"},
+		{"phi_threshold: .inf", "phi_threshold"},
+		{"phi_threshold: -.inf", "phi_threshold"},
+		{"phi_threshold: -1", "phi_threshold"},
+		{"phi_threshold: 0.001", "phi_threshold"},
+		{"phi_threshold: 1e9", "phi_threshold"},
+		{"phi_threshold: 1e400", "phi_threshold"},
+		{"phi_threshold: eight", "phi_threshold"},
+		{"retry_join_interval: 0s", "retry_join_interval"},
+		{"retry_join_interval: -5s", "retry_join_interval"},
+		{"retry_join_interval: 1ns", "retry_join_interval"},
+		{"retry_join_interval: 100000h", "retry_join_interval"},
+		{"retry_join_interval: .nan", "retry_join_interval"},
+		{"retry_join_interval: 5", "retry_join_interval"},
+		{"retry_join_max: -1", "retry_join_max"},
+		{"retry_join_max: 1e12", "retry_join_max"},
+		{"retry_join_max: .inf", "retry_join_max"},
+		{"retry_join_max: 99999999999999999999", "retry_join_max"},
+		{"monitor_interval: 0s", "monitor_interval"},
+		{"monitor_interval: -1s", "monitor_interval"},
+		{"monitor_interval: 1000h", "monitor_interval"},
+		{"event_handler_timeout: 0s", "event_handler_timeout"},
+		{"event_handler_timeout: -30s", "event_handler_timeout"},
+		{"event_handler_timeout: 10000h", "event_handler_timeout"},
+	}
+	dir := t.TempDir()
+	for i, tc := range bad {
+		path := filepath.Join(dir, fmt.Sprintf("bad-%d.yaml", i))
+		if err := os.WriteFile(path, []byte(tc.yaml+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c := DefaultConfig()
+		err := c.LoadFile(path)
+		if err == nil {
+			err = c.Validate()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%q: want an error naming %s, got %v", tc.yaml, tc.field, err)
+		}
+	}
+
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("phi_threshold: 12.5\nretry_join_interval: 250ms\nretry_join_max: 10\n"+
+		"monitor_interval: 1m\nevent_handler_timeout: 2m\n"), 0o600)
+	c := DefaultConfig()
+	if err := c.LoadFile(good); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("sane numbers refused: %v", err)
+	}
+	c.PhiThreshold = 0 // the profile's threshold
+	if err := c.Validate(); err != nil {
+		t.Fatalf("phi_threshold 0 refused: %v", err)
 	}
 }
