@@ -92,6 +92,7 @@ type pageData struct {
 	Total               int
 	Counts              []statusCount
 	Alone               bool
+	Warnings            []string
 	Rows                []pageRow
 	Rendered            string
 }
@@ -124,6 +125,7 @@ func (s *Server) page(w http.ResponseWriter, _ *http.Request) {
 		ScriptURL: assetURL("app.js"),
 		Total:     len(nodes),
 		Alone:     len(nodes) <= 1,
+		Warnings:  s.Warnings(),
 		Rendered:  time.Now().Format("15:04:05"),
 	}
 	count := map[string]int{}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,8 +38,11 @@ const (
 // Options configure a Server.
 type Options struct {
 	// Token, when not empty, is required as "Authorization: Bearer <token>"
-	// on every write (PUT and DELETE).
+	// on every write (PUT and DELETE). SetToken changes it later.
 	Token string
+	// PlainGossip says the agent gossips without an encryption key, so
+	// /healthz and the page warn that anyone on the LAN can join.
+	PlainGossip bool
 	// Version is the agent version reported on /metrics.
 	Version string
 	// Logger receives request and error logs; nil discards them.
@@ -51,12 +55,15 @@ type Options struct {
 // NewServer, mount Handler on an http.Server, and call Shutdown before
 // http.Server.Shutdown so open event streams end.
 type Server struct {
-	b       Backend
-	token   []byte
-	version string
-	log     *slog.Logger
-	maxBody int64
-	mux     *http.ServeMux
+	b Backend
+	// token is the API token, nil or empty when writes need none; SetToken
+	// swaps it while requests run.
+	token       atomic.Pointer[[]byte]
+	plainGossip bool
+	version     string
+	log         *slog.Logger
+	maxBody     int64
+	mux         *http.ServeMux
 
 	keepalive  time.Duration
 	streams    chan struct{} // semaphore of open event streams
@@ -74,18 +81,27 @@ func NewServer(b Backend, o Options) *Server {
 		o.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	s := &Server{
-		b:          b,
-		token:      []byte(o.Token),
-		version:    o.Version,
-		log:        o.Logger,
-		maxBody:    o.MaxBodyBytes,
-		mux:        http.NewServeMux(),
-		keepalive:  defaultKeepalive,
-		streams:    make(chan struct{}, defaultMaxStreams),
-		shutdownCh: make(chan struct{}),
+		b:           b,
+		plainGossip: o.PlainGossip,
+		version:     o.Version,
+		log:         o.Logger,
+		maxBody:     o.MaxBodyBytes,
+		mux:         http.NewServeMux(),
+		keepalive:   defaultKeepalive,
+		streams:     make(chan struct{}, defaultMaxStreams),
+		shutdownCh:  make(chan struct{}),
 	}
+	s.SetToken(o.Token)
 	s.routes()
 	return s
+}
+
+// SetToken replaces the token writes need; "" lets anyone write. Requests
+// already past the check finish; the next ones see the new token. Safe to
+// call while the server runs.
+func (s *Server) SetToken(token string) {
+	b := []byte(token)
+	s.token.Store(&b)
 }
 
 // Handler returns the root handler serving every route.
@@ -214,11 +230,12 @@ func hasDotSegment(p string) bool {
 // authorize checks the bearer token of a write. It answers 401 and returns
 // false when a token is configured and the request does not carry it.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, style errorStyle) bool {
-	if len(s.token) == 0 {
+	token := *s.token.Load()
+	if len(token) == 0 {
 		return true
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), s.token) == 1 {
+	if ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), token) == 1 {
 		return true
 	}
 	w.Header().Set("WWW-Authenticate", `Bearer realm="rpi-cluster"`)

@@ -199,7 +199,7 @@ func TestV1Routes(t *testing.T) {
 	call(t, "DELETE", ts.URL+"/v1/services/haproxy", "", nil).
 		expect(t, 200, `{"node":"pi-1","service":"haproxy","changed":false,"services":["nginx_webserver"]}`)
 
-	call(t, "GET", ts.URL+"/healthz", "", nil).expect(t, 200, `{"status":"ok","node":"pi-1"}`)
+	call(t, "GET", ts.URL+"/healthz", "", nil).expect(t, 200, `{"status":"ok","node":"pi-1","warnings":["`+warnOpenWrites+`"]}`)
 	if a := call(t, "HEAD", ts.URL+"/healthz", "", nil); a.code != 200 || a.body != "" {
 		t.Errorf("HEAD /healthz = %d %q", a.code, a.body)
 	}
