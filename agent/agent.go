@@ -12,9 +12,11 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"reflect"
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,6 +57,10 @@ type Agent struct {
 	// dataLock is this process's hold on conf.DataDir, from Create to
 	// Shutdown.
 	dataLock *dirLock
+
+	// reloadMu serialises Reload; apiToken is the token in force.
+	reloadMu sync.Mutex
+	apiToken string
 
 	// svcMu serialises metadata writes with the record update that follows,
 	// so the gossiped services always match the file.
@@ -197,10 +203,12 @@ func Create(conf *Config, logger *slog.Logger, opts ...Option) (_ *Agent, err er
 	}
 
 	a.api = api.NewServer(backend{a}, api.Options{
-		Token:   conf.APIToken,
-		Version: version.String(),
-		Logger:  logger.With("part", "api"),
+		Token:       conf.APIToken,
+		PlainGossip: conf.Encrypt == "",
+		Version:     version.String(),
+		Logger:      logger.With("part", "api"),
 	})
+	a.apiToken = conf.APIToken
 	a.httpSrv = &http.Server{
 		Handler:           a.api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -246,6 +254,7 @@ func (a *Agent) Start() error {
 		}
 	}()
 	a.logger.Info("api listening", "url", "http://"+a.HTTPAddr())
+	a.logWarnings()
 
 	a.wg.Add(1)
 	go func() {
@@ -374,15 +383,66 @@ func (a *Agent) recordSample(s monitor.Sample) {
 	})
 }
 
-// Reload re-reads what is safe to change while running: the SSH host keys.
-func (a *Agent) Reload() {
-	keys, err := readHostKeys(a.conf.SSHHostKeys)
+// logWarnings logs what the agent leaves open to the LAN and how to close
+// it, the same words as /healthz and the page.
+func (a *Agent) logWarnings() {
+	for _, w := range a.api.Warnings() {
+		a.logger.Warn("insecure configuration", "warning", w)
+	}
+}
+
+// reloadable are the settings Reload applies while running; log_level is
+// applied by the command line, which owns the logger.
+var reloadable = map[string]bool{"api_token": true, "ssh_host_keys": true, "log_level": true}
+
+// Reload applies conf, a newly loaded configuration, as far as it can while
+// running: the API token (the next request needs the new one) and the SSH
+// host keys. A changed setting that only takes effect on restart is logged
+// as such, never silently ignored. An invalid conf changes nothing and is
+// returned as an error.
+func (a *Agent) Reload(conf *Config) error {
+	if err := conf.Validate(); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+
+	if keys := changedSettings(a.conf, conf, reloadable); len(keys) > 0 {
+		a.logger.Warn("reload: changed settings apply only after a restart; running on with the old values",
+			"settings", strings.Join(keys, ", "))
+	}
+	if conf.APIToken != a.apiToken {
+		a.api.SetToken(conf.APIToken)
+		a.apiToken = conf.APIToken
+		a.logger.Info("reload: api_token changed; writes need the new one", "token_set", conf.APIToken != "")
+		a.logWarnings()
+	}
+	keys, err := readHostKeys(conf.SSHHostKeys)
 	if err != nil {
-		a.logger.Warn("reload ssh host keys", "err", err)
-		return
+		a.logger.Warn("reload: ssh host keys kept as they were", "err", err)
+		return nil
 	}
 	a.cluster.UpdateSelf(func(r *cluster.Record) { r.SSHHostKeys = keys })
 	a.logger.Info("reloaded", "ssh_host_keys", len(keys))
+	return nil
+}
+
+// changedSettings names the config keys (YAML names) whose values differ
+// between old and new, leaving out skip. Done field by field over the
+// struct so a setting added later is covered without a list to keep.
+func changedSettings(old, new *Config, skip map[string]bool) []string {
+	ov, nv := reflect.ValueOf(old).Elem(), reflect.ValueOf(new).Elem()
+	var keys []string
+	for i := range ov.NumField() {
+		key, _, _ := strings.Cut(ov.Type().Field(i).Tag.Get("yaml"), ",")
+		if key == "" || key == "-" || skip[key] {
+			continue
+		}
+		if !reflect.DeepEqual(ov.Field(i).Interface(), nv.Field(i).Interface()) {
+			keys = append(keys, key)
+		}
+	}
+	return keys
 }
 
 // HTTPAddr is the address the API listens on, e.g. "127.0.0.1:8080".

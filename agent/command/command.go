@@ -188,7 +188,7 @@ func run(c *cli.Context) error {
 }
 
 // handleSignals waits for a signal. SIGHUP reloads what is safe to reload
-// (log level, SSH host keys); SIGINT/SIGTERM leave gracefully, raced against
+// (API token, log level, SSH host keys); SIGINT/SIGTERM leave gracefully, raced against
 // leaveTimeout; a second SIGINT/SIGTERM forces the exit.
 func handleSignals(c *cli.Context, sigCh <-chan os.Signal, a *agent.Agent, logger *slog.Logger, level *slog.LevelVar) error {
 	for sig := range sigCh {
@@ -215,14 +215,21 @@ func handleSignals(c *cli.Context, sigCh <-chan os.Signal, a *agent.Agent, logge
 	return nil
 }
 
+// reload re-reads the configuration's layers and applies what can change
+// while running. A file that cannot be read or does not validate changes
+// nothing: the agent runs on with its current token, log level and keys.
 func reload(c *cli.Context, a *agent.Agent, logger *slog.Logger, level *slog.LevelVar) {
+	const kept = "configuration not applied: api_token, log_level and ssh_host_keys stay as they were"
 	conf, err := loadConfig(c)
 	if err != nil {
-		logger.Error("reload: configuration not applied", "err", err)
+		logger.Error("reload: "+kept, "err", err)
+		return
+	}
+	if err := a.Reload(conf); err != nil {
+		logger.Error("reload: "+kept, "err", err)
 		return
 	}
 	if l, err := agent.ParseLogLevel(conf.LogLevel); err == nil {
 		level.Set(l)
 	}
-	a.Reload()
 }

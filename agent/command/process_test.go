@@ -60,6 +60,7 @@ func startAgentProc(t *testing.T, args ...string) *agentProc {
 	p := &agentProc{stderr: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(exe, args...)
 	p.cmd.Env = env
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test
 	p.cmd.Stdout = p.stderr
 	p.cmd.Stderr = p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -172,4 +173,84 @@ func TestSecondAgentProcessOnDataDirExits(t *testing.T) {
 	// The lock went with it: a new agent on the directory starts.
 	third := startAgentProc(t, agentArgs(3, cfg, dir)...)
 	third.url(t)
+}
+
+// put sends PUT base/v1/services/x with token and returns the status.
+func put(t *testing.T, base, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPut, base+"/v1/services/x", nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// SIGHUP re-reads the config file: a new api_token takes over at once; a
+// file that does not validate changes nothing and the agent says so; a
+// setting fixed at start is named as needing a restart.
+func TestSIGHUPReloadsToken(t *testing.T) {
+	tmp := t.TempDir()
+	cfg, dir := filepath.Join(tmp, "agent.yaml"), filepath.Join(tmp, "data")
+	writeConfig(t, cfg, "ssh_host_keys: ''\napi_token: first-token\n")
+	p := startAgentProc(t, agentArgs(4, cfg, dir)...)
+	base := p.url(t)
+	if code := put(t, base, "first-token"); code != http.StatusOK {
+		t.Fatalf("first token: %d", code)
+	}
+
+	writeConfig(t, cfg, "ssh_host_keys: ''\napi_token: second-token\n")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if code := put(t, base, "second-token"); code != http.StatusOK {
+			return fmt.Errorf("new token after SIGHUP: %d, want 200", code)
+		}
+		return nil
+	})
+	if code := put(t, base, "first-token"); code != http.StatusUnauthorized {
+		t.Errorf("old token after SIGHUP: %d, want 401", code)
+	}
+
+	// Broken: NaN threshold. Nothing applies, and the log says why.
+	writeConfig(t, cfg, "ssh_host_keys: ''\napi_token: third-token\nphi_threshold: .nan\n")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if !strings.Contains(p.stderr.String(), "configuration not applied") {
+			return errors.New("no log line saying the configuration was not applied")
+		}
+		return nil
+	})
+	if !strings.Contains(p.stderr.String(), "phi_threshold") {
+		t.Errorf("the refusal does not name phi_threshold:\n%s", p.stderr)
+	}
+	if put(t, base, "third-token") != http.StatusUnauthorized || put(t, base, "second-token") != http.StatusOK {
+		t.Error("an invalid config file changed the token")
+	}
+
+	// A cluster name from the file needs a restart: logged, token applied.
+	writeConfig(t, cfg, "ssh_host_keys: ''\napi_token: fourth-token\ncluster: other\n")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if code := put(t, base, "fourth-token"); code != http.StatusOK {
+			return fmt.Errorf("fourth token: %d", code)
+		}
+		return nil
+	})
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		for l := range strings.Lines(p.stderr.String()) {
+			if strings.Contains(l, "restart") && strings.Contains(l, "cluster") {
+				return nil
+			}
+		}
+		return errors.New("no log line naming cluster as needing a restart")
+	})
+
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
 }
