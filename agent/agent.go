@@ -209,11 +209,10 @@ func Create(conf *Config, logger *slog.Logger, opts ...Option) (_ *Agent, err er
 		Logger:      logger.With("part", "api"),
 	})
 	a.apiToken = conf.APIToken
-	a.httpSrv = &http.Server{
-		Handler:           a.api.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-	}
+	// The API's own server and listener bound time, headers and
+	// connections: anyone on the LAN reaches this port.
+	a.httpSrv = a.api.HTTPServer()
+	a.httpLn = a.api.LimitListener(ln)
 	return a, nil
 }
 

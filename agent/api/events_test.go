@@ -19,25 +19,31 @@ import (
 
 // sseEvent is one parsed server-sent event, or a comment.
 type sseEvent struct {
-	kind, data, comment string
+	id, kind, data, comment string
 }
 
 // readSSE parses a text/event-stream into out until the stream ends; it
-// closes out and reports how the stream ended on done.
+// closes out and reports how the stream ended on done. Like EventSource, it
+// dispatches only events with data, and each carries the last id seen
+// (comments too).
 func readSSE(r io.Reader, out chan<- sseEvent, done chan<- error) {
 	defer close(out)
 	sc := bufio.NewScanner(r)
 	var ev sseEvent
+	var lastID string
 	for sc.Scan() {
 		line := sc.Text()
 		switch {
 		case line == "":
-			if ev != (sseEvent{}) {
+			if ev.data != "" {
+				ev.id = lastID
 				out <- ev
 			}
 			ev = sseEvent{}
 		case strings.HasPrefix(line, ":"):
-			out <- sseEvent{comment: line[1:]}
+			out <- sseEvent{comment: line[1:], id: lastID}
+		case strings.HasPrefix(line, "id: "):
+			lastID = strings.TrimPrefix(line, "id: ")
 		case strings.HasPrefix(line, "event: "):
 			ev.kind = strings.TrimPrefix(line, "event: ")
 		case strings.HasPrefix(line, "data: "):
@@ -160,7 +166,7 @@ func TestEventsDoNotBlockHTTPShutdown(t *testing.T) {
 }
 
 func TestEventsKeepaliveAndClientGone(t *testing.T) {
-	ts, f, _ := testServerWith(t, "", func(s *Server) { s.keepalive = 20 * time.Millisecond })
+	ts, _, s := testServerWith(t, "", func(s *Server) { s.keepalive = 20 * time.Millisecond })
 	ctx, cancel := context.WithCancel(context.Background())
 	events, _ := openStream(t, ctx, ts.URL)
 
@@ -176,26 +182,23 @@ func TestEventsKeepaliveAndClientGone(t *testing.T) {
 		}
 	})
 
-	// The client goes away: the server notices and drops the subscription.
+	// The client goes away: the server notices and ends the stream.
 	cancel()
 	testutil.WaitFor(t, 5*time.Second, func() error {
-		if n := f.subscribers(); n != 0 {
-			return fmt.Errorf("%d subscriptions still open after the client left", n)
+		if n := s.hub.streams(); n != 0 {
+			return fmt.Errorf("%d streams still open after the client left", n)
 		}
 		return nil
 	})
 }
 
 func TestEventsStreamLimit(t *testing.T) {
-	ts, f, _ := testServerWith(t, "", func(s *Server) { s.streams = make(chan struct{}, 2) })
+	ts, _, s := testServerWith(t, "", func(s *Server) { s.limits.Streams = 2 })
 	openStream(t, context.Background(), ts.URL)
 	openStream(t, context.Background(), ts.URL)
-	testutil.WaitFor(t, 5*time.Second, func() error {
-		if n := f.subscribers(); n != 2 {
-			return fmt.Errorf("%d subscribers, want 2", n)
-		}
-		return nil
-	})
+	if n := s.hub.streams(); n != 2 {
+		t.Fatalf("%d streams open, want 2", n)
+	}
 	a := call(t, "GET", ts.URL+"/v1/events", "", nil)
 	a.expect(t, 503, "")
 	if a.header.Get("Retry-After") == "" {

@@ -60,6 +60,7 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	p.sample("rpi_silence_verdicts_total", float64(stats.SilenceVerdicts))
 	p.family("rpi_watcher_verdicts_total", "counter", "Peers failed by this agent, ahead of memberlist, on the silence verdict of one of their watchers.")
 	p.sample("rpi_watcher_verdicts_total", float64(stats.WatcherVerdicts))
+	s.limitMetrics(&p)
 
 	current := make([]apitypes.Node, 0, len(nodes))
 	for _, n := range nodes {

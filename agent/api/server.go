@@ -27,9 +27,6 @@ const (
 	// comment, so proxies and NAT tables do not drop it and dead clients are
 	// noticed by a failed write.
 	defaultKeepalive = 15 * time.Second
-	// defaultMaxStreams bounds concurrent event streams: each holds a
-	// goroutine and a backend subscription, and a Pi has little to spare.
-	defaultMaxStreams = 64
 	// streamWriteTimeout bounds one write to an event stream so a client
 	// that stops reading cannot pin the handler.
 	streamWriteTimeout = 10 * time.Second
@@ -49,10 +46,13 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxBodyBytes bounds request bodies; 0 means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// Limits bound time, headers, connections and event streams; zero
+	// fields take DefaultLimits' values.
+	Limits Limits
 }
 
 // Server is the agent's HTTP interface over a Backend. Create it with
-// NewServer, mount Handler on an http.Server, and call Shutdown before
+// NewServer, serve HTTPServer on LimitListener, and call Shutdown before
 // http.Server.Shutdown so open event streams end.
 type Server struct {
 	b Backend
@@ -66,7 +66,9 @@ type Server struct {
 	mux         *http.ServeMux
 
 	keepalive  time.Duration
-	streams    chan struct{} // semaphore of open event streams
+	limits     Limits
+	conns      connCounts
+	hub        *eventHub
 	shutdownMu sync.Mutex
 	shutdown   bool
 	shutdownCh chan struct{}
@@ -88,9 +90,11 @@ func NewServer(b Backend, o Options) *Server {
 		maxBody:     o.MaxBodyBytes,
 		mux:         http.NewServeMux(),
 		keepalive:   defaultKeepalive,
-		streams:     make(chan struct{}, defaultMaxStreams),
+		limits:      o.Limits.withDefaults(),
+		conns:       connCounts{byClient: make(map[string]int)},
 		shutdownCh:  make(chan struct{}),
 	}
+	s.hub = newEventHub(s)
 	s.SetToken(o.Token)
 	s.routes()
 	return s

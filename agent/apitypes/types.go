@@ -158,6 +158,11 @@ type SeedWorkingService struct {
 // changes; Event.Desired carries the new value and Event.Node is empty.
 const EventDesired = "desired"
 
+// EventReset is sent on /v1/events to a client resuming with a
+// Last-Event-ID whose missed events are no longer kept: it should reload
+// GET /v1/nodes. Its data is {"kind": "reset", "reason": "..."}.
+const EventReset = "reset"
+
 // DesiredService is how many replicas of a service the cluster should run.
 // It lives in the cluster itself (gossiped, last writer wins by Version then
 // UpdatedBy), so it survives the loss of any node.
