@@ -50,13 +50,15 @@ func WriteMembersTable(w io.Writer, nodes []apitypes.Node) error {
 		if m.MemTotal > 0 {
 			mem = fmt.Sprintf("%.0f%%", 100*float64(m.MemUsed)/float64(m.MemTotal))
 		}
-		name := n.Name
+		name := apitypes.Printable(n.Name)
 		if n.Self {
 			name += "*"
 		}
+		// Everything here but the figures was gossiped: Printable keeps a
+		// member's text from driving the terminal.
 		fmt.Fprintf(tw, "%s\t%s:%d\t%s\t%.1f/%.0f\t%.0f%%\t%s\t%.2f %.2f %.2f\t%s\n",
-			name, n.Address, n.GossipPort, n.Status, n.Phi, n.PhiThreshold,
-			m.CPUPercent, mem, m.Load1, m.Load5, m.Load15, strings.Join(n.Services, ","))
+			name, apitypes.Printable(n.Address), n.GossipPort, apitypes.Printable(n.Status), n.Phi, n.PhiThreshold,
+			m.CPUPercent, mem, m.Load1, m.Load5, m.Load15, apitypes.Printable(strings.Join(n.Services, ",")))
 	}
 	return tw.Flush()
 }

@@ -37,3 +37,26 @@ pi-2   10.0.0.12:7946  failed  14.2/8  0%   -    0.00 0.00 0.00
 		t.Error("the answering node is not marked with *")
 	}
 }
+
+// Names, addresses, statuses and services come from gossip: whatever a
+// member put in them, the table shows no character a terminal would obey
+// and no line the table did not start.
+func TestWriteMembersTableEscapesGossipedText(t *testing.T) {
+	nodes := []apitypes.Node{{
+		Name: "\x1b]0;owned\x07pi", Address: "10.0.0.1\x1b[2J", GossipPort: 7946, Status: "alive\nfake row",
+		Services: []string{"web\u202etxt", "\x9b31m"},
+	}}
+	var b bytes.Buffer
+	if err := WriteMembersTable(&b, nodes); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if strings.ContainsAny(out, "\x1b\x07\u202e\x9b") || strings.Count(out, "\n") != 2 {
+		t.Fatalf("table carries gossiped control text:\n%q", out)
+	}
+	for _, want := range []string{`"\x1b]0;owned\api"`, `"10.0.0.1\x1b[2J"`, `"alive\nfake row"`, `"web\u202etxt,\x9b31m"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %s escaped:\n%s", want, out)
+		}
+	}
+}
