@@ -3,6 +3,7 @@ package inventory
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,26 +32,39 @@ func ParseAssign(values []string) (map[string]int, error) {
 //   - a group named in assign gets the N least busy alive nodes;
 //   - "all" gets every node, "alive"/"suspect"/"failed"/"left" the nodes in
 //     that status;
-//   - a service group (see GroupName) gets the alive nodes running it.
+//   - a service group (see toolkit.GroupName) gets the alive nodes running it.
 //
 // Groups the cluster cannot fill are still written (empty, so the playbook
-// parses) and each is explained in warnings.
+// parses) and each is explained in warnings. A node named like one of the
+// file's groups is left out with a warning: Ansible would take it for the
+// group.
 func HostsFile(nodes []apitypes.Node, groups []string, assign map[string]int, o Options) (ini []byte, warnings []string) {
-	inv := Build(nodes, o)
-	alive := make([]apitypes.Node, 0, len(nodes))
-	for _, n := range nodes {
-		if n.Status == apitypes.StatusAlive {
-			alive = append(alive, n)
-		}
-	}
-	toolkit.SortByBusy(alive)
-
 	all := append([]string{}, groups...)
 	for g := range assign {
 		if !contains(all, g) {
 			all = append(all, g)
 		}
 	}
+	sort.Strings(all[len(groups):])
+	nodes = slices.DeleteFunc(slices.Clone(nodes), func(n apitypes.Node) bool {
+		for _, g := range all {
+			if strings.EqualFold(n.Name, g) {
+				warnings = append(warnings, fmt.Sprintf("node %s left out: it is named like group %s of this hosts file, which Ansible would take for the group; rename the node", apitypes.Quote(n.Name), apitypes.Quote(g)))
+				return true
+			}
+		}
+		return false
+	})
+	inv := Build(nodes, o)
+	warnings = append(warnings, inv.LeftOut...)
+	alive := make([]apitypes.Node, 0, len(nodes))
+	for _, n := range nodes {
+		if _, ok := inv.Vars[n.Name]; ok && n.Status == apitypes.StatusAlive {
+			alive = append(alive, n)
+		}
+	}
+	toolkit.SortByBusy(alive)
+
 	var b bytes.Buffer
 	b.WriteString("# Written by rpi-inventory hosts from the live cluster; do not edit.\n")
 	b.WriteString("[all:vars]\n")
@@ -77,7 +91,7 @@ func HostsFile(nodes []apitypes.Node, groups []string, assign map[string]int, o 
 			if len(hosts) == 0 {
 				warnings = append(warnings, "group all: the cluster has no nodes")
 			}
-		case reservedGroups[g] && g != "ungrouped":
+		case toolkit.ReservedGroup(g) && g != "ungrouped":
 			hosts = inv.Groups[g]
 			if len(hosts) == 0 {
 				warnings = append(warnings, fmt.Sprintf("group %s: no node is %s", g, g))

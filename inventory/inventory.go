@@ -12,17 +12,27 @@
 //     suspect and left nodes sit in their status group only.
 //
 // Service names may contain '.' and '-', which Ansible group names may not.
-// GroupName maps a service to its group deterministically: every character
-// other than a lowercase letter, digit or '_' becomes '_', and a name that
-// would collide with "all", "ungrouped" or a status group, or that starts with
-// a digit, gets the prefix "service_". So "web.api-v2" is group
+// toolkit.GroupName maps a service to its group deterministically: every
+// character other than a lowercase letter, digit or '_' becomes '_', and a
+// name that would collide with "all", "ungrouped" or a status group, or that
+// starts with a digit, gets the prefix "service_". So "web.api-v2" is group
 // "web_api_v2", "alive" is "service_alive" and "9p" is "service_9p". Two
 // services that map to the same group share it.
+//
+// # Trust
+//
+// Nodes reach this package through toolkit.Gate: their names, addresses and
+// services already follow the rules, no node is named like a group, and
+// with pinning their signed records verified against the workstation's
+// pinned keys. KnownHosts checks the records again, itself: a host key is
+// written only from a record that verifies and whose key is pinned.
 package inventory
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"unicode"
@@ -34,37 +44,8 @@ import (
 // StatusGroups are the status groups, always present in the inventory.
 var StatusGroups = []string{apitypes.StatusAlive, apitypes.StatusSuspect, apitypes.StatusFailed, apitypes.StatusLeft}
 
-// ServiceGroupPrefix is prepended to a service group that would collide with a
-// reserved group name or start with a digit.
-const ServiceGroupPrefix = "service_"
-
 // DefaultUser is ansible_user when the workstation config names none.
 const DefaultUser = "pi"
-
-var reservedGroups = map[string]bool{
-	"all": true, "ungrouped": true,
-	apitypes.StatusAlive: true, apitypes.StatusSuspect: true, apitypes.StatusFailed: true, apitypes.StatusLeft: true,
-}
-
-// GroupName is the Ansible group of service (see the package doc).
-func GroupName(service string) string {
-	var b strings.Builder
-	for _, r := range service {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '_':
-			b.WriteRune(r)
-		case r >= 'A' && r <= 'Z':
-			b.WriteRune(r - 'A' + 'a')
-		default:
-			b.WriteByte('_')
-		}
-	}
-	g := b.String()
-	if g == "" || reservedGroups[g] || (g[0] >= '0' && g[0] <= '9') {
-		g = ServiceGroupPrefix + g
-	}
-	return g
-}
 
 // Options are the connection settings every host gets.
 type Options struct {
@@ -113,6 +94,9 @@ type Inventory struct {
 	Groups map[string][]string
 	// Vars holds every host's variables.
 	Vars map[string]HostVars
+	// LeftOut explains each node left out because its name is one of the
+	// inventory's groups (Ansible would take it for the group).
+	LeftOut []string
 }
 
 // Build makes the inventory of nodes.
@@ -139,18 +123,52 @@ func Build(nodes []apitypes.Node, o Options) *Inventory {
 		}
 		seen := map[string]bool{}
 		for _, s := range n.Services {
-			g := GroupName(s)
+			g := toolkit.GroupName(s)
 			if !seen[g] {
 				seen[g] = true
 				inv.Groups[g] = append(inv.Groups[g], n.Name)
 			}
 		}
 	}
+	inv.dropGroupNamedHosts()
 	sort.Strings(inv.Hosts)
 	for _, hosts := range inv.Groups {
 		sort.Strings(hosts)
 	}
 	return inv
+}
+
+// dropGroupNamedHosts leaves out every host named like one of the groups.
+// toolkit.Gate leaves out such nodes from what an agent reports; the groups
+// checked here include those of a view the launcher made (the cluster after
+// a launch), which no agent reported yet.
+func (inv *Inventory) dropGroupNamedHosts() {
+	isGroup := func(h string) (string, bool) {
+		for g := range inv.Groups {
+			if strings.EqualFold(g, h) {
+				return g, true
+			}
+		}
+		return "", toolkit.ReservedGroup(strings.ToLower(h))
+	}
+	drop := map[string]bool{}
+	for _, h := range inv.Hosts {
+		if g, ok := isGroup(h); ok {
+			drop[h] = true
+			inv.LeftOut = append(inv.LeftOut, fmt.Sprintf("node %s left out of the inventory: it is named like group %s, which Ansible would take for the group; rename the node", apitypes.Quote(h), apitypes.Quote(cmp.Or(g, strings.ToLower(h)))))
+		}
+	}
+	if len(drop) == 0 {
+		return
+	}
+	gone := func(h string) bool { return drop[h] }
+	inv.Hosts = slices.DeleteFunc(inv.Hosts, gone)
+	for g, hosts := range inv.Groups {
+		inv.Groups[g] = slices.DeleteFunc(hosts, gone)
+	}
+	for h := range drop {
+		delete(inv.Vars, h)
+	}
 }
 
 func hostVars(n apitypes.Node, user string, o Options) HostVars {
@@ -200,7 +218,7 @@ func (inv *Inventory) groupNames() []string {
 	names := append([]string{}, StatusGroups...)
 	var svc []string
 	for g := range inv.Groups {
-		if !reservedGroups[g] {
+		if !toolkit.ReservedGroup(g) {
 			svc = append(svc, g)
 		}
 	}

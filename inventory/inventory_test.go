@@ -37,22 +37,6 @@ func sampleNodes() []apitypes.Node {
 	}
 }
 
-func TestGroupName(t *testing.T) {
-	for in, want := range map[string]string{
-		"nginx_webserver": "nginx_webserver",
-		"web.api-v2":      "web_api_v2",
-		"alive":           "service_alive",
-		"all":             "service_all",
-		"ungrouped":       "service_ungrouped",
-		"failed":          "service_failed",
-		"9p":              "service_9p",
-	} {
-		if got := GroupName(in); got != want {
-			t.Errorf("GroupName(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestBuildGroups(t *testing.T) {
 	inv := Build(sampleNodes(), Options{})
 	want := map[string][]string{

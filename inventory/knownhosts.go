@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -10,34 +11,56 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
+	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 )
 
-// KnownHosts writes the nodes' gossiped SSH host keys in known_hosts format,
-// one line per key naming the node by name and address, so Ansible can keep
-// host-key checking on. Keys that do not parse are skipped and reported in
-// warnings, as are nodes that gossip no key at all.
-func KnownHosts(nodes []apitypes.Node) (data []byte, warnings []string) {
+// KnownHosts writes, in known_hosts format, the SSH host keys nodes signed
+// for themselves: one line per key naming the node by name and address, so
+// Ansible can keep host-key checking on. A node's keys are taken from its
+// signed record, and only when the record verifies, is the node's (name and
+// address, toolkit.VerifyRecord) and carries the key pinned for the node in
+// pins; the unsigned ssh_host_keys an agent reports are never written.
+// Every node left out, and every key that does not parse, is reported in
+// warnings.
+func KnownHosts(nodes []apitypes.Node, pins *identity.Pins) (data []byte, warnings []string) {
 	sorted := append([]apitypes.Node{}, nodes...)
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	var b bytes.Buffer
 	for _, n := range sorted {
-		if len(n.SSHHostKeys) == 0 {
-			warnings = append(warnings, fmt.Sprintf("node %s (%s): no SSH host keys gossiped; is its agent older, or sshd missing?", n.Name, n.Address))
+		if err := toolkit.CheckNode(n); err != nil {
+			warnings = append(warnings, fmt.Sprintf("node %s left out: %v", apitypes.Quote(n.Name), err))
 			continue
 		}
-		var names []string
-		for _, h := range []string{n.Name, n.Address} {
-			if h != "" && !contains(names, h) {
-				names = append(names, h)
-			}
+		name := n.Name
+		rec, pub, err := toolkit.VerifyRecord(n)
+		switch {
+		case errors.Is(err, toolkit.ErrNoRecord):
+			warnings = append(warnings, fmt.Sprintf("node %s: no signed record (its agent predates signed records, or the agent asked does not pass them on); its SSH host keys are not written", name))
+			continue
+		case err != nil:
+			warnings = append(warnings, fmt.Sprintf("node %s: %v; its SSH host keys are not written", name, err))
+			continue
 		}
-		for _, k := range n.SSHHostKeys {
+		if pinned, ok := pins.Lookup(n.Name); !ok || !identity.Equal(pinned, pub) {
+			warnings = append(warnings, fmt.Sprintf("node %s: its record's key %s is not the one pinned for it; its SSH host keys are not written", name, identity.Fingerprint(pub)))
+			continue
+		}
+		if len(rec.SSHHostKeys) == 0 {
+			warnings = append(warnings, fmt.Sprintf("node %s (%s): no SSH host keys in its signed record; is sshd missing?", name, n.Address))
+			continue
+		}
+		hosts := []string{n.Name}
+		if n.Address != n.Name {
+			hosts = append(hosts, n.Address)
+		}
+		for _, k := range rec.SSHHostKeys {
 			key, _, _, _, err := ssh.ParseAuthorizedKey([]byte(k))
 			if err != nil {
-				warnings = append(warnings, fmt.Sprintf("node %s: invalid SSH host key %q: %v", n.Name, abbreviate(k), err))
+				warnings = append(warnings, fmt.Sprintf("node %s: invalid SSH host key %s: %v", name, apitypes.Quote(abbreviate(k)), err))
 				continue
 			}
-			b.WriteString(knownhosts.Line(names, key))
+			b.WriteString(knownhosts.Line(hosts, key))
 			b.WriteByte('\n')
 		}
 	}

@@ -94,7 +94,7 @@ func (e *PartialError) Error() string {
 	slices.Sort(names)
 	parts := make([]string, len(names))
 	for i, n := range names {
-		parts[i] = n + ": " + e.Failed[n]
+		parts[i] = apitypes.Printable(n) + ": " + apitypes.Printable(e.Failed[n])
 	}
 	return fmt.Sprintf("%s %s: not done on %d node(s): %s", e.Action, e.Service, len(names), strings.Join(parts, "; "))
 }
@@ -374,7 +374,16 @@ func (l *Launcher) run(ctx context.Context, service, book string, view, targets 
 		return nil, fmt.Errorf("write run inventory: %w", err)
 	}
 	defer os.RemoveAll(tmp)
-	inv, err := inventory.Build(view, l.Inventory).StaticJSON()
+	built := inventory.Build(view, l.Inventory)
+	for _, m := range built.LeftOut {
+		fmt.Fprintf(l.out(), "warning: %s\n", m)
+	}
+	for _, t := range targets {
+		if _, ok := built.Vars[t.Name]; !ok {
+			return &runOutcome{files: files}, fmt.Errorf("refuse to run %s: node %s is not in the run's inventory: %s", book, apitypes.Quote(t.Name), strings.Join(built.LeftOut, "; "))
+		}
+	}
+	inv, err := built.StaticJSON()
 	if err != nil {
 		return nil, err
 	}
@@ -494,10 +503,10 @@ func (l *Launcher) printPlan(action string, p *Plan) {
 		if i < len(p.Chosen) {
 			mark = "chosen  "
 		}
-		fmt.Fprintf(w, "  %s %-20s %-15s busy %.3f phi %.2f\n", mark, c.Node.Name, c.Node.Address, c.Score, c.Node.Phi)
+		fmt.Fprintf(w, "  %s %-20s %-15s busy %.3f phi %.2f\n", mark, apitypes.Printable(c.Node.Name), apitypes.Printable(c.Node.Address), c.Score, c.Node.Phi)
 	}
 	for _, x := range p.Excluded {
-		fmt.Fprintf(w, "  excluded %-20s %-15s %s\n", x.Node.Name, x.Node.Address, x.Reason)
+		fmt.Fprintf(w, "  excluded %-20s %-15s %s\n", apitypes.Printable(x.Node.Name), apitypes.Printable(x.Node.Address), apitypes.Printable(x.Reason))
 	}
 }
 

@@ -64,7 +64,7 @@ func (e *InsufficientError) Error() string {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			fmt.Fprintf(&b, "%s (%s)", x.Node.Name, x.Reason)
+			fmt.Fprintf(&b, "%s (%s)", apitypes.Printable(x.Node.Name), apitypes.Printable(x.Reason))
 		}
 	}
 	return b.String()
@@ -86,6 +86,10 @@ func PlanLaunch(nodes []apitypes.Node, service string, n int, pol Policy) (*Plan
 			p.Excluded = append(p.Excluded, Exclusion{node, "status " + node.Status})
 		case slices.Contains(node.Services, service):
 			p.Excluded = append(p.Excluded, Exclusion{node, "already runs " + service})
+		case strings.EqualFold(node.Name, toolkit.GroupName(service)):
+			// As a host of the run's inventory beside the group, Ansible
+			// would take --limit NAME for the whole group.
+			p.Excluded = append(p.Excluded, Exclusion{node, "named like the service's inventory group"})
 		case threshold > 0 && node.Phi >= threshold:
 			p.Excluded = append(p.Excluded, Exclusion{node, fmt.Sprintf("phi %.2f >= threshold %.2f", node.Phi, threshold)})
 		default:

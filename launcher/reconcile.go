@@ -528,7 +528,7 @@ func (r *Reconciler) follow(ctx context.Context, trigger chan<- struct{}) {
 			}
 			continue
 		}
-		next.HTTP = c.HTTP
+		next.HTTP, next.Gate = c.HTTP, c.Gate
 		if next.BaseURL != c.BaseURL {
 			r.log().Info("moved to another agent", "from", c.BaseURL, "to", next.BaseURL)
 		}

@@ -31,6 +31,42 @@ type Client struct {
 	Token string
 	// HTTP is the client used; nil means a client with DefaultTimeout.
 	HTTP *http.Client
+	// Gate, when set, sees every node and desired-state list the agent
+	// answers before the caller does (toolkit.Gate for the workstation
+	// tools); nil passes them on as received.
+	Gate Gate
+}
+
+// Gate checks what an agent reports. Nodes returns the nodes the caller may
+// use, or an error that fails the call; Desired returns the entries the
+// caller may use.
+type Gate interface {
+	Nodes([]apitypes.Node) ([]apitypes.Node, error)
+	Desired([]apitypes.DesiredService) []apitypes.DesiredService
+}
+
+// gateNodes passes nodes through c.Gate.
+func (c *Client) gateNodes(nodes []apitypes.Node, err error) ([]apitypes.Node, error) {
+	if err != nil || c.Gate == nil {
+		return nodes, err
+	}
+	return c.Gate.Nodes(nodes)
+}
+
+// gateNode passes one node through c.Gate; a node it leaves out is an
+// error.
+func (c *Client) gateNode(n apitypes.Node, err error) (apitypes.Node, error) {
+	if err != nil || c.Gate == nil {
+		return n, err
+	}
+	out, err := c.Gate.Nodes([]apitypes.Node{n})
+	if err != nil {
+		return apitypes.Node{}, err
+	}
+	if len(out) == 0 {
+		return apitypes.Node{}, fmt.Errorf("node %s left out (see the warning)", apitypes.Quote(n.Name))
+	}
+	return out[0], nil
 }
 
 // New returns a client for the agent at base. base may omit the scheme
@@ -76,7 +112,7 @@ type StatusError struct {
 }
 
 func (e *StatusError) Error() string {
-	return fmt.Sprintf("agent %s answered %d: %s", e.URL, e.Code, e.Message)
+	return fmt.Sprintf("agent %s answered %d: %s", e.URL, e.Code, apitypes.Printable(e.Message))
 }
 
 // UnreachableError is returned when no connection to the agent could be made.
@@ -186,21 +222,21 @@ func (c *Client) Metric(ctx context.Context, sample string) (float64, error) {
 func (c *Client) Nodes(ctx context.Context) ([]apitypes.Node, error) {
 	var nodes []apitypes.Node
 	err := c.do(ctx, http.MethodGet, "/v1/nodes", nil, &nodes)
-	return nodes, err
+	return c.gateNodes(nodes, err)
 }
 
 // Node returns one member by name.
 func (c *Client) Node(ctx context.Context, name string) (apitypes.Node, error) {
 	var n apitypes.Node
 	err := c.do(ctx, http.MethodGet, "/v1/nodes/"+url.PathEscape(name), nil, &n)
-	return n, err
+	return c.gateNode(n, err)
 }
 
 // Self returns the agent's own node.
 func (c *Client) Self(ctx context.Context) (apitypes.Node, error) {
 	var n apitypes.Node
 	err := c.do(ctx, http.MethodGet, "/v1/self", nil, &n)
-	return n, err
+	return c.gateNode(n, err)
 }
 
 // AddService records service on the agent's own node.
@@ -221,7 +257,7 @@ func (c *Client) RemoveService(ctx context.Context, service string) (apitypes.Se
 func (c *Client) ServiceNodes(ctx context.Context, service string) ([]apitypes.Node, error) {
 	var nodes []apitypes.Node
 	err := c.do(ctx, http.MethodGet, "/v1/services/"+url.PathEscape(service), nil, &nodes)
-	return nodes, err
+	return c.gateNodes(nodes, err)
 }
 
 // Health returns nil when the agent answers /healthz with 200.

@@ -12,6 +12,9 @@ import (
 func (c *Client) Desired(ctx context.Context) ([]apitypes.DesiredService, error) {
 	var st apitypes.DesiredState
 	err := c.do(ctx, http.MethodGet, "/v1/desired", nil, &st)
+	if err == nil && c.Gate != nil {
+		st.Services = c.Gate.Desired(st.Services)
+	}
 	return st.Services, err
 }
 

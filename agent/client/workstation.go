@@ -33,6 +33,9 @@ type WorkstationConfig struct {
 	SSHKey string `yaml:"ssh_key,omitempty"`
 	// KnownHosts is where rpi-inventory known-hosts writes by default.
 	KnownHosts string `yaml:"known_hosts,omitempty"`
+	// KnownNodes is the file of node identity keys the tools pinned on
+	// first sight; default known_nodes.json beside this config.
+	KnownNodes string `yaml:"known_nodes,omitempty"`
 }
 
 // DefaultWorkstationConfigPath is $XDG_CONFIG_HOME/rpi-cluster/config.yaml,

@@ -13,6 +13,8 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
+	"github.com/rpi-cluster/rpi-cluster/internal/toolkit/fakeagent"
 )
 
 func TestParseProcRoutes(t *testing.T) {
@@ -124,9 +126,12 @@ func TestSSHKeyAndWorkstationFiles(t *testing.T) {
 	}
 
 	hostKey := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey())))
+	// The host keys come from the records the nodes signed.
+	kb, _ := identity.Generate()
+	ka, _ := identity.Generate()
 	nodes := []apitypes.Node{
-		{Name: "rpi-b", Address: "10.213.7.12", SSHHostKeys: []string{hostKey}},
-		{Name: "rpi-a", Address: "10.213.7.11", SSHHostKeys: []string{hostKey}},
+		fakeagent.Signed(kb, apitypes.Node{Name: "rpi-b", Address: "10.213.7.12", SSHHostKeys: []string{hostKey}}),
+		fakeagent.Signed(ka, apitypes.Node{Name: "rpi-a", Address: "10.213.7.11", SSHHostKeys: []string{hostKey}}),
 	}
 	ws, err := WriteWorkstation(filepath.Join(dir, "ws"), key, "", nodes)
 	if err != nil {
@@ -157,6 +162,9 @@ func TestSSHKeyAndWorkstationFiles(t *testing.T) {
 
 	if _, err := KnownHosts([]apitypes.Node{{Name: "rpi-c", Address: "10.213.7.13"}}); err == nil {
 		t.Error("a node without host keys should be an error: host-key checking must stay on")
+	}
+	if _, err := KnownHosts([]apitypes.Node{{Name: "rpi-c", Address: "10.213.7.13", SSHHostKeys: []string{hostKey}}}); err == nil {
+		t.Error("a node without a signed record should be an error: its host keys are not vouched for")
 	}
 	if _, err := KnownHosts([]apitypes.Node{{Name: "rpi-c", SSHHostKeys: []string{"ssh-ed25519 not-base64"}}}); err == nil {
 		t.Error("a malformed host key should be an error")

@@ -15,6 +15,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
+	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 	"github.com/rpi-cluster/rpi-cluster/inventory"
 )
 
@@ -64,10 +66,23 @@ func EnsureSSHKey(dir string) (string, error) {
 }
 
 // KnownHosts renders a known_hosts file from the SSH host keys the nodes
-// gossip (as rpi-inventory known-hosts does). Unlike the workstation tool, a
-// node with no parseable key is an error here: checking must stay on.
+// signed for themselves, pinning each node's key on first sight as
+// rpi-inventory known-hosts does (in memory: every run is a first sight).
+// Unlike the workstation tool, a node left out or without a parseable key
+// is an error here: checking must stay on.
 func KnownHosts(nodes []apitypes.Node) (string, error) {
-	data, warnings := inventory.KnownHosts(nodes)
+	pins, _ := identity.OpenPins("")
+	var left strings.Builder
+	nodes, err := (&toolkit.Gate{Pins: pins, Warn: &left}).Nodes(nodes)
+	if err != nil {
+		return "", fmt.Errorf("known_hosts: %w", err)
+	}
+	data, warnings := inventory.KnownHosts(nodes, pins)
+	for _, line := range strings.Split(left.String(), "\n") {
+		if w, ok := strings.CutPrefix(line, "warning: "); ok {
+			warnings = append(warnings, w)
+		}
+	}
 	if len(warnings) > 0 {
 		return "", fmt.Errorf("known_hosts: %s", strings.Join(warnings, "; "))
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
 // Names of the flags every tool shares.
@@ -54,22 +56,46 @@ func JSONFlag() cli.Flag {
 
 // Session is what a tool holds once it has found the cluster.
 type Session struct {
-	// Client talks to the agent that answered.
+	// Client talks to the agent that answered; its Gate checks every node
+	// it reports.
 	Client *client.Client
 	// Config is the workstation config (empty when the file does not exist).
 	Config *client.WorkstationConfig
+	// Pins are the workstation's pinned node keys; nil for a command that
+	// does not pin (NoPin).
+	Pins *identity.Pins
 }
 
 // BrowseFunc finds agent base URLs on the LAN.
 type BrowseFunc func(ctx context.Context, iface, cluster string) ([]string, error)
 
+// Pinning says whether a command pins node keys (see Gate).
+type Pinning bool
+
+const (
+	// Pin is for commands that act on nodes or write files: node keys are
+	// pinned on first sight and a changed key is refused.
+	Pin Pinning = true
+	// NoPin is for commands that only show the cluster: names are checked
+	// as always, keys are neither pinned nor compared, so a cluster whose
+	// key changed can still be looked at.
+	NoPin Pinning = false
+)
+
 // Connect reads the common flags from c, loads the workstation config and
-// returns a session with the first agent that answers. The error is the
-// client's hint (what was tried and what to do) when none answers.
-func Connect(ctx context.Context, c *cli.Context) (*Session, error) {
+// returns a session with the first agent that answers, its client behind a
+// Gate that warns on c.App.ErrWriter. The error is the client's hint (what
+// was tried and what to do) when none answers.
+func Connect(ctx context.Context, c *cli.Context, pin Pinning) (*Session, error) {
 	cfg, err := client.LoadWorkstationConfig(c.String(FlagConfig))
 	if err != nil {
 		return nil, err
+	}
+	gate := &Gate{Warn: c.App.ErrWriter}
+	if pin {
+		if gate.Pins, err = identity.OpenPins(PinsPath(c.String(FlagConfig), cfg)); err != nil {
+			return nil, err
+		}
 	}
 	token := c.String(FlagToken)
 	if token == "" {
@@ -93,7 +119,21 @@ func Connect(ctx context.Context, c *cli.Context) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Session{Client: cl, Config: cfg}, nil
+	cl.Gate = gate
+	return &Session{Client: cl, Config: cfg, Pins: gate.Pins}, nil
+}
+
+// KnownNodesFile is the name of the workstation's pinned node keys, beside
+// its config unless the config's known_nodes names another file.
+const KnownNodesFile = "known_nodes.json"
+
+// PinsPath is where the workstation keeps its pinned node keys: cfg's
+// known_nodes, else known_nodes.json beside the config file at configPath.
+func PinsPath(configPath string, cfg *client.WorkstationConfig) string {
+	if cfg != nil && cfg.KnownNodes != "" {
+		return cfg.KnownNodes
+	}
+	return filepath.Join(filepath.Dir(configPath), KnownNodesFile)
 }
 
 // ClusterName is the cluster name from the config, default "rpi".
@@ -123,7 +163,7 @@ func SplitList(values []string) []string {
 // own metadata, so writes about a node go to that node.
 func NodeClient(base *client.Client, n apitypes.Node) (*client.Client, error) {
 	if n.Address == "" {
-		return nil, fmt.Errorf("node %s: no address in the cluster view", n.Name)
+		return nil, fmt.Errorf("node %s: no address in the cluster view", apitypes.Quote(n.Name))
 	}
 	scheme := "http"
 	if u, err := url.Parse(base.BaseURL); err == nil && u.Scheme != "" {
@@ -135,16 +175,16 @@ func NodeClient(base *client.Client, n apitypes.Node) (*client.Client, error) {
 	}
 	c, err := client.New(scheme+"://"+net.JoinHostPort(n.Address, strconv.Itoa(port)), base.Token)
 	if err != nil {
-		return nil, fmt.Errorf("node %s: %w", n.Name, err)
+		return nil, fmt.Errorf("node %s: %w", apitypes.Quote(n.Name), err)
 	}
-	c.HTTP = base.HTTP
+	c.HTTP, c.Gate = base.HTTP, base.Gate
 	return c, nil
 }
 
 // ConnectView connects as Connect does and fetches the agent's view of the
 // cluster, the first thing every tool needs.
-func ConnectView(c *cli.Context) (*Session, []apitypes.Node, error) {
-	s, err := Connect(c.Context, c)
+func ConnectView(c *cli.Context, pin Pinning) (*Session, []apitypes.Node, error) {
+	s, err := Connect(c.Context, c, pin)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -51,3 +51,19 @@ func TestSplitList(t *testing.T) {
 		t.Errorf("SplitList = %q", got)
 	}
 }
+
+func TestGroupName(t *testing.T) {
+	for in, want := range map[string]string{
+		"nginx_webserver": "nginx_webserver",
+		"web.api-v2":      "web_api_v2",
+		"alive":           "service_alive",
+		"all":             "service_all",
+		"ungrouped":       "service_ungrouped",
+		"failed":          "service_failed",
+		"9p":              "service_9p",
+	} {
+		if got := GroupName(in); got != want {
+			t.Errorf("GroupName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

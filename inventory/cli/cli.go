@@ -1,6 +1,11 @@
 // Package cli is the rpi-inventory command line: Ansible's dynamic-inventory
-// protocol (--list, --host NAME), "hosts PLAYBOOK" and "known-hosts". It
-// writes to injectable writers so tests capture the output.
+// protocol (--list, --host NAME), "hosts PLAYBOOK", "known-hosts" and
+// "forget NODE". It writes to injectable writers so tests capture the
+// output.
+//
+// Every command that reads the cluster pins node keys on first sight and
+// refuses a changed one (toolkit.Pin); forget is how a reinstalled node's
+// new key is accepted.
 package cli
 
 import (
@@ -8,9 +13,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/agent/client"
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"github.com/rpi-cluster/rpi-cluster/internal/atomicfile"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 	"github.com/rpi-cluster/rpi-cluster/inventory"
@@ -37,7 +46,9 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 		Usage: "the live rpi-cluster as an Ansible inventory",
 		Description: "Use as a dynamic inventory: ansible-playbook -i rpi-inventory site.yml.\n" +
 			"Groups: all, alive, suspect, failed, left, and one per service (alive nodes only;\n" +
-			"'.' and '-' in service names become '_', reserved names get the prefix service_).",
+			"'.' and '-' in service names become '_', reserved names get the prefix service_).\n\n" +
+			"Node identity keys are pinned on first sight in known_nodes.json beside the\n" +
+			"workstation config; a node offering another key is refused (see forget).",
 		Flags:           flags,
 		Writer:          stdout,
 		ErrWriter:       stderr,
@@ -50,11 +61,12 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 			if !c.Bool("list") && !c.IsSet("host") {
 				return fmt.Errorf("nothing to do: use --list, --host NAME, hosts PLAYBOOK or known-hosts (see --help)")
 			}
-			s, nodes, err := toolkit.ConnectView(c)
+			s, nodes, err := toolkit.ConnectView(c, toolkit.Pin)
 			if err != nil {
 				return err
 			}
 			inv := inventory.Build(nodes, options(s))
+			warn(stderr, inv.LeftOut)
 			var data []byte
 			if c.Bool("list") {
 				data, err = inv.ListJSON()
@@ -88,7 +100,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 					if err != nil {
 						return err
 					}
-					s, nodes, err := toolkit.ConnectView(c)
+					s, nodes, err := toolkit.ConnectView(c, toolkit.Pin)
 					if err != nil {
 						return err
 					}
@@ -99,7 +111,11 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 			},
 			{
 				Name:  "known-hosts",
-				Usage: "write the nodes' gossiped SSH host keys in known_hosts format",
+				Usage: "write the SSH host keys nodes signed for themselves in known_hosts format",
+				Description: "Only keys from signed records that verify, name the node and give its address\n" +
+					"are written, and only when the record's identity key is the one pinned for the\n" +
+					"node (pinned on first sight). Nodes without a signed record (older agents) are\n" +
+					"skipped with a warning.",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `FILE` (atomically); default: known_hosts from the workstation config, else stdout"},
 				},
@@ -107,11 +123,11 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 					if c.NArg() != 0 {
 						return fmt.Errorf("known-hosts: unexpected argument %q", c.Args().First())
 					}
-					s, nodes, err := toolkit.ConnectView(c)
+					s, nodes, err := toolkit.ConnectView(c, toolkit.Pin)
 					if err != nil {
 						return err
 					}
-					data, warnings := inventory.KnownHosts(nodes)
+					data, warnings := inventory.KnownHosts(nodes, s.Pins)
 					warn(stderr, warnings)
 					path := c.String("output")
 					if path == "" {
@@ -120,8 +136,58 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 					return output(stdout, path, data, 0o644)
 				},
 			},
+			{
+				Name:      "forget",
+				Usage:     "forget the identity keys pinned for NODEs, so the next command pins the key it sees",
+				ArgsUsage: "NODE...",
+				Description: "The tools pin every node's identity key on first sight and refuse to go on when\n" +
+					"a node offers another key. If the node's card was reinstalled (a new key is\n" +
+					"expected), forget it; otherwise find out which machine answers under its name.",
+				Action: func(c *cli.Context) error {
+					if c.NArg() == 0 {
+						return fmt.Errorf("usage: rpi-inventory forget NODE...")
+					}
+					return forget(c, stdout)
+				},
+			},
 		},
 	}
+}
+
+// forget removes the pins of the nodes named on the command line. A name
+// that is not pinned is an error, after the others are forgotten.
+func forget(c *cli.Context, stdout io.Writer) error {
+	cfg, err := client.LoadWorkstationConfig(c.String(toolkit.FlagConfig))
+	if err != nil {
+		return err
+	}
+	pins, err := identity.OpenPins(toolkit.PinsPath(c.String(toolkit.FlagConfig), cfg))
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for _, name := range c.Args().Slice() {
+		pub, ok := pins.Lookup(name)
+		if !ok {
+			missing = append(missing, apitypes.Quote(name))
+			continue
+		}
+		if err := pins.Remove(name); err != nil {
+			return fmt.Errorf("forget %s: %w", name, err)
+		}
+		fmt.Fprintf(stdout, "forgot node %s (key %s) in %s; the next command pins the key it sees\n", name, identity.Fingerprint(pub), pins.Path())
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("forget: no key pinned for %s in %s; pinned: %s", strings.Join(missing, ", "), pins.Path(), orNone(pins.Names()))
+	}
+	return nil
+}
+
+func orNone(names []string) string {
+	if len(names) == 0 {
+		return "(none)"
+	}
+	return strings.Join(names, ", ")
 }
 
 func options(s *toolkit.Session) inventory.Options {

@@ -139,13 +139,13 @@ func TestHostsCommand(t *testing.T) {
 	}
 }
 
-func TestKnownHostsCommandReportsMissingKeys(t *testing.T) {
+func TestKnownHostsCommandReportsMissingRecords(t *testing.T) {
 	c := fakeagent.Start(t, nodes())
 	stdout, stderr, err := run(t, "known-hosts", "--agent", c.URL("pi-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stdout != "" || strings.Count(stderr, "no SSH host keys gossiped") != 3 {
+	if stdout != "" || strings.Count(stderr, "no signed record") != 3 {
 		t.Errorf("stdout %q, stderr %q: want nothing written and three nodes reported", stdout, stderr)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 	"github.com/rpi-cluster/rpi-cluster/inventory"
 	"github.com/rpi-cluster/rpi-cluster/launcher"
@@ -34,7 +35,10 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			"The cluster's desired count for SERVICE (/v1/desired) is raised by N once the\n" +
 			"play succeeded on at least one node (reconcile converges the rest); --remove N\n" +
 			"lowers it by N before uninstalling. `rpi-launch status` compares desired with\n" +
-			"actual; `rpi-launch reconcile [--watch]` replaces failed replicas.",
+			"actual; `rpi-launch reconcile [--watch]` replaces failed replicas.\n\n" +
+			"Launch, --remove and reconcile pin node identity keys on first sight and refuse\n" +
+			"to act when a node offers another key (see rpi-inventory forget); status only\n" +
+			"shows the cluster and pins nothing.",
 		Flags: append(toolkit.CommonFlags(),
 			&cli.IntFlag{Name: "remove", Usage: "remove SERVICE from the `N` busiest nodes running it (uninstall.yml)"},
 			&cli.BoolFlag{Name: "dry-run", Usage: "print the plan and the rendered files; run nothing"},
@@ -68,7 +72,7 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			if n < 1 {
 				return fmt.Errorf("--remove %d: want a whole number of at least 1", n)
 			}
-			s, err := toolkit.Connect(c.Context, c)
+			s, err := toolkit.Connect(c.Context, c, toolkit.Pin)
 			if err != nil {
 				return err
 			}
@@ -92,7 +96,7 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				if c.NArg() > 0 {
 					return fmt.Errorf("usage: rpi-launch status [--json]")
 				}
-				s, err := toolkit.Connect(c.Context, c)
+				s, err := toolkit.Connect(c.Context, c, toolkit.NoPin)
 				if err != nil {
 					return err
 				}
@@ -123,7 +127,7 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				if c.Duration("interval") <= 0 {
 					return fmt.Errorf("--interval %v: must be positive, like 10s", c.Duration("interval"))
 				}
-				s, err := toolkit.Connect(c.Context, c)
+				s, err := toolkit.Connect(c.Context, c, toolkit.Pin)
 				if err != nil {
 					return err
 				}
@@ -146,9 +150,9 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 					return err
 				}
 				for _, st := range res.States {
-					fmt.Fprintf(stdout, "%s: desired %d, running %d", st.Service, st.Desired, len(st.Actual)+len(res.Launched[st.Service]))
+					fmt.Fprintf(stdout, "%s: desired %d, running %d", apitypes.Printable(st.Service), st.Desired, len(st.Actual)+len(res.Launched[st.Service]))
 					if n := res.Launched[st.Service]; len(n) > 0 {
-						fmt.Fprintf(stdout, ", launched on %s", strings.Join(n, ", "))
+						fmt.Fprintf(stdout, ", launched on %s", apitypes.Printable(strings.Join(n, ", ")))
 					}
 					fmt.Fprintln(stdout)
 				}
@@ -207,14 +211,15 @@ func status(ctx context.Context, s *toolkit.Session, playbooks string, asJSON bo
 		if st.PolicyError != "" {
 			onFailure = "bad policy"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", st.Service, want, len(st.Actual), onFailure, orDash(strings.Join(st.Actual, ",")), orDash(strings.Join(downs, ", ")))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", apitypes.Printable(st.Service), want, len(st.Actual), onFailure,
+			apitypes.Printable(orDash(strings.Join(st.Actual, ","))), apitypes.Printable(orDash(strings.Join(downs, ", "))))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	for _, st := range states {
 		if st.PolicyError != "" {
-			fmt.Fprintf(w, "warning: %s\n", st.PolicyError)
+			fmt.Fprintf(w, "warning: %s\n", apitypes.Printable(st.PolicyError))
 		}
 	}
 	return nil

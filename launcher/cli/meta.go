@@ -26,7 +26,7 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if err := apitypes.ValidateServiceName(service); err != nil {
 				return fmt.Errorf("%s: %w", c.Command.Name, err)
 			}
-			s, nodes, err := toolkit.ConnectView(c)
+			s, nodes, err := toolkit.ConnectView(c, toolkit.Pin)
 			if err != nil {
 				return err
 			}
@@ -45,7 +45,7 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				res, err = nc.RemoveService(c.Context, service)
 			}
 			if err != nil {
-				return fmt.Errorf("%s %s on %s: %w", c.Command.Name, service, node.Name, err)
+				return fmt.Errorf("%s %s on %s: %w", c.Command.Name, service, apitypes.Quote(node.Name), err)
 			}
 			if c.Bool(toolkit.FlagJSON) {
 				return json.NewEncoder(stdout).Encode(res)
@@ -54,13 +54,15 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			if res.Changed {
 				state = "changed"
 			}
-			fmt.Fprintf(stdout, "%s: %s (%s); services: %s\n", node.Name, service, state, strings.Join(res.Services, ", "))
+			fmt.Fprintf(stdout, "%s: %s (%s); services: %s\n", node.Name, service, state, apitypes.Printable(strings.Join(res.Services, ", ")))
 			return nil
 		}
 	}
 	app := &cli.App{
-		Name:            "rpi-meta",
-		Usage:           "read and change which services each node records",
+		Name:  "rpi-meta",
+		Usage: "read and change which services each node records",
+		Description: "add-service and remove-service pin node identity keys on first sight and refuse\n" +
+			"a node that offers another key (see rpi-inventory forget); list pins nothing.",
 		Flags:           append(toolkit.CommonFlags(), toolkit.JSONFlag()),
 		Writer:          stdout,
 		ErrWriter:       stderr,
@@ -76,7 +78,7 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 					if c.NArg() != 0 {
 						return fmt.Errorf("list: unexpected argument %q", c.Args().First())
 					}
-					_, nodes, err := toolkit.ConnectView(c)
+					_, nodes, err := toolkit.ConnectView(c, toolkit.NoPin)
 					if err != nil {
 						return err
 					}
@@ -91,7 +93,7 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 						if svcs == "" {
 							svcs = "-"
 						}
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Name, n.Address, n.Status, svcs)
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", apitypes.Printable(n.Name), apitypes.Printable(n.Address), apitypes.Printable(n.Status), apitypes.Printable(svcs))
 					}
 					return tw.Flush()
 				},
@@ -126,11 +128,11 @@ func resolveNode(nodes []apitypes.Node, target string) (apitypes.Node, error) {
 			names[i] = n.Name
 		}
 		sort.Strings(names)
-		return apitypes.Node{}, fmt.Errorf("no node named or addressed %q; known nodes: %s", target, strings.Join(names, ", "))
+		return apitypes.Node{}, fmt.Errorf("no node named or addressed %s; known nodes: %s", apitypes.Quote(target), apitypes.Printable(strings.Join(names, ", ")))
 	}
 	var names []string
 	for _, n := range byAddr {
 		names = append(names, n.Name)
 	}
-	return apitypes.Node{}, fmt.Errorf("address %s is shared by %s; give the node name", target, strings.Join(names, ", "))
+	return apitypes.Node{}, fmt.Errorf("address %s is shared by %s; give the node name", apitypes.Quote(target), apitypes.Printable(strings.Join(names, ", ")))
 }

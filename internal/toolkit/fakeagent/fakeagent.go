@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
 // Write is one service write an agent received.
@@ -35,6 +36,23 @@ type Write struct {
 }
 
 func (w Write) String() string { return w.Method + " " + w.Node + " " + w.Service }
+
+// Signed returns n as a node whose owner holds k would report itself: its
+// IdentityKey set and a SignedRecord over the record fields a workstation
+// checks ({"n","a","k","pk","v"}: name, address, SSH host keys, identity
+// key, version), signed for identity.PurposeRecord. Set n.Address first:
+// the address is part of what is signed.
+func Signed(k *identity.Key, n apitypes.Node) apitypes.Node {
+	body, err := json.Marshal(identity.RecordClaims{
+		Name: n.Name, Addr: n.Address, SSHHostKeys: n.SSHHostKeys, IdentityKey: k.Public(), Version: n.RecordVersion,
+	})
+	if err != nil {
+		panic("fakeagent: encode record: " + err.Error())
+	}
+	n.IdentityKey = identity.EncodePublicKey(k.Public())
+	n.SignedRecord = &apitypes.SignedRecord{Body: body, Sig: k.Sign(identity.PurposeRecord, body)}
+	return n
+}
 
 // Cluster is a set of fake agents sharing one view.
 type Cluster struct {
