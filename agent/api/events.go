@@ -65,12 +65,6 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	defer s.hub.close(sub)
 
 	rc := http.NewResponseController(w)
-	// The stream outlives the server's read and write timeouts: lift them
-	// and bound each write instead. A read deadline left in place would end
-	// the stream when it passed.
-	if err := rc.SetReadDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
-		return
-	}
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream; charset=utf-8")
@@ -78,8 +72,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no") // tell reverse proxies not to buffer
 	w.WriteHeader(http.StatusOK)
 
-	// write sends one chunk and flushes it, bounded by a write deadline so a
-	// client that stopped reading cannot hold the handler forever.
+	// write sends one chunk and flushes it. The stream outlives the
+	// server's WriteTimeout: each write moves the deadline instead, so a
+	// client that stopped reading cannot hold the handler forever. (The
+	// server's read deadline is already lifted while it waits for the
+	// client to go.)
 	write := func(p []byte) error {
 		if err := rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
 			return err

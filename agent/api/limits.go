@@ -257,3 +257,13 @@ func (s *Server) limitMetrics(p *promWriter) {
 	p.sample("rpi_event_streams_rejected_total", float64(s.hub.rejectedPerClient.Load()), "limit", limitPerClient)
 	p.sample("rpi_event_streams_rejected_total", float64(s.hub.rejectedTotal.Load()), "limit", limitTotal)
 }
+
+// CloseWrite half-closes the connection when the underlying one can, as
+// http.Server does after an error answer so the client reads it before the
+// connection resets.
+func (c *limitedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
