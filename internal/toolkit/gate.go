@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -98,13 +100,15 @@ func (g *Gate) Nodes(nodes []apitypes.Node) ([]apitypes.Node, error) {
 	}
 	out := valid[:0]
 	var refusals []error
+	pinned := false
 	for _, n := range valid {
 		if svc, ok := groups[strings.ToLower(n.Name)]; ok {
 			g.leaveOut(n.Name, fmt.Errorf("it is named like the inventory group of service %s, which Ansible would take for the group; rename the node", svc))
 			continue
 		}
 		if g.Pins != nil {
-			keep, err := g.trust(n)
+			keep, first, err := g.trust(n)
+			pinned = pinned || first
 			if err != nil {
 				refusals = append(refusals, err)
 				continue
@@ -119,8 +123,8 @@ func (g *Gate) Nodes(nodes []apitypes.Node) ([]apitypes.Node, error) {
 		n.Version = apitypes.Printable(n.Version)
 		out = append(out, n)
 	}
-	if g.Pins != nil {
-		if err := g.Pins.Flush(); err != nil {
+	if pinned {
+		if err := g.flush(); err != nil {
 			return nil, err
 		}
 	}
@@ -128,6 +132,18 @@ func (g *Gate) Nodes(nodes []apitypes.Node) ([]apitypes.Node, error) {
 		return nil, errors.Join(refusals...)
 	}
 	return out, nil
+}
+
+// flush saves the pins, making their directory first (0700, as ssh makes
+// ~/.ssh): a workstation that names its agents with --agent alone may
+// have no config directory yet.
+func (g *Gate) flush() error {
+	if dir := filepath.Dir(g.Pins.Path()); g.Pins.Path() != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("save pinned node keys: %w", err)
+		}
+	}
+	return g.Pins.Flush()
 }
 
 // CheckNode applies the Gate's rules for one node on its own: its name,
@@ -148,35 +164,35 @@ func CheckNode(n apitypes.Node) error {
 }
 
 // trust checks n's signed record against the pins: keep says whether n
-// may be used; err is a refusal.
-func (g *Gate) trust(n apitypes.Node) (keep bool, err error) {
+// may be used, first whether its key was pinned now; err is a refusal.
+func (g *Gate) trust(n apitypes.Node) (keep, first bool, err error) {
 	pinned, isPinned := g.Pins.Lookup(n.Name)
 	_, pub, err := VerifyRecord(n)
 	switch {
 	case errors.Is(err, ErrNoRecord) && isPinned:
 		g.leaveOut(n.Name, fmt.Errorf("its key is pinned (%s) but the agent's answer carries no signed record for it; ask another agent with --agent", identity.Fingerprint(pinned)))
-		return false, nil
+		return false, false, nil
 	case errors.Is(err, ErrNoRecord):
-		return true, nil // an agent from before signed records
+		return true, false, nil // an agent from before signed records
 	case err != nil:
 		g.leaveOut(n.Name, err)
-		return false, nil
+		return false, false, nil
 	case n.IdentityKey != "" && n.IdentityKey != identity.EncodePublicKey(pub):
 		g.leaveOut(n.Name, errors.New("the agent vouches for another identity key than the one its record carries"))
-		return false, nil
+		return false, false, nil
 	}
-	first, err := g.Pins.Check(n.Name, pub)
+	first, err = g.Pins.Check(n.Name, pub)
 	if errors.Is(err, identity.ErrKeyChanged) {
-		return false, fmt.Errorf("refuse node %s: %w: if its card was reinstalled, run `rpi-inventory forget %s` (or remove %q from %s) and run this again; if not, another machine is answering as %s",
+		return false, false, fmt.Errorf("refuse node %s: %w: if its card was reinstalled, run `rpi-inventory forget %s` (or remove %q from %s) and run this again; if not, another machine is answering as %s",
 			n.Name, err, n.Name, n.Name, g.Pins.Path(), n.Name)
 	}
 	if err != nil {
-		return false, fmt.Errorf("pin node %s: %w", n.Name, err)
+		return false, false, fmt.Errorf("pin node %s: %w", n.Name, err)
 	}
 	if first {
 		g.say("note: pinned node %s to key %s (first sight) in %s", n.Name, identity.Fingerprint(pub), g.Pins.Path())
 	}
-	return true, nil
+	return true, first, nil
 }
 
 // Desired returns the desired-state entries whose service names are valid,

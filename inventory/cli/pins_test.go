@@ -157,3 +157,16 @@ func TestKnownHostsSkipsForgedAndMismatchedRecords(t *testing.T) {
 		t.Errorf("pinned %q, want pi-5 alone: nothing is pinned from a record that does not check out", got)
 	}
 }
+
+// A workstation without a config directory yet (agents named by --agent
+// alone) gets one for its pins, as ssh makes ~/.ssh.
+func TestPinsMakeTheirDirectory(t *testing.T) {
+	c := fakeagent.Start(t, []apitypes.Node{fakeagent.Signed(newKey(t), apitypes.Node{Name: "pi-1", Address: "127.0.25.1"})})
+	cfg := filepath.Join(t.TempDir(), "rpi-cluster", "config.yaml")
+	if _, _, err := runIn(t, cfg, "--list", "--agent", c.URL("pi-1")); err != nil {
+		t.Fatal(err)
+	}
+	if got := pinnedKeys(t, filepath.Join(filepath.Dir(cfg), "known_nodes.json")); len(got) != 1 {
+		t.Errorf("pins = %v, want pi-1's", got)
+	}
+}
