@@ -249,3 +249,19 @@ func TestRunnerErrors(t *testing.T) {
 		t.Fatal("cancelled run did not stop")
 	}
 }
+
+// The runner is the last stop before ansible-playbook: whatever its caller
+// checked, a --limit entry that is not a valid node name never reaches the
+// command line ("all" and "a,b" select other hosts than the ones meant).
+func TestRunnerRefusesALimitThatIsNotANodeName(t *testing.T) {
+	path, dir := fakeAnsible(t)
+	for _, bad := range []string{"all", "s1,127.0.20.1", "evil ansible_connection=local", "web:&db", "a\nb", ""} {
+		_, err := (&Runner{Path: path}).Run(context.Background(), RunSpec{Playbook: "pb.yml", Inventory: "/dev/null", Limit: []string{"pi-1", bad}})
+		if err == nil || strings.ContainsAny(err.Error(), "\n") {
+			t.Errorf("limit %q: error %v, want a refusal on one line", bad, err)
+		}
+	}
+	if calls, err := os.ReadFile(filepath.Join(dir, "calls")); err == nil {
+		t.Errorf("ansible-playbook ran:\n%s", calls)
+	}
+}

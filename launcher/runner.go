@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 // DefaultMaxCapture is how much of a run's output Runner keeps by default.
@@ -88,6 +90,13 @@ func (r *Runner) Run(ctx context.Context, spec RunSpec) (*RunResult, error) {
 		path = "ansible-playbook"
 	}
 	args := []string{"-i", spec.Inventory}
+	// Ansible reads --limit as patterns: "all", "a,b", "web:&db" select
+	// other hosts than the ones named, so only node names pass.
+	for _, h := range spec.Limit {
+		if err := apitypes.ValidateNodeName(h); err != nil {
+			return nil, fmt.Errorf("run %s: --limit: %w", spec.Playbook, err)
+		}
+	}
 	if len(spec.Limit) > 0 {
 		args = append(args, "--limit", strings.Join(spec.Limit, ","))
 	}
