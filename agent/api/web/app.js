@@ -156,6 +156,18 @@
     $('updated').textContent = 'updated ' + clock(new Date());
   }
 
+  // renderWarnings shows what /healthz says is open to the LAN, so a token
+  // set or dropped by a reload shows without reloading the page.
+  function renderWarnings(warnings) {
+    if (!Array.isArray(warnings)) return;
+    $('warnings').replaceChildren(...warnings.map((w) => {
+      const d = el('div', 'notice insecure');
+      d.setAttribute('role', 'alert');
+      d.append(el('strong', '', 'Open to the LAN'), ' ' + String(w));
+      return d;
+    }));
+  }
+
   function clock(d) {
     return [d.getHours(), d.getMinutes(), d.getSeconds()].map((v) => String(v).padStart(2, '0')).join(':');
   }
@@ -184,6 +196,8 @@
       const res = await fetch('/v1/nodes', { cache: 'no-store', headers: { Accept: 'application/json' } });
       if (!res.ok) throw new Error('HTTP ' + res.status);
       render(await res.json());
+      const health = await fetch('/healthz', { cache: 'no-store', headers: { Accept: 'application/json' } });
+      if (health.ok) renderWarnings((await health.json()).warnings);
       showError('');
     } catch (err) {
       showError('Cannot reach this agent (' + err.message + '); showing the last known state.');
@@ -198,6 +212,40 @@
     l.dataset.state = state;
     l.textContent = text;
     l.title = '';
+  }
+
+  // The event stream. EventSource reconnects by itself after a dropped
+  // connection, sending the last event id it saw so the agent replays what
+  // was missed (or sends "reset" when it no longer has it). It gives up for
+  // good on an HTTP error, such as the 503 of a refused stream: then the page
+  // opens a new one after a growing, jittered delay, passing the last id it
+  // saw in the query.
+  const BACKOFF_MIN_MS = 1000;
+  const BACKOFF_MAX_MS = 60000;
+  let lastEventId = '';
+  let backoff = BACKOFF_MIN_MS;
+
+  function connect() {
+    const resuming = lastEventId !== '';
+    const es = new EventSource('/v1/events' + (resuming ? '?last_event_id=' + encodeURIComponent(lastEventId) : ''));
+    let opened = false;
+    es.onopen = () => {
+      live('live', 'live');
+      backoff = BACKOFF_MIN_MS;
+      // Nothing to resume from: load the table. Later opens resume.
+      if (!opened && !resuming) schedule(0);
+      opened = true;
+    };
+    es.onerror = () => {
+      live('reconnecting', 'reconnecting…');
+      if (es.readyState !== EventSource.CLOSED) return; // it retries by itself
+      const delay = backoff / 2 + Math.random() * backoff / 2;
+      backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+      setTimeout(connect, delay);
+    };
+    const seen = (e) => { if (e.lastEventId) lastEventId = e.lastEventId; };
+    for (const kind of EVENT_KINDS) es.addEventListener(kind, (e) => { seen(e); schedule(COALESCE_MS); });
+    es.addEventListener('reset', (e) => { seen(e); schedule(0); });
   }
 
   function start() {
