@@ -251,10 +251,7 @@
   function start() {
     live('reconnecting', 'connecting…');
     if (typeof EventSource === 'function') {
-      const es = new EventSource('/v1/events');
-      es.onopen = () => { live('live', 'live'); schedule(0); };
-      es.onerror = () => live('reconnecting', 'reconnecting…');
-      for (const kind of EVENT_KINDS) es.addEventListener(kind, () => schedule(COALESCE_MS));
+      connect();
     } else {
       live('static', 'polling');
     }
