@@ -7,7 +7,7 @@
 
 (function () {
   const STATUSES = ['alive', 'suspect', 'failed', 'left'];
-  const EVENT_KINDS = ['join', 'leave', 'fail', 'update'];
+  const EVENT_KINDS = ['join', 'leave', 'fail', 'update', 'conflict'];
   const COALESCE_MS = 250;   // events arriving together cause one fetch
   const PERIODIC_MS = 5000;  // phi moves without events: refresh anyway
 
@@ -168,6 +168,20 @@
     }));
   }
 
+  // renderConflicts shows the node names offered with another signing key
+  // than the one this agent pinned (GET /v1/conflicts).
+  function renderConflicts(list) {
+    if (!Array.isArray(list)) return;
+    $('conflicts').replaceChildren(...list.map((k) => {
+      const d = el('div', 'notice insecure');
+      d.setAttribute('role', 'alert');
+      d.append(el('strong', '', 'Key conflict: ' + String(k.node)),
+        'pinned ' + String(k.pinned_fingerprint) + ', offered ' + String(k.offered_fingerprint) + ' (' + String(k.count) +
+        ' messages refused). Another member speaks for this node, or its card was reinstalled: then run `rpi-agent rekey ' + String(k.node) + '`.');
+      return d;
+    }));
+  }
+
   function clock(d) {
     return [d.getHours(), d.getMinutes(), d.getSeconds()].map((v) => String(v).padStart(2, '0')).join(':');
   }
@@ -198,6 +212,8 @@
       render(await res.json());
       const health = await fetch('/healthz', { cache: 'no-store', headers: { Accept: 'application/json' } });
       if (health.ok) renderWarnings((await health.json()).warnings);
+      const conflicts = await fetch('/v1/conflicts', { cache: 'no-store', headers: { Accept: 'application/json' } });
+      if (conflicts.ok) renderConflicts(await conflicts.json());
       showError('');
     } catch (err) {
       showError('Cannot reach this agent (' + err.message + '); showing the last known state.');
