@@ -390,12 +390,13 @@ func (c *Cluster) Start() error {
 	c.mu.Unlock()
 	c.queueRecord(rec.Name, signed)
 
-	c.wg.Add(3)
+	c.wg.Add(4)
 	c.hbAddr = net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort))
 	c.hbSeq.Store(nowVersion())
 	go c.heartbeatLoop()
 	go c.introduceLoop()
 	go c.replyLoop()
+	go c.reapLoop()
 	c.logger.Info("cluster started", "addr", net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort)),
 		"cluster", c.conf.ClusterName, "profile", p.Name, "encrypted", len(c.conf.SecretKey) > 0)
 	return nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 
@@ -55,6 +56,14 @@ type Config struct {
 	// dir, so a restart does not forget whom it trusts.
 	Pins *identity.Pins
 
+	// ReapFailedAfter is how long a failed node stays in the view before
+	// it is removed (reaped): Serf's reconnect_timeout. A node that comes
+	// back after that is simply new again. Zero: DefaultReapFailedAfter.
+	ReapFailedAfter time.Duration
+	// ReapLeftAfter is the same for a node that left gracefully, which is
+	// not expected back: Serf's tombstone. Zero: DefaultReapLeftAfter.
+	ReapLeftAfter time.Duration
+
 	// Logger receives this package's logs; memberlist's own log lines are
 	// routed into it at debug level. Nil discards them.
 	Logger *slog.Logger
@@ -92,6 +101,9 @@ func (c *Config) Validate() error {
 		if p.v < 0 || p.v > 65535 {
 			return fmt.Errorf("cluster config: %s %d is outside 0-65535", p.name, p.v)
 		}
+	}
+	if c.ReapFailedAfter < 0 || c.ReapLeftAfter < 0 {
+		return fmt.Errorf("cluster config: reap times %v (failed) and %v (left) must not be negative; 0 means the default", c.ReapFailedAfter, c.ReapLeftAfter)
 	}
 	if c.Profile.Name != "" {
 		if err := c.Profile.Validate(); err != nil {

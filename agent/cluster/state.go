@@ -339,6 +339,8 @@ func (c *Cluster) handleMsg(buf []byte) {
 		}
 	case msgDesired:
 		c.handleSignedDesired(slices.Clone(body), true)
+	case msgForceLeave:
+		c.handleForceLeave(slices.Clone(body))
 	default:
 		c.dropMalformed(fmt.Errorf("unknown message type %d", buf[0]))
 	}
