@@ -115,6 +115,14 @@ type Config struct {
 	// EventHandlerTimeout bounds each handler run; the handler's process
 	// group is killed when it is reached.
 	EventHandlerTimeout time.Duration `yaml:"event_handler_timeout"`
+
+	// ReapFailedAfter is how long a failed node stays listed before it is
+	// removed from this agent's view (Serf's reconnect_timeout): a Pi that
+	// was unplugged for less comes back in its place. ReapLeftAfter is the
+	// same for a node that left gracefully, which is not expected back.
+	// `rpi-agent force-leave NAME` removes a failed node at once.
+	ReapFailedAfter time.Duration `yaml:"reap_failed_after"`
+	ReapLeftAfter   time.Duration `yaml:"reap_left_after"`
 }
 
 // DefaultConfig returns the configuration used where nothing else is said.
@@ -132,6 +140,8 @@ func DefaultConfig() *Config {
 		LogLevel:          "info",
 
 		EventHandlerTimeout: hooks.DefaultTimeout,
+		ReapFailedAfter:     cluster.DefaultReapFailedAfter,
+		ReapLeftAfter:       cluster.DefaultReapLeftAfter,
 	}
 }
 
@@ -252,6 +262,14 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := checkDuration("event_handler_timeout", c.EventHandlerTimeout, 100*time.Millisecond, 24*time.Hour, def.EventHandlerTimeout); err != nil {
+		return err
+	}
+	// Below a minute a Pi rebooting would be forgotten and come back as
+	// new; past 30 days nothing is ever reaped in practice.
+	if err := checkDuration("reap_failed_after", c.ReapFailedAfter, time.Minute, 30*24*time.Hour, def.ReapFailedAfter); err != nil {
+		return err
+	}
+	if err := checkDuration("reap_left_after", c.ReapLeftAfter, time.Minute, 30*24*time.Hour, def.ReapLeftAfter); err != nil {
 		return err
 	}
 	return nil

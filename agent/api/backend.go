@@ -69,6 +69,11 @@ type Backend interface {
 	// offered key). It returns ErrNoKeyConflict (wrapped) when there is no
 	// conflict for name.
 	Rekey(ctx context.Context, name string) (apitypes.KeyConflict, error)
+	// ForceLeave removes a failed or left node from the view now and asks
+	// the peers to do the same; it returns the node's last entry. It
+	// returns ErrUnknownNode or ErrNodeAlive (wrapped) when the name is
+	// not listed, or is alive (or this node itself).
+	ForceLeave(ctx context.Context, name string) (apitypes.Node, error)
 
 	// ChangeDesired applies a validated change (exactly one of Replicas and
 	// Delta set, Replicas not negative) and gossips the result.

@@ -156,6 +156,7 @@ func (s *Server) routes() {
 	s.handle("/v1/events", styleV1, "GET", s.events)
 	s.handle("/v1/conflicts", styleV1, "GET", s.getConflicts)
 	s.handle("/v1/nodes/{name}/rekey", styleV1, "POST", s.postRekey)
+	s.handle("/v1/nodes/{name}/force-leave", styleV1, "POST", s.postForceLeave)
 	s.handle("/healthz", styleV1, "GET", s.healthz)
 	s.handle("/metrics", styleV1, "GET", s.metrics)
 

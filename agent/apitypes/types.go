@@ -86,6 +86,10 @@ const (
 	EventLeave  = "leave"
 	EventFail   = "fail"
 	EventUpdate = "update"
+	// EventReap: the answering agent removed a failed or left node from its
+	// view, after reap_failed_after or reap_left_after, or on force-leave.
+	// Node is its last entry.
+	EventReap = "reap"
 )
 
 // Event is one membership or record change, sent as a server-sent event whose
@@ -127,6 +131,13 @@ type KeyConflict struct {
 type RekeyResult struct {
 	Agent    string      `json:"agent"`
 	Conflict KeyConflict `json:"conflict"`
+}
+
+// ForceLeaveResult is the body of POST /v1/nodes/{name}/force-leave: the
+// node the answering agent removed, as it last listed it.
+type ForceLeaveResult struct {
+	Agent string `json:"agent"`
+	Node  Node   `json:"node"`
 }
 
 // Error is the body of every /v1 error response.

@@ -56,6 +56,7 @@ func App() *cli.App {
 		Commands: []*cli.Command{
 			membersCommand(),
 			rekeyCommand(),
+			forceLeaveCommand(),
 			{
 				Name:  "keygen",
 				Usage: "print a new gossip encryption key (base64, 32 bytes) for --encrypt",
