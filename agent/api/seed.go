@@ -28,33 +28,47 @@ func (s *Server) seedChangeService(w http.ResponseWriter, r *http.Request, op st
 		s.writeError(w, styleSeed, http.StatusBadRequest, err.Error())
 		return
 	}
-	if _, err := change(r.Context(), service); err != nil {
+	changed, err := change(r.Context(), service)
+	if err != nil {
 		s.log.Error(op+" service", "service", service, "err", err)
 		s.writeError(w, styleSeed, http.StatusInternalServerError, op+" service "+service+": "+err.Error())
+		return
+	}
+	if op == "remove" && !changed {
+		// The original answered 200 whatever the node ran; a script that
+		// removes what is not there has a wrong view of the cluster.
+		s.writeError(w, styleSeed, http.StatusNotFound, "remove service "+service+": this node does not run it (GET /nodes/workingService/"+service+" lists the nodes that do)")
 		return
 	}
 	s.writeJSON(w, http.StatusOK, apitypes.SeedService{Service: service})
 }
 
-// seedAlive answers the "ip:gossip port" of every alive member, this node
-// included.
+// The three read paths share one notion of available (Node.Available:
+// alive and suspected below the threshold), as the original listed only the
+// peers it could reach: a suspect node is in none of them, so a client
+// cannot pick from /nodes/monitoring a node that /nodes/workingService did
+// not list as running the service.
+
+// seedAlive answers the "ip:gossip port" of every available member, this
+// node included.
 func (s *Server) seedAlive(w http.ResponseWriter, _ *http.Request) {
 	peers := []string{}
 	for _, n := range s.nodes() {
-		if n.Status == apitypes.StatusAlive {
+		if n.Available() {
 			peers = append(peers, net.JoinHostPort(n.Address, strconv.Itoa(n.GossipPort)))
 		}
 	}
 	s.writeJSON(w, http.StatusOK, apitypes.SeedAlive{AlivePeers: peers})
 }
 
-// seedMonitoring answers the last sample of every current member (alive or
-// suspect). Failed and left nodes are left out: their samples are stale, and
-// the original listed only the peers it could reach.
+// seedMonitoring answers the last sample of every available member. A node
+// without a first sample yet is left out: its countCPUs and totalmem of 0
+// make the original's busy score NaN, which sorts anywhere; it appears once
+// it has sampled (one monitoring interval after it joined).
 func (s *Server) seedMonitoring(w http.ResponseWriter, _ *http.Request) {
 	res := []apitypes.SeedNodeMonitoring{}
 	for _, n := range s.nodes() {
-		if n.Status != apitypes.StatusAlive && n.Status != apitypes.StatusSuspect {
+		if !n.Available() || !n.Monitoring.Sampled() {
 			continue
 		}
 		m := n.Monitoring
@@ -77,11 +91,11 @@ func (s *Server) seedMonitoring(w http.ResponseWriter, _ *http.Request) {
 	s.writeJSON(w, http.StatusOK, apitypes.SeedMonitoring{Res: res})
 }
 
-// seedWorkingService answers the IPs of the alive nodes running a service.
-// Its callers build load-balancer upstreams and Ansible host lists from it,
-// so only nodes that can serve now are listed: failed and left nodes still
-// carry the service in their last record but cannot answer, and a suspect
-// node is one the cluster is about to declare failed.
+// seedWorkingService answers the IPs of the available nodes running a
+// service. Its callers build load-balancer upstreams and Ansible host lists
+// from it, so only nodes that can serve now are listed: failed and left
+// nodes still carry the service in their last record but cannot answer, and
+// a suspect node is one the cluster is about to declare failed.
 func (s *Server) seedWorkingService(w http.ResponseWriter, r *http.Request) {
 	service := r.PathValue("service")
 	if err := apitypes.ValidateServiceName(service); err != nil {
@@ -90,7 +104,7 @@ func (s *Server) seedWorkingService(w http.ResponseWriter, r *http.Request) {
 	}
 	res := []string{}
 	for _, n := range s.nodes() {
-		if n.Status == apitypes.StatusAlive && slices.Contains(n.Services, service) {
+		if n.Available() && slices.Contains(n.Services, service) {
 			res = append(res, n.Address)
 		}
 	}

@@ -227,3 +227,16 @@ type DesiredChange struct {
 	Replicas *int `json:"replicas,omitempty"`
 	Delta    *int `json:"delta,omitempty"`
 }
+
+// Available reports whether n can be given work now: alive, and suspected
+// below the threshold it reports (a threshold of 0 means none). It is the
+// one notion of available behind the seed's read paths (/nodes/alive,
+// /nodes/monitoring, /nodes/workingService) and the launcher's default.
+func (n Node) Available() bool {
+	return n.Status == StatusAlive && (n.PhiThreshold <= 0 || n.Phi < n.PhiThreshold)
+}
+
+// Sampled reports whether m holds a real sample: a node that just joined
+// gossips its record before its first sample, with no CPU count and no
+// memory total, and a busy score computed from that means nothing.
+func (m Monitoring) Sampled() bool { return m.CPUs > 0 && m.MemTotal > 0 }
