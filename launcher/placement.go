@@ -2,6 +2,7 @@ package launcher
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -14,6 +15,39 @@ import (
 type Candidate struct {
 	Node  apitypes.Node
 	Score float64
+	// Avoided counts the services of the policy's avoid and depends_on
+	// lists the node runs.
+	Avoided int
+}
+
+// SpreadTolerance is the busy-score difference below which two nodes count
+// as equally busy, so that placement spreads by service count instead of
+// following noise. The score is about load per CPU plus the memory
+// fraction: one node with load 0.25 per CPU more than another is 0.1 busier.
+// Equal idle nodes differ in the third decimal.
+const SpreadTolerance = 0.1
+
+// busyBand is the score rounded to SpreadTolerance: nodes in one band are
+// equally busy.
+func busyBand(score float64) int64 { return int64(math.Floor(score / SpreadTolerance)) }
+
+// lessLaunch orders launch candidates: nodes running none of the avoided
+// services first, then by busy band, then fewer services, then exact
+// score, then name.
+func lessLaunch(a, b Candidate) bool {
+	if a.Avoided != b.Avoided {
+		return a.Avoided < b.Avoided
+	}
+	if ba, bb := busyBand(a.Score), busyBand(b.Score); ba != bb {
+		return ba < bb
+	}
+	if la, lb := len(a.Node.Services), len(b.Node.Services); la != lb {
+		return la < lb
+	}
+	if a.Score != b.Score {
+		return a.Score < b.Score
+	}
+	return a.Node.Name < b.Node.Name
 }
 
 // Exclusion is a node left out of a plan and why.
@@ -70,12 +104,21 @@ func (e *InsufficientError) Error() string {
 	return b.String()
 }
 
-// PlanLaunch picks the n least busy nodes for service: alive, not already
-// running it, and with a suspicion below the threshold (the policy's, else
-// the one each node reports). Lower busy score first, ties by name. Fewer
-// than n candidates is an *InsufficientError carrying the plan.
+// PlanLaunch picks n nodes for service among the candidates: alive, not
+// already running it, with a first monitoring sample, and with a suspicion
+// below the threshold (the policy's, else the one each node reports). It
+// spreads: nodes running a service of the policy's avoid or depends_on list
+// come last, then the less busy (busy scores within SpreadTolerance are
+// equal), then those running fewer services, then by exact score and name.
+// Fewer than n candidates is an *InsufficientError carrying the plan.
 func PlanLaunch(nodes []apitypes.Node, service string, n int, pol Policy) (*Plan, error) {
 	p := &Plan{Service: service}
+	avoid := map[string]bool{}
+	for _, s := range append(slices.Clone(pol.Avoid), pol.DependsOn...) {
+		if s != service {
+			avoid[s] = true
+		}
+	}
 	for _, node := range sortedByName(nodes) {
 		threshold := pol.PhiThreshold
 		if threshold == 0 {
@@ -92,11 +135,20 @@ func PlanLaunch(nodes []apitypes.Node, service string, n int, pol Policy) (*Plan
 			p.Excluded = append(p.Excluded, Exclusion{node, "named like the service's inventory group"})
 		case threshold > 0 && node.Phi >= threshold:
 			p.Excluded = append(p.Excluded, Exclusion{node, fmt.Sprintf("phi %.2f >= threshold %.2f", node.Phi, threshold)})
+		case !node.Monitoring.Sampled():
+			// It just joined: a score of 0 would make it look idle.
+			p.Excluded = append(p.Excluded, Exclusion{node, "no monitoring sample yet"})
 		default:
-			p.Eligible = append(p.Eligible, Candidate{node, toolkit.BusyScore(node)})
+			c := Candidate{Node: node, Score: toolkit.BusyScore(node)}
+			for _, s := range node.Services {
+				if avoid[s] {
+					c.Avoided++
+				}
+			}
+			p.Eligible = append(p.Eligible, c)
 		}
 	}
-	sort.SliceStable(p.Eligible, func(i, j int) bool { return p.Eligible[i].Score < p.Eligible[j].Score })
+	sort.SliceStable(p.Eligible, func(i, j int) bool { return lessLaunch(p.Eligible[i], p.Eligible[j]) })
 	return p, choose(p, n, false)
 }
 
@@ -106,7 +158,7 @@ func PlanRemove(nodes []apitypes.Node, service string, n int) (*Plan, error) {
 	p := &Plan{Service: service}
 	for _, node := range sortedByName(nodes) {
 		if slices.Contains(node.Services, service) {
-			p.Eligible = append(p.Eligible, Candidate{node, toolkit.BusyScore(node)})
+			p.Eligible = append(p.Eligible, Candidate{Node: node, Score: toolkit.BusyScore(node)})
 		} else {
 			p.Excluded = append(p.Excluded, Exclusion{node, "does not run " + service})
 		}

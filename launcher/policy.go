@@ -50,6 +50,11 @@ type Policy struct {
 	DependsOn []string `yaml:"depends_on"`
 	// GracePeriod is how long a failure must last before reconcile acts.
 	GracePeriod Duration `yaml:"grace_period"`
+	// Avoid lists services whose nodes this service is kept off while
+	// other candidates are free (anti-affinity, as Swarm's and Nomad's
+	// spread). The services in DependsOn are avoided too: a load balancer
+	// on one of its own backends loses both when that node fails.
+	Avoid []string `yaml:"avoid"`
 }
 
 // DefaultPolicy is the policy of a service without service.yaml.
@@ -90,6 +95,11 @@ func (p Policy) Validate() error {
 	for _, d := range p.DependsOn {
 		if err := apitypes.ValidateServiceName(d); err != nil {
 			return fmt.Errorf("depends_on: %w", err)
+		}
+	}
+	for _, a := range p.Avoid {
+		if err := apitypes.ValidateServiceName(a); err != nil {
+			return fmt.Errorf("avoid: %w", err)
 		}
 	}
 	if p.GracePeriod < 0 {
