@@ -46,11 +46,16 @@ type Agent struct {
 	hooks *hooks.Runner
 	// hooksCancel ends the cluster subscription that feeds hooks.
 	hooksCancel func()
+	// history keeps every node's recent samples for the page (history.go).
+	history       *api.History
+	historyCancel func()
 
 	// mdns is the mDNS implementation; tests replace it to inject peers.
 	mdns discovery.MDNS
 	// profile overrides conf.Profile when set (tests use the fast profile).
 	profile *cluster.Profile
+	// sysfsRoot replaces /sys for the monitor (tests give a thermal zone).
+	sysfsRoot string
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -163,7 +168,7 @@ func Create(conf *Config, logger *slog.Logger, opts ...Option) (_ *Agent, err er
 		logger.Warn("ssh host keys not gossiped", "err", err)
 	}
 
-	a.monitor = monitor.New(monitor.Config{Interval: conf.MonitorInterval, Logger: logger.With("part", "monitor")})
+	a.monitor = monitor.New(monitor.Config{Interval: conf.MonitorInterval, SysfsRoot: a.sysfsRoot, Logger: logger.With("part", "monitor")})
 
 	httpHost, httpPort, _ := splitHostPort(conf.HTTP, 8080)
 	ln, err := net.Listen("tcp", net.JoinHostPort(httpHost, strconv.Itoa(httpPort)))
@@ -215,7 +220,11 @@ func Create(conf *Config, logger *slog.Logger, opts ...Option) (_ *Agent, err er
 		a.hooks = r
 	}
 
+	if a.history == nil {
+		a.history = api.NewHistory(0, 0)
+	}
 	a.api = api.NewServer(backend{a}, api.Options{
+		History:     a.history,
 		Token:       conf.APIToken,
 		PlainGossip: conf.Encrypt == "",
 		Version:     version.String(),
@@ -239,10 +248,12 @@ func (a *Agent) Start() error {
 	if a.hooks != nil {
 		hookEvents, a.hooksCancel = a.cluster.Subscribe(256)
 	}
+	a.startHistory()
 	if err := a.cluster.Start(); err != nil {
 		if a.hooksCancel != nil {
 			a.hooksCancel()
 		}
+		a.historyCancel()
 		a.httpLn.Close()
 		return fmt.Errorf("start gossip: %w", err)
 	}

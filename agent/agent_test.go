@@ -33,7 +33,7 @@ func (w tlogWriter) Write(p []byte) (int, error) {
 }
 
 // startAgent starts an agent on 127.0.2.<i> with the fast test profile.
-func startAgent(t *testing.T, i int, mut func(*Config)) *Agent {
+func startAgent(t *testing.T, i int, mut func(*Config), opts ...Option) *Agent {
 	t.Helper()
 	conf := DefaultConfig()
 	conf.Name = fmt.Sprintf("node-%d", i)
@@ -53,7 +53,7 @@ func startAgent(t *testing.T, i int, mut func(*Config)) *Agent {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.NewTextHandler(tlogWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	a, err := Create(conf, logger.With("node", conf.Name), WithProfile(profile))
+	a, err := Create(conf, logger.With("node", conf.Name), append([]Option{WithProfile(profile)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

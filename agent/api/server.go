@@ -49,6 +49,9 @@ type Options struct {
 	// Limits bound time, headers, connections and event streams; zero
 	// fields take DefaultLimits' values.
 	Limits Limits
+	// History holds the nodes' recent samples for /v1/history and the
+	// page; nil means an empty one with the defaults.
+	History *History
 }
 
 // Server is the agent's HTTP interface over a Backend. Create it with
@@ -72,6 +75,7 @@ type Server struct {
 	shutdownMu sync.Mutex
 	shutdown   bool
 	shutdownCh chan struct{}
+	history    *History
 }
 
 // NewServer returns a Server answering from b. It starts nothing.
@@ -93,6 +97,10 @@ func NewServer(b Backend, o Options) *Server {
 		limits:      o.Limits.withDefaults(),
 		conns:       connCounts{byClient: make(map[string]int)},
 		shutdownCh:  make(chan struct{}),
+		history:     o.History,
+	}
+	if s.history == nil {
+		s.history = NewHistory(0, 0)
 	}
 	s.hub = newEventHub(s)
 	s.SetToken(o.Token)
@@ -157,6 +165,8 @@ func (s *Server) routes() {
 	s.handle("/v1/conflicts", styleV1, "GET", s.getConflicts)
 	s.handle("/v1/nodes/{name}/rekey", styleV1, "POST", s.postRekey)
 	s.handle("/v1/nodes/{name}/force-leave", styleV1, "POST", s.postForceLeave)
+	s.handle("/v1/nodes/{name}/history", styleV1, "GET", s.getNodeHistory)
+	s.handle("/v1/history", styleV1, "GET", s.getHistory)
 	s.handle("/healthz", styleV1, "GET", s.healthz)
 	s.handle("/metrics", styleV1, "GET", s.metrics)
 
@@ -164,7 +174,7 @@ func (s *Server) routes() {
 	s.handle("/assets/{file}", styleV1, "GET", s.asset)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, styleV1, http.StatusNotFound,
-			fmt.Sprintf("no such path %q: the API is under /v1 (nodes, self, services, desired, events, conflicts), plus /healthz, /metrics and the page at /", r.URL.Path))
+			fmt.Sprintf("no such path %q: the API is under /v1 (nodes, self, services, desired, events, conflicts, history), plus /healthz, /metrics and the page at /", r.URL.Path))
 	})
 }
 
