@@ -24,9 +24,9 @@ func TestHistoryRing(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)
 
 	h.Add("pi-a", sample(t0, 10))
-	h.Add("pi-a", sample(t0.Add(2*time.Second), 20))  // same slot: replaces
-	h.Add("pi-a", sample(t0.Add(1*time.Second), 99))  // same slot, older: ignored
-	h.Add("pi-a", sample(t0.Add(5*time.Second), 30))  // next slot
+	h.Add("pi-a", sample(t0.Add(2*time.Second), 20))   // same slot: replaces
+	h.Add("pi-a", sample(t0.Add(1*time.Second), 99))   // same slot, older: ignored
+	h.Add("pi-a", sample(t0.Add(5*time.Second), 30))   // next slot
 	h.Add("pi-a", apitypes.Monitoring{CPUPercent: 50}) // no time: ignored
 	noTemp := sample(t0.Add(10*time.Second), 40)
 	noTemp.TempC = nil
