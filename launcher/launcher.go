@@ -57,6 +57,10 @@ type Launcher struct {
 	// taken away). Dry runs and plans that fail record nothing. reconcile
 	// leaves it off: replacing a replica does not ask for one more.
 	RecordDesired bool
+	// SSHPort is the port preflight probes on every host a play targets;
+	// 0 means DefaultSSHPort. ReachSSH is the probe; nil means DialSSH.
+	SSHPort  int
+	ReachSSH func(ctx context.Context, node apitypes.Node, port int) error
 	// SettleTimeout bounds the wait, after recording, for the agent this
 	// launcher reads from to see the change (records spread by gossip), so
 	// that the next command renders from a view that includes it. Default
@@ -114,9 +118,16 @@ func (l *Launcher) buildDir(service string) string {
 	return filepath.Join(root, service)
 }
 
+// playbook returns playbooks/<service>/<name>, or the 2015 project's
+// playbooks/<service>/<install|uninstall>_<service>.yml when only that is
+// there.
 func (l *Launcher) playbook(service, name string) (string, error) {
 	p := filepath.Join(l.Playbooks, service, name)
 	if _, err := os.Stat(p); err != nil {
+		old := filepath.Join(l.Playbooks, service, strings.TrimSuffix(name, ".yml")+"_"+service+".yml")
+		if _, oerr := os.Stat(old); oerr == nil {
+			return old, nil
+		}
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", fmt.Errorf("service %s: no playbook %s (set --playbooks or RPI_PLAYBOOKS to the folder holding %s/%s)", service, p, service, name)
 		}
@@ -158,6 +169,13 @@ func (l *Launcher) Launch(ctx context.Context, service string, n int, dryRun boo
 	chosen := plan.ChosenNodes()
 	names := nodeNames(chosen)
 	after := WithService(nodes, names, service, true)
+	dependents, err := Dependents(l.Playbooks, service)
+	if err != nil {
+		return nil, fmt.Errorf("launch %s: %w", service, err)
+	}
+	if err := l.preflight(ctx, "launch", service, l.renders(service, after, chosen, dependents), chosen); err != nil {
+		return nil, err
+	}
 	out, err := l.apply(ctx, applySpec{
 		action: "launch", service: service, book: book, plan: plan, dryRun: dryRun,
 		invView: after, renderView: after, changed: names, add: true, before: nodes,
@@ -208,17 +226,33 @@ func (l *Launcher) Remove(ctx context.Context, service string, n int, dryRun boo
 		return nil, err
 	}
 	l.printPlan("remove", plan)
+	names := nodeNames(plan.ChosenNodes())
+	dependents, err := Dependents(l.Playbooks, service)
+	if err != nil {
+		return nil, fmt.Errorf("remove %s: %w", service, err)
+	}
+	// Failed and left nodes are cleaned up from their records; the play
+	// cannot reach them and is not expected to.
+	var reachable []apitypes.Node
+	for _, n := range plan.ChosenNodes() {
+		if n.Status == apitypes.StatusAlive || n.Status == apitypes.StatusSuspect {
+			reachable = append(reachable, n)
+		}
+	}
+	after := WithService(nodes, names, service, false)
+	if err := l.preflight(ctx, "remove", service, l.renders(service, after, nil, dependents)[1:], reachable); err != nil {
+		return nil, err
+	}
 	if l.RecordDesired && !dryRun {
 		if err := l.changeDesired(ctx, service, -n); err != nil {
 			return nil, fmt.Errorf("remove %s: nothing uninstalled: %w", service, err)
 		}
 	}
-	names := nodeNames(plan.ChosenNodes())
 	// The uninstall play targets the service group, so the run's inventory
 	// still has the chosen nodes in it; templates see the cluster after.
 	return l.apply(ctx, applySpec{
 		action: "remove", service: service, book: book, plan: plan, dryRun: dryRun,
-		invView: nodes, renderView: WithService(nodes, names, service, false), changed: names, add: false, before: nodes,
+		invView: nodes, renderView: after, changed: names, add: false, before: nodes,
 	})
 }
 
@@ -316,9 +350,8 @@ func (l *Launcher) ReapplyDependents(ctx context.Context, service string, view [
 // reapply re-renders dependent's templates with view and re-runs its
 // install playbook on the alive nodes running it.
 func (l *Launcher) reapply(ctx context.Context, dependent string, view []apitypes.Node, dryRun bool) error {
-	data := NewTemplateData(l.Cluster, view, nil)
-	targets := data.Service(dependent)
-	data.Targets, data.Self = targets, targets
+	data := dependentData(l.Cluster, view, dependent)
+	targets := data.Targets
 	if len(targets) == 0 {
 		fmt.Fprintf(l.out(), "dependent %s runs on no alive node; nothing to re-apply\n", dependent)
 		return nil

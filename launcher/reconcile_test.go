@@ -72,7 +72,7 @@ func newHealWorld(t *testing.T, webPolicy string) *healWorld {
 	}
 	w.r = &Reconciler{
 		Launcher: &Launcher{Client: cl, Cluster: "rpi", Playbooks: w.playbooks, Templates: filepath.Join(root, "templates"),
-			BuildDir: w.build, Runner: &Runner{Path: path}, Out: w.out},
+			BuildDir: w.build, Runner: &Runner{Path: path}, Out: w.out, SSHPort: fakeSSH(t, "127.0.0.1")},
 		BackoffMin: 10 * time.Second,
 		BackoffMax: 40 * time.Second,
 		Log:        slog.New(slog.NewTextHandler(w.out, &slog.HandlerOptions{Level: slog.LevelDebug})),

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -111,6 +112,7 @@ func TestLaunchPinsNodesAndRefusesAChangedKey(t *testing.T) {
 		fakeagent.Signed(k2, apitypes.Node{Name: "pi-2", Address: "127.0.23.2", PhiThreshold: 8, Monitoring: mon(0.5)}),
 	})
 	_, dir := fakeAnsible(t)
+	t.Setenv("RPI_SSH_PORT", strconv.Itoa(fakeSSH(t, "127.0.23.1", "127.0.23.2")))
 	cfg := filepath.Join(t.TempDir(), "config.yaml")
 	t.Setenv("RPI_CONFIG", cfg)
 	pins := filepath.Join(filepath.Dir(cfg), "known_nodes.json")

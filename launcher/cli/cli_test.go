@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -64,7 +66,52 @@ done
 	t.Setenv("RPI_CONFIG", filepath.Join(dir, "none.yaml"))
 	t.Setenv("RPI_TOKEN", "")
 	t.Setenv("RPI_AGENT", "")
+	t.Setenv("RPI_SSH_PORT", strconv.Itoa(fakeSSH(t, "127.0.0.1")))
 	return path, dir
+}
+
+// fakeSSH greets connections on one port of every loopback address in
+// hosts as an SSH server does, for preflight's reachability check; it
+// returns the port.
+func fakeSSH(t *testing.T, hosts ...string) int {
+	t.Helper()
+	for range 20 {
+		first, err := net.Listen("tcp", net.JoinHostPort(hosts[0], "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := first.Addr().(*net.TCPAddr).Port
+		lns := []net.Listener{first}
+		for _, h := range hosts[1:] {
+			ln, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
+			if err != nil {
+				break // the port is taken there: try another
+			}
+			lns = append(lns, ln)
+		}
+		if len(lns) < len(hosts) {
+			for _, ln := range lns {
+				ln.Close()
+			}
+			continue
+		}
+		for _, ln := range lns {
+			t.Cleanup(func() { ln.Close() })
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					c.Write([]byte("SSH-2.0-OpenSSH_9.2p1\r\n"))
+					c.Close()
+				}
+			}()
+		}
+		return port
+	}
+	t.Fatalf("no port free on all of %v", hosts)
+	return 0
 }
 
 func calls(t *testing.T, dir string) []string {

@@ -46,6 +46,7 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			&cli.StringFlag{Name: "templates", Value: "templates", EnvVars: []string{"RPI_TEMPLATES"}, Usage: "`DIR` holding SERVICE/ templates"},
 			&cli.StringFlag{Name: "build-dir", Value: "build", Usage: "`DIR` where SERVICE/ renders are written"},
 			&cli.StringFlag{Name: "ansible-playbook", Value: "ansible-playbook", EnvVars: []string{"RPI_ANSIBLE_PLAYBOOK"}, Usage: "ansible-playbook `PATH`"},
+			&cli.IntFlag{Name: "ssh-port", Value: launcher.DefaultSSHPort, EnvVars: []string{"RPI_SSH_PORT"}, Usage: "`PORT` preflight checks answers SSH on every chosen node"},
 		),
 		Writer:          stdout,
 		ErrWriter:       stderr,
@@ -175,6 +176,7 @@ func newLauncher(c *cli.Context, s *toolkit.Session, extra []string, stdout, std
 		Runner:    &launcher.Runner{Path: c.String("ansible-playbook"), Stdout: stdout, Stderr: stderr},
 		ExtraArgs: extra,
 		Out:       stdout,
+		SSHPort:   c.Int("ssh-port"),
 	}
 }
 
