@@ -138,7 +138,10 @@ func LoadPolicy(playbooksDir, service string) (Policy, error) {
 }
 
 // Dependents returns the services under playbooksDir whose policy lists
-// service in depends_on, sorted.
+// service in depends_on, sorted, with service itself first when its own
+// policy lists it: a service whose templates list its peers (an etcd or
+// Consul server list) is re-applied where it runs whenever its own node
+// set changes.
 func Dependents(playbooksDir, service string) ([]string, error) {
 	entries, err := os.ReadDir(playbooksDir)
 	if err != nil {
@@ -146,7 +149,7 @@ func Dependents(playbooksDir, service string) ([]string, error) {
 	}
 	var out []string
 	for _, e := range entries {
-		if !e.IsDir() || e.Name() == service {
+		if !e.IsDir() {
 			continue
 		}
 		p, err := LoadPolicy(playbooksDir, e.Name())
@@ -160,6 +163,11 @@ func Dependents(playbooksDir, service string) ([]string, error) {
 			}
 		}
 	}
-	sort.Strings(out)
+	sort.Slice(out, func(i, j int) bool {
+		if (out[i] == service) != (out[j] == service) {
+			return out[i] == service
+		}
+		return out[i] < out[j]
+	})
 	return out, nil
 }
