@@ -113,12 +113,17 @@ type pageRow struct {
 	PhiValue, PhiMax        float64
 	PhiLow, PhiHigh         float64
 	CPU, Memory, Load, Temp string
-	Services                []string
+	Disk, Uptime            string
+	// Sampled is the age of a failed or left node's last sample ("12 s
+	// ago"); "" for the others, whose values are current.
+	Sampled  string
+	Services []string
 }
 
 func (s *Server) page(w http.ResponseWriter, _ *http.Request) {
 	self := s.self()
 	nodes := s.nodes()
+	now := time.Now()
 	d := pageData{
 		Self:      self.Name,
 		Version:   s.version,
@@ -128,12 +133,12 @@ func (s *Server) page(w http.ResponseWriter, _ *http.Request) {
 		Alone:     len(nodes) <= 1,
 		Warnings:  s.Warnings(),
 		Conflicts: s.b.KeyConflicts(),
-		Rendered:  time.Now().Format("15:04:05"),
+		Rendered:  now.Format("15:04:05"),
 	}
 	count := map[string]int{}
 	for _, n := range nodes {
 		count[n.Status]++
-		d.Rows = append(d.Rows, newPageRow(n))
+		d.Rows = append(d.Rows, newPageRow(n, now))
 	}
 	for _, st := range []string{apitypes.StatusAlive, apitypes.StatusSuspect, apitypes.StatusFailed, apitypes.StatusLeft} {
 		d.Counts = append(d.Counts, statusCount{Status: st, N: count[st]})
@@ -155,7 +160,7 @@ func (s *Server) page(w http.ResponseWriter, _ *http.Request) {
 }
 
 // newPageRow formats one node. The formats match app.js.
-func newPageRow(n apitypes.Node) pageRow {
+func newPageRow(n apitypes.Node, now time.Time) pageRow {
 	m := n.Monitoring
 	threshold := n.PhiThreshold
 	if threshold <= 0 {
@@ -179,7 +184,15 @@ func newPageRow(n apitypes.Node) pageRow {
 		Memory:      "—",
 		Load:        fmt.Sprintf("%.2f / %.2f / %.2f", m.Load1, m.Load5, m.Load15),
 		Temp:        "—",
+		Disk:        "—",
+		Uptime:      formatUptime(m.UptimeS),
 		Services:    n.Services,
+	}
+	if m.DiskUsedPercent > 0 {
+		r.Disk = fmt.Sprintf("%.0f %%", m.DiskUsedPercent)
+	}
+	if (n.Status == apitypes.StatusFailed || n.Status == apitypes.StatusLeft) && !m.SampledAt.IsZero() {
+		r.Sampled = formatAge(now.Sub(m.SampledAt))
 	}
 	if m.MemTotal > 0 {
 		r.Memory = formatBytes(m.MemUsed) + " / " + formatBytes(m.MemTotal)
@@ -210,6 +223,38 @@ func nodeURL(n apitypes.Node) string {
 	}
 	u := url.URL{Scheme: "http", Host: net.JoinHostPort(n.Address, strconv.Itoa(n.HTTPPort)), Path: "/"}
 	return u.String()
+}
+
+// formatAge says how old a sample is, as app.js does.
+func formatAge(d time.Duration) string {
+	s := max(0, int64(math.Round(d.Seconds())))
+	if s < 90 {
+		return fmt.Sprintf("%d s ago", s)
+	}
+	m := int64(math.Round(float64(s) / 60))
+	if m < 90 {
+		return fmt.Sprintf("%d min ago", m)
+	}
+	h := int64(math.Round(float64(m) / 60))
+	if h < 48 {
+		return fmt.Sprintf("%d h ago", h)
+	}
+	return fmt.Sprintf("%d d ago", int64(math.Round(float64(h)/24)))
+}
+
+// formatUptime is "3 d 4 h", "2 h 5 min" or "7 min", as app.js does; ""
+// when unknown.
+func formatUptime(sec uint64) string {
+	d, h, m := sec/86400, sec%86400/3600, sec%3600/60
+	switch {
+	case sec == 0:
+		return ""
+	case d > 0:
+		return fmt.Sprintf("%d d %d h", d, h)
+	case h > 0:
+		return fmt.Sprintf("%d h %d min", h, m)
+	}
+	return fmt.Sprintf("%d min", m)
 }
 
 func formatPhi(phi float64) string {
