@@ -82,6 +82,14 @@ type Config struct {
 	// on every API write.
 	APIToken string `yaml:"api_token"`
 
+	// EncryptFile and APITokenFile name files holding the key and the token
+	// instead, readable by the agent's user and not by every user, so the
+	// secrets need not be in this file, a command line or the environment.
+	// The command line resolves them (rereading them on SIGHUP); setting a
+	// secret and its file in the same layer is an error.
+	EncryptFile  string `yaml:"encrypt_file"`
+	APITokenFile string `yaml:"api_token_file"`
+
 	// Profile names the gossip timing profile: lan (default), local, wan,
 	// memberlist-lan.
 	Profile string `yaml:"profile"`

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/rpi-cluster/rpi-cluster/internal/secretfile"
 )
 
 // WorkstationConfig is ~/.config/rpi-cluster/config.yaml: what the workstation
@@ -23,6 +25,9 @@ type WorkstationConfig struct {
 	Agents []string `yaml:"agents,omitempty"`
 	// Token is the API token sent on writes.
 	Token string `yaml:"token,omitempty"`
+	// TokenFile is a file holding the token instead (not readable by every
+	// user); Token wins when both are set.
+	TokenFile string `yaml:"token_file,omitempty"`
 	// Cluster is the cluster name, used to filter mDNS answers.
 	Cluster string `yaml:"cluster,omitempty"`
 	// MDNSInterface is the interface to browse on when no agent is given.
@@ -36,6 +41,15 @@ type WorkstationConfig struct {
 	// KnownNodes is the file of node identity keys the tools pinned on
 	// first sight; default known_nodes.json beside this config.
 	KnownNodes string `yaml:"known_nodes,omitempty"`
+}
+
+// APIToken is the token the tools send: Token, else the content of
+// TokenFile, else "".
+func (c *WorkstationConfig) APIToken() (string, error) {
+	if c.Token != "" || c.TokenFile == "" {
+		return c.Token, nil
+	}
+	return secretfile.Read(c.TokenFile)
 }
 
 // DefaultWorkstationConfigPath is $XDG_CONFIG_HOME/rpi-cluster/config.yaml,

@@ -19,7 +19,18 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/rpi-cluster/rpi-cluster/agent"
+	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
+	"github.com/rpi-cluster/rpi-cluster/internal/secretfile"
 	"github.com/rpi-cluster/rpi-cluster/internal/version"
+)
+
+// envConfig names the agent's config file. The workstation tools' file has
+// its own variable (RPI_WORKSTATION_CONFIG); RPI_CONFIG, which once meant
+// either, is ignored here with a warning, since a shell that exports it for
+// the tools would otherwise make the agent read the wrong file.
+const (
+	envConfig    = "RPI_AGENT_CONFIG"
+	envConfigOld = "RPI_CONFIG"
 )
 
 // leaveTimeout bounds the graceful leave on SIGINT/SIGTERM; a second signal
@@ -47,7 +58,7 @@ func setGCTarget(getenv func(string) string) {
 
 // App returns the rpi-agent command line application.
 func App() *cli.App {
-	return &cli.App{
+	return cliapp.Prepare(&cli.App{
 		Name:    "rpi-agent",
 		Usage:   "run the cluster agent of a Raspberry Pi: discovery, gossip, failure detection, API and status page",
 		Version: version.String(),
@@ -78,28 +89,32 @@ func App() *cli.App {
 				},
 			},
 		},
-	}
+	})
 }
 
 func runFlags() []cli.Flag {
 	env := func(name string) []string { return []string{"RPI_" + name} }
 	return []cli.Flag{
-		&cli.StringFlag{Name: "config", Usage: "YAML config `FILE` (keys as the flags, with _ for -)", EnvVars: env("CONFIG"), Value: agent.DefaultConfigPath},
-		&cli.StringFlag{Name: "name", Usage: "node name (default: hostname, or rpi-<MAC> when the hostname is a factory default)", EnvVars: env("NAME")},
-		&cli.StringFlag{Name: "cluster", Usage: "cluster name (default \"rpi\")", EnvVars: env("CLUSTER")},
-		&cli.StringFlag{Name: "bind", Usage: "gossip `HOST:PORT` (default 0.0.0.0:7946)", EnvVars: env("BIND")},
-		&cli.StringFlag{Name: "advertise", Usage: "address peers use to reach this node", EnvVars: env("ADVERTISE")},
-		&cli.StringFlag{Name: "http", Usage: "API and status page `HOST:PORT` (default :8080)", EnvVars: env("HTTP")},
+		&cli.StringFlag{Name: "config", Usage: "YAML config `FILE` (keys as the flags, with _ for -)", EnvVars: []string{envConfig}, Value: agent.DefaultConfigPath},
+		&cli.StringFlag{Name: "name", Usage: "node `NAME`", DefaultText: "the hostname, or rpi-<MAC> when the hostname is a factory default", EnvVars: env("NAME")},
+		&cli.StringFlag{Name: "cluster", Usage: "cluster `NAME`", DefaultText: "rpi", EnvVars: env("CLUSTER")},
+		&cli.StringFlag{Name: "bind", Usage: "gossip `HOST:PORT`", DefaultText: "0.0.0.0:7946", EnvVars: env("BIND")},
+		&cli.StringFlag{Name: "advertise", Usage: "`ADDRESS` peers use to reach this node", DefaultText: "from --bind, or the first private address when it is 0.0.0.0", EnvVars: env("ADVERTISE")},
+		&cli.StringFlag{Name: "http", Usage: "API and status page `HOST:PORT`", DefaultText: ":8080", EnvVars: env("HTTP")},
 		&cli.StringSliceFlag{Name: "join", Usage: "gossip `ADDR` to join, retried until it answers (repeatable)", EnvVars: env("JOIN")},
-		&cli.BoolFlag{Name: "mdns", Usage: "advertise and browse for peers with mDNS (default true)", EnvVars: env("MDNS")},
-		&cli.BoolFlag{Name: "no-mdns", Usage: "turn mDNS off"},
-		&cli.StringFlag{Name: "interface", Usage: "network interface for mDNS (default: all)", EnvVars: env("INTERFACE")},
-		&cli.StringFlag{Name: "data-dir", Usage: "`DIR` holding meta-data.json (default /var/lib/rpi-agent)", EnvVars: env("DATA_DIR")},
-		&cli.StringFlag{Name: "encrypt", Usage: "gossip encryption key, base64 (see `rpi-agent keygen`)", EnvVars: env("ENCRYPT")},
-		&cli.StringFlag{Name: "api-token", Usage: "bearer `TOKEN` required for API writes", EnvVars: env("API_TOKEN")},
-		&cli.StringFlag{Name: "profile", Usage: "gossip timing profile: lan, local, wan, memberlist-lan (default lan)", EnvVars: env("PROFILE")},
-		&cli.Float64Flag{Name: "phi-threshold", Usage: "suspicion level that marks a peer unavailable (default 8)", EnvVars: env("PHI_THRESHOLD")},
-		&cli.StringFlag{Name: "log-level", Usage: "debug, info, warn, error", EnvVars: env("LOG_LEVEL")},
+		// --no-mdns is the way to say no in a unit file or script; it is
+		// described here, under --mdns, and hidden from the list.
+		&cli.BoolFlag{Name: "mdns", Usage: "advertise and browse for peers with mDNS (--no-mdns turns it off)", Value: true, EnvVars: env("MDNS")},
+		&cli.BoolFlag{Name: "no-mdns", Usage: "turn mDNS off", Hidden: true},
+		&cli.StringFlag{Name: "interface", Usage: "network `INTERFACE` for mDNS", DefaultText: "every multicast interface", EnvVars: env("INTERFACE")},
+		&cli.StringFlag{Name: "data-dir", Usage: "`DIR` holding meta-data.json, the node key and pins", DefaultText: "/var/lib/rpi-agent", EnvVars: env("DATA_DIR")},
+		&cli.StringFlag{Name: "encrypt", Usage: "gossip encryption `KEY`, base64 (see 'rpi-agent keygen'; visible to ps: prefer --encrypt-file)", EnvVars: env("ENCRYPT")},
+		&cli.StringFlag{Name: "encrypt-file", Usage: "read the gossip encryption key from `FILE` (not readable by every user)", EnvVars: env("ENCRYPT_FILE")},
+		&cli.StringFlag{Name: "api-token", Usage: "bearer `TOKEN` required for API writes (visible to ps: prefer --api-token-file)", EnvVars: env("API_TOKEN")},
+		&cli.StringFlag{Name: "api-token-file", Usage: "read the API token from `FILE` (not readable by every user)", EnvVars: env("API_TOKEN_FILE")},
+		&cli.StringFlag{Name: "profile", Usage: "gossip timing `PROFILE`: lan, local, wan, memberlist-lan", DefaultText: "lan", EnvVars: env("PROFILE")},
+		&cli.Float64Flag{Name: "phi-threshold", Usage: "suspicion `LEVEL` that marks a peer unavailable", DefaultText: "8", EnvVars: env("PHI_THRESHOLD")},
+		&cli.StringFlag{Name: "log-level", Usage: "`LEVEL`: debug, info, warn, error", DefaultText: "info", EnvVars: env("LOG_LEVEL")},
 	}
 }
 
@@ -126,8 +141,32 @@ func loadConfig(c *cli.Context) (*agent.Config, error) {
 	str("http", &conf.HTTP)
 	str("interface", &conf.Interface)
 	str("data-dir", &conf.DataDir)
-	str("encrypt", &conf.Encrypt)
-	str("api-token", &conf.APIToken)
+	// A secret given in a later layer replaces the earlier layer's file, and
+	// a file the earlier layer's secret.
+	secret := func(flag string, value, file *string) error {
+		if c.IsSet(flag) && c.IsSet(flag+"-file") {
+			return cliapp.Usagef("--%s and --%s: %w", flag, flag+"-file", secretfile.ErrBoth)
+		}
+		if c.IsSet(flag) {
+			*value, *file = c.String(flag), ""
+		}
+		if c.IsSet(flag + "-file") {
+			*value, *file = "", c.String(flag+"-file")
+		}
+		key := strings.ReplaceAll(flag, "-", "_")
+		v, err := secretfile.Value(key, key+"_file", *value, *file)
+		if err != nil {
+			return fmt.Errorf("invalid configuration: %w", err)
+		}
+		*value = v
+		return nil
+	}
+	if err := secret("encrypt", &conf.Encrypt, &conf.EncryptFile); err != nil {
+		return nil, err
+	}
+	if err := secret("api-token", &conf.APIToken, &conf.APITokenFile); err != nil {
+		return nil, err
+	}
 	str("profile", &conf.Profile)
 	str("log-level", &conf.LogLevel)
 	if c.IsSet("join") {
@@ -160,7 +199,7 @@ func loadConfig(c *cli.Context) (*agent.Config, error) {
 
 func run(c *cli.Context) error {
 	if c.Args().Len() > 0 {
-		return fmt.Errorf("unexpected argument %q: see rpi-agent --help", c.Args().First())
+		return cliapp.Usagef("unexpected argument %q", c.Args().First())
 	}
 	// Signals are caught from here on, so a SIGHUP or SIGTERM sent while
 	// the agent starts is handled once it runs rather than killing it.
@@ -177,6 +216,9 @@ func run(c *cli.Context) error {
 	l, _ := agent.ParseLogLevel(conf.LogLevel)
 	level.Set(l)
 	logger := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	if os.Getenv(envConfigOld) != "" && os.Getenv(envConfig) == "" {
+		logger.Warn(envConfigOld+" is ignored: it names the workstation tools' config; set "+envConfig+" for the agent's", "config", c.String("config"))
+	}
 
 	a, err := agent.Create(conf, logger)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,20 +15,35 @@ import (
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
+	"github.com/rpi-cluster/rpi-cluster/internal/secretfile"
 )
 
 // Names of the flags every tool shares.
 const (
-	FlagAgent  = "agent"
-	FlagToken  = "token"
-	FlagConfig = "config"
-	FlagJSON   = "json"
+	FlagAgent = "agent"
+	FlagToken = "token"
+	// FlagTokenFile reads the token from a file that only its owner (and
+	// group) may read, out of sight of ps.
+	FlagTokenFile = "token-file"
+	FlagConfig    = "config"
+	FlagJSON      = "json"
+)
+
+// Environment variables naming the workstation config. The agent's YAML has
+// its own, RPI_AGENT_CONFIG: one variable per file, so exporting one for the
+// tools cannot make rpi-agent read the wrong file.
+const (
+	EnvConfig = "RPI_WORKSTATION_CONFIG"
+	// EnvConfigOld is the name the tools once shared with rpi-agent; still
+	// read, with a warning, when EnvConfig is not set.
+	EnvConfigOld = "RPI_CONFIG"
 )
 
 // CommonFlags returns the flags shared by all workstation tools: --agent
-// (repeatable, RPI_AGENT, comma-separated accepted), --token (RPI_TOKEN) and
-// --config (the workstation config path). They belong on the root app; the
-// subcommands see them through the context lineage.
+// (repeatable, RPI_AGENT, comma-separated accepted), --token (RPI_TOKEN),
+// --token-file (RPI_TOKEN_FILE) and --config (the workstation config path,
+// RPI_WORKSTATION_CONFIG). They belong on the root app; the subcommands see
+// them through the context lineage.
 func CommonFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringSliceFlag{
@@ -37,16 +53,35 @@ func CommonFlags() []cli.Flag {
 		},
 		&cli.StringFlag{
 			Name:    FlagToken,
-			Usage:   "API `TOKEN` for writes",
+			Usage:   "API `TOKEN` for writes (visible to ps: prefer --token-file)",
 			EnvVars: []string{"RPI_TOKEN"},
+		},
+		&cli.StringFlag{
+			Name:    FlagTokenFile,
+			Usage:   "read the API token from `FILE` (not readable by every user)",
+			EnvVars: []string{"RPI_TOKEN_FILE"},
 		},
 		&cli.StringFlag{
 			Name:    FlagConfig,
 			Usage:   "workstation config `FILE`",
 			Value:   client.DefaultWorkstationConfigPath(),
-			EnvVars: []string{"RPI_CONFIG"},
+			EnvVars: []string{EnvConfig},
 		},
 	}
+}
+
+// ConfigPath is the workstation config the command line names: --config,
+// else RPI_WORKSTATION_CONFIG, else the deprecated RPI_CONFIG (with a
+// warning on c.App.ErrWriter), else the default path.
+func ConfigPath(c *cli.Context) string {
+	if !c.IsSet(FlagConfig) {
+		if old := os.Getenv(EnvConfigOld); old != "" {
+			fmt.Fprintf(c.App.ErrWriter, "%s: warning: %s is deprecated for the workstation tools (rpi-agent ignores it): set %s=%s instead\n",
+				c.App.Name, EnvConfigOld, EnvConfig, old)
+			return old
+		}
+	}
+	return c.String(FlagConfig)
 }
 
 // JSONFlag is --json, for the commands a person might script.
@@ -87,19 +122,25 @@ const (
 // Gate that warns on c.App.ErrWriter. The error is the client's hint (what
 // was tried and what to do) when none answers.
 func Connect(ctx context.Context, c *cli.Context, pin Pinning) (*Session, error) {
-	cfg, err := client.LoadWorkstationConfig(c.String(FlagConfig))
+	configPath := ConfigPath(c)
+	cfg, err := client.LoadWorkstationConfig(configPath)
 	if err != nil {
 		return nil, err
 	}
 	gate := &Gate{Warn: c.App.ErrWriter}
 	if pin {
-		if gate.Pins, err = identity.OpenPins(PinsPath(c.String(FlagConfig), cfg)); err != nil {
+		if gate.Pins, err = identity.OpenPins(PinsPath(configPath, cfg)); err != nil {
 			return nil, err
 		}
 	}
-	token := c.String(FlagToken)
+	token, err := secretfile.Value("--"+FlagToken, "--"+FlagTokenFile, c.String(FlagToken), c.String(FlagTokenFile))
+	if err != nil {
+		return nil, err
+	}
 	if token == "" {
-		token = cfg.Token
+		if token, err = cfg.APIToken(); err != nil {
+			return nil, err
+		}
 	}
 	agents := SplitList(c.StringSlice(FlagAgent))
 	// The LAN is browsed only when no agent is named anywhere: an agent the

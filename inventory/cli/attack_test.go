@@ -191,7 +191,7 @@ func runIn(t *testing.T, cfg string, args ...string) (string, string, error) {
 	t.Helper()
 	t.Setenv("RPI_AGENT", "")
 	t.Setenv("RPI_TOKEN", "")
-	t.Setenv("RPI_CONFIG", cfg)
+	t.Setenv("RPI_WORKSTATION_CONFIG", cfg)
 	var out, errOut bytes.Buffer
 	err := Run(context.Background(), append([]string{"rpi-inventory"}, args...), &out, &errOut)
 	return out.String(), errOut.String(), err

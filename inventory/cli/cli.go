@@ -21,6 +21,7 @@ import (
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"github.com/rpi-cluster/rpi-cluster/internal/atomicfile"
+	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 	"github.com/rpi-cluster/rpi-cluster/inventory"
 )
@@ -30,7 +31,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	app := NewApp(stdout, stderr)
 	args, extra := toolkit.Permute(app, args)
 	if len(extra) > 0 {
-		return fmt.Errorf("rpi-inventory takes no arguments after --: %v", extra)
+		return cliapp.Usagef("rpi-inventory takes no arguments after --: %v", extra)
 	}
 	return app.RunContext(ctx, args)
 }
@@ -41,7 +42,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 		&cli.BoolFlag{Name: "list", Usage: "print the whole inventory as JSON (Ansible dynamic-inventory protocol)"},
 		&cli.StringFlag{Name: "host", Usage: "print the variables of host `NAME` as JSON"},
 	)
-	return &cli.App{
+	return cliapp.Prepare(&cli.App{
 		Name:  "rpi-inventory",
 		Usage: "the live rpi-cluster as an Ansible inventory",
 		Description: "Use as a dynamic inventory: ansible-playbook -i rpi-inventory site.yml.\n" +
@@ -53,13 +54,12 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
-		ExitErrHandler:  func(*cli.Context, error) {},
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
-				return fmt.Errorf("unexpected argument %q: use --list, --host NAME, hosts PLAYBOOK or known-hosts", c.Args().First())
+				return cliapp.Usagef("unexpected argument %q: use --list, --host NAME, hosts PLAYBOOK or known-hosts", c.Args().First())
 			}
 			if !c.Bool("list") && !c.IsSet("host") {
-				return fmt.Errorf("nothing to do: use --list, --host NAME, hosts PLAYBOOK or known-hosts (see --help)")
+				return cliapp.Usagef("nothing to do: use --list, --host NAME, hosts PLAYBOOK or known-hosts")
 			}
 			s, nodes, err := toolkit.ConnectView(c, toolkit.Pin)
 			if err != nil {
@@ -90,7 +90,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 				},
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
-						return fmt.Errorf("hosts: want exactly one PLAYBOOK, got %d arguments", c.NArg())
+						return cliapp.Usagef("hosts: want exactly one PLAYBOOK, got %d arguments", c.NArg())
 					}
 					assign, err := inventory.ParseAssign(c.StringSlice("assign"))
 					if err != nil {
@@ -121,7 +121,7 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 				},
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 0 {
-						return fmt.Errorf("known-hosts: unexpected argument %q", c.Args().First())
+						return cliapp.Usagef("known-hosts: unexpected argument %q", c.Args().First())
 					}
 					s, nodes, err := toolkit.ConnectView(c, toolkit.Pin)
 					if err != nil {
@@ -145,23 +145,24 @@ func NewApp(stdout, stderr io.Writer) *cli.App {
 					"expected), forget it; otherwise find out which machine answers under its name.",
 				Action: func(c *cli.Context) error {
 					if c.NArg() == 0 {
-						return fmt.Errorf("usage: rpi-inventory forget NODE...")
+						return cliapp.Usagef("usage: rpi-inventory forget NODE...")
 					}
 					return forget(c, stdout)
 				},
 			},
 		},
-	}
+	})
 }
 
 // forget removes the pins of the nodes named on the command line. A name
 // that is not pinned is an error, after the others are forgotten.
 func forget(c *cli.Context, stdout io.Writer) error {
-	cfg, err := client.LoadWorkstationConfig(c.String(toolkit.FlagConfig))
+	configPath := toolkit.ConfigPath(c)
+	cfg, err := client.LoadWorkstationConfig(configPath)
 	if err != nil {
 		return err
 	}
-	pins, err := identity.OpenPins(toolkit.PinsPath(c.String(toolkit.FlagConfig), cfg))
+	pins, err := identity.OpenPins(toolkit.PinsPath(configPath, cfg))
 	if err != nil {
 		return err
 	}

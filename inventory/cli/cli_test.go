@@ -31,7 +31,7 @@ func run(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	t.Setenv("RPI_AGENT", "")
 	t.Setenv("RPI_TOKEN", "")
-	t.Setenv("RPI_CONFIG", filepath.Join(t.TempDir(), "none.yaml"))
+	t.Setenv("RPI_WORKSTATION_CONFIG", filepath.Join(t.TempDir(), "none.yaml"))
 	var out, errOut bytes.Buffer
 	err := Run(context.Background(), append([]string{"rpi-inventory"}, args...), &out, &errOut)
 	return out.String(), errOut.String(), err
@@ -66,7 +66,7 @@ func TestHostAndFallThrough(t *testing.T) {
 	// pi-3's agent is down: the comma-separated list falls through to pi-1.
 	t.Setenv("RPI_AGENT", c.URL("pi-3")+","+c.URL("pi-1"))
 	var out, errOut bytes.Buffer
-	t.Setenv("RPI_CONFIG", filepath.Join(t.TempDir(), "none.yaml"))
+	t.Setenv("RPI_WORKSTATION_CONFIG", filepath.Join(t.TempDir(), "none.yaml"))
 	if err := Run(context.Background(), []string{"rpi-inventory", "--host", "pi-2"}, &out, &errOut); err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +227,7 @@ func BenchmarkInventoryList(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			srv := fakeagent.Start(b, manyNodes(n), allButFirst(n)...)
 			url := srv.URL("pi-000")
-			b.Setenv("RPI_CONFIG", filepath.Join(b.TempDir(), "none.yaml"))
+			b.Setenv("RPI_WORKSTATION_CONFIG", filepath.Join(b.TempDir(), "none.yaml"))
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				var out bytes.Buffer
@@ -250,7 +250,7 @@ func BenchmarkInventoryListProcess(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				cmd := exec.Command(bin, "--agent", url, "--list")
-				cmd.Env = []string{"RPI_CONFIG=/nonexistent/config.yaml"}
+				cmd.Env = []string{"RPI_WORKSTATION_CONFIG=/nonexistent/config.yaml"}
 				if out, err := cmd.CombinedOutput(); err != nil {
 					b.Fatalf("%v\n%s", err, out)
 				}

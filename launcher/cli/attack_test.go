@@ -114,7 +114,7 @@ func TestLaunchPinsNodesAndRefusesAChangedKey(t *testing.T) {
 	_, dir := fakeAnsible(t)
 	t.Setenv("RPI_SSH_PORT", strconv.Itoa(fakeSSH(t, "127.0.23.1", "127.0.23.2")))
 	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	t.Setenv("RPI_CONFIG", cfg)
+	t.Setenv("RPI_WORKSTATION_CONFIG", cfg)
 	pins := filepath.Join(filepath.Dir(cfg), "known_nodes.json")
 	if _, err := launch(t, "1", "nginx_webserver", "--agent", c.URL("pi-1"), "--build-dir", t.TempDir()); err != nil {
 		t.Fatal(err)
@@ -138,7 +138,7 @@ func TestLaunchPinsNodesAndRefusesAChangedKey(t *testing.T) {
 }
 
 func TestMetaListShowsNoHostileText(t *testing.T) {
-	t.Setenv("RPI_CONFIG", filepath.Join(t.TempDir(), "none.yaml"))
+	t.Setenv("RPI_WORKSTATION_CONFIG", filepath.Join(t.TempDir(), "none.yaml"))
 	c := hostileCluster(t)
 	c.Update("pi-2", func(n *apitypes.Node) { n.Status = "alive\x1b[8m" })
 	var out, errOut bytes.Buffer

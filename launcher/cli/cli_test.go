@@ -63,7 +63,7 @@ done
 	t.Setenv("RPI_ANSIBLE_PLAYBOOK", path)
 	t.Setenv("RPI_PLAYBOOKS", "../../playbooks")
 	t.Setenv("RPI_TEMPLATES", "../../templates")
-	t.Setenv("RPI_CONFIG", filepath.Join(dir, "none.yaml"))
+	t.Setenv("RPI_WORKSTATION_CONFIG", filepath.Join(dir, "none.yaml"))
 	t.Setenv("RPI_TOKEN", "")
 	t.Setenv("RPI_AGENT", "")
 	t.Setenv("RPI_SSH_PORT", strconv.Itoa(fakeSSH(t, "127.0.0.1")))
@@ -249,7 +249,7 @@ func meta(t *testing.T, args ...string) (string, error) {
 }
 
 func TestMeta(t *testing.T) {
-	t.Setenv("RPI_CONFIG", filepath.Join(t.TempDir(), "none.yaml"))
+	t.Setenv("RPI_WORKSTATION_CONFIG", filepath.Join(t.TempDir(), "none.yaml"))
 	c := fakeagent.Start(t, []apitypes.Node{{Name: "pi-1"}, {Name: "pi-2", Address: "127.0.0.2"}, {Name: "pi-3"}})
 	c.Token = "s3cret"
 	t.Setenv("RPI_AGENT", c.URL("pi-1"))

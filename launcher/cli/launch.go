@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 	"github.com/rpi-cluster/rpi-cluster/inventory"
 	"github.com/rpi-cluster/rpi-cluster/launcher"
@@ -51,7 +52,6 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
-		ExitErrHandler:  func(*cli.Context, error) {},
 		Action: func(c *cli.Context) error {
 			var n int
 			var service string
@@ -60,7 +60,7 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			case remove && c.NArg() == 1:
 				n, service = c.Int("remove"), c.Args().First()
 			case remove:
-				return fmt.Errorf("usage: rpi-launch --remove N SERVICE")
+				return cliapp.Usagef("usage: rpi-launch --remove N SERVICE")
 			case c.NArg() == 2:
 				v, err := strconv.Atoi(c.Args().Get(0))
 				if err != nil || v < 1 {
@@ -68,7 +68,7 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 				}
 				n, service = v, c.Args().Get(1)
 			default:
-				return fmt.Errorf("usage: rpi-launch N SERVICE [-- ansible-playbook args], or rpi-launch --remove N SERVICE")
+				return cliapp.Usagef("usage: rpi-launch N SERVICE [-- ansible-playbook args], or rpi-launch --remove N SERVICE")
 			}
 			if n < 1 {
 				return fmt.Errorf("--remove %d: want a whole number of at least 1", n)
@@ -95,7 +95,7 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			Flags:     []cli.Flag{toolkit.JSONFlag()},
 			Action: func(c *cli.Context) error {
 				if c.NArg() > 0 {
-					return fmt.Errorf("usage: rpi-launch status [--json]")
+					return cliapp.Usagef("usage: rpi-launch status [--json]")
 				}
 				s, err := toolkit.Connect(c.Context, c, toolkit.NoPin)
 				if err != nil {
@@ -123,7 +123,7 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			},
 			Action: func(c *cli.Context) error {
 				if c.NArg() > 0 {
-					return fmt.Errorf("usage: rpi-launch reconcile [--watch] [--interval 10s]")
+					return cliapp.Usagef("usage: rpi-launch reconcile [--watch] [--interval 10s]")
 				}
 				if c.Duration("interval") <= 0 {
 					return fmt.Errorf("--interval %v: must be positive, like 10s", c.Duration("interval"))
@@ -161,6 +161,7 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			},
 		},
 	}
+	cliapp.Prepare(app)
 	args, extra = toolkit.Permute(app, args)
 	return app.RunContext(ctx, args)
 }

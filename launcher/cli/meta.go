@@ -12,6 +12,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 )
 
@@ -20,7 +21,7 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	write := func(add bool) cli.ActionFunc {
 		return func(c *cli.Context) error {
 			if c.NArg() != 2 {
-				return fmt.Errorf("usage: rpi-meta %s NODE SERVICE", c.Command.Name)
+				return cliapp.Usagef("usage: rpi-meta %s NODE SERVICE", c.Command.Name)
 			}
 			target, service := c.Args().Get(0), c.Args().Get(1)
 			if err := apitypes.ValidateServiceName(service); err != nil {
@@ -58,7 +59,7 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return nil
 		}
 	}
-	app := &cli.App{
+	app := cliapp.Prepare(&cli.App{
 		Name:  "rpi-meta",
 		Usage: "read and change which services each node records",
 		Description: "add-service and remove-service pin node identity keys on first sight and refuse\n" +
@@ -67,7 +68,6 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
-		ExitErrHandler:  func(*cli.Context, error) {},
 		Commands: []*cli.Command{
 			{Name: "add-service", Usage: "record SERVICE on NODE (name or IP)", ArgsUsage: "NODE SERVICE", Action: write(true)},
 			{Name: "remove-service", Usage: "remove SERVICE from NODE (name or IP)", ArgsUsage: "NODE SERVICE", Action: write(false)},
@@ -76,7 +76,7 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				Usage: "list the nodes and their services",
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 0 {
-						return fmt.Errorf("list: unexpected argument %q", c.Args().First())
+						return cliapp.Usagef("list: unexpected argument %q", c.Args().First())
 					}
 					_, nodes, err := toolkit.ConnectView(c, toolkit.NoPin)
 					if err != nil {
@@ -99,10 +99,10 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 				},
 			},
 		},
-	}
+	})
 	args, extra := toolkit.Permute(app, args)
 	if len(extra) > 0 {
-		return fmt.Errorf("rpi-meta takes no arguments after --: %v", extra)
+		return cliapp.Usagef("rpi-meta takes no arguments after --: %v", extra)
 	}
 	return app.RunContext(ctx, args)
 }

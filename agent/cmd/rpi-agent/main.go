@@ -2,15 +2,12 @@
 package main
 
 import (
-	"fmt"
 	"os"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/command"
+	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
 )
 
 func main() {
-	if err := command.App().Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "rpi-agent:", err)
-		os.Exit(1)
-	}
+	os.Exit(cliapp.Exit("rpi-agent", command.App().Run(os.Args), os.Stderr))
 }

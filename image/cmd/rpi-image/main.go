@@ -15,17 +15,16 @@ import (
 
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 	"github.com/rpi-cluster/rpi-cluster/image"
-	"github.com/rpi-cluster/rpi-cluster/internal/version"
+	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
+	"github.com/rpi-cluster/rpi-cluster/internal/secretfile"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	a := app()
-	if err := a.RunContext(ctx, flagsFirst(a, os.Args)); err != nil {
-		fmt.Fprintln(os.Stderr, "rpi-image:", err)
-		os.Exit(1)
-	}
+	err := a.RunContext(ctx, flagsFirst(a, os.Args))
+	stop()
+	os.Exit(cliapp.Exit("rpi-image", err, os.Stderr))
 }
 
 func customFlags(configOutDefault string) []cli.Flag {
@@ -33,8 +32,10 @@ func customFlags(configOutDefault string) []cli.Flag {
 		&cli.StringFlag{Name: "ssh-key", Usage: "SSH public key (`KEY.pub`) allowed to log in as --user"},
 		&cli.StringFlag{Name: "user", Value: "pi", Usage: "login user, created when missing; its password is locked"},
 		&cli.StringFlag{Name: "cluster", Value: "rpi", Usage: "cluster name the agents join"},
-		&cli.StringFlag{Name: "encrypt", EnvVars: []string{"RPI_ENCRYPT"}, Usage: "gossip key (base64 of 16/24/32 bytes); default: the cluster's kept key, else a new one"},
-		&cli.StringFlag{Name: "token", EnvVars: []string{"RPI_TOKEN"}, Usage: "API token; default: the cluster's kept token, else a new one"},
+		&cli.StringFlag{Name: "encrypt", EnvVars: []string{"RPI_ENCRYPT"}, Usage: "gossip `KEY` (base64 of 16/24/32 bytes; visible to ps: prefer --encrypt-file); default: the cluster's kept key, else a new one"},
+		&cli.StringFlag{Name: "encrypt-file", EnvVars: []string{"RPI_ENCRYPT_FILE"}, Usage: "read the gossip key from `FILE` (not readable by every user)"},
+		&cli.StringFlag{Name: "token", EnvVars: []string{"RPI_TOKEN"}, Usage: "API `TOKEN` (visible to ps: prefer --token-file); default: the cluster's kept token, else a new one"},
+		&cli.StringFlag{Name: "token-file", EnvVars: []string{"RPI_TOKEN_FILE"}, Usage: "read the API token from `FILE` (not readable by every user)"},
 		&cli.StringFlag{Name: "agent-dir", Value: "bin", Usage: "where `make cross` put the agent builds (DIR/linux-<arch>/rpi-agent)"},
 		&cli.StringFlag{Name: "config-out", Value: configOutDefault, Usage: "workstation config to write (token, cluster, SSH user and key); the cluster's secrets are kept beside it in clusters/NAME.yaml"},
 	}
@@ -44,9 +45,14 @@ func options(c *cli.Context) (image.Options, error) {
 	o := image.Options{
 		Cluster:  c.String("cluster"),
 		User:     c.String("user"),
-		Encrypt:  c.String("encrypt"),
-		Token:    c.String("token"),
 		AgentDir: c.String("agent-dir"),
+	}
+	var err error
+	if o.Encrypt, err = secret(c, "encrypt"); err != nil {
+		return o, err
+	}
+	if o.Token, err = secret(c, "token"); err != nil {
+		return o, err
 	}
 	if p := c.String("ssh-key"); p != "" {
 		data, err := os.ReadFile(p)
@@ -58,6 +64,11 @@ func options(c *cli.Context) (image.Options, error) {
 		}
 	}
 	return o, nil
+}
+
+// secret is the value of flag, else the content of its --FLAG-file twin.
+func secret(c *cli.Context, flag string) (string, error) {
+	return secretfile.Value("--"+flag, "--"+flag+"-file", c.String(flag), c.String(flag+"-file"))
 }
 
 func finish(c *cli.Context, r *image.Report, kept string) error {
@@ -83,10 +94,9 @@ func finish(c *cli.Context, r *image.Report, kept string) error {
 }
 
 func app() *cli.App {
-	return &cli.App{
-		Name:    "rpi-image",
-		Usage:   "prepare the SD-card image of an rpi-cluster (and the virtual cluster's node root filesystem)",
-		Version: version.Version,
+	return cliapp.Prepare(&cli.App{
+		Name:  "rpi-image",
+		Usage: "prepare the SD-card image of an rpi-cluster (and the virtual cluster's node root filesystem)",
 		Commands: []*cli.Command{
 			{
 				Name:      "build",
@@ -97,25 +107,33 @@ func app() *cli.App {
 					"a locked password, sshd with password login off, and a first-boot step giving each card its own\n" +
 					"machine-id, SSH host keys and hostname. Needs debugfs (e2fsprogs) and mtools; xz for .xz bases.",
 				Flags: append(customFlags(client.DefaultWorkstationConfigPath()),
-					&cli.StringFlag{Name: "base", Required: true, Usage: "Raspberry Pi OS image, `raspios.img[.xz]`"},
-					&cli.StringFlag{Name: "out", Required: true, Usage: "image to write, `cluster.img`"},
+					&cli.StringFlag{Name: "base", Usage: "Raspberry Pi OS image (required), , `raspios.img[.xz]`"},
+					&cli.StringFlag{Name: "out", Usage: "image to write (required), , `cluster.img`"},
 					&cli.StringFlag{Name: "wifi-ssid", Usage: "WiFi network to join"},
-					&cli.StringFlag{Name: "wifi-psk", EnvVars: []string{"RPI_WIFI_PSK"}, Usage: "WiFi passphrase"},
+					&cli.StringFlag{Name: "wifi-psk", EnvVars: []string{"RPI_WIFI_PSK"}, Usage: "WiFi `PASSPHRASE` (visible to ps: prefer --wifi-psk-file)"},
+					&cli.StringFlag{Name: "wifi-psk-file", EnvVars: []string{"RPI_WIFI_PSK_FILE"}, Usage: "read the WiFi passphrase from `FILE` (not readable by every user)"},
 					&cli.StringFlag{Name: "country", Usage: "WiFi regulatory domain, e.g. GB (required with WiFi)"},
 				),
 				Action: func(c *cli.Context) error {
 					if c.NArg() > 0 {
-						return fmt.Errorf("build takes no arguments (got %q): use --base and --out", c.Args().Slice())
+						return cliapp.Usagef("build takes no arguments (got %q): use --base and --out", c.Args().Slice())
+					}
+					if c.String("base") == "" || c.String("out") == "" {
+						return cliapp.Usagef("build needs --base raspios.img[.xz] and --out cluster.img")
 					}
 					if c.String("ssh-key") == "" {
-						return fmt.Errorf("build: --ssh-key KEY.pub is required: the image has no password login")
+						return cliapp.Usagef("build: --ssh-key KEY.pub is required: the image has no password login")
+					}
+					psk, err := secret(c, "wifi-psk")
+					if err != nil {
+						return err
 					}
 					o, err := options(c)
 					if err != nil {
 						return err
 					}
-					if c.String("wifi-ssid") != "" || c.String("wifi-psk") != "" || c.String("country") != "" {
-						o.WiFi = &image.WiFi{SSID: c.String("wifi-ssid"), PSK: c.String("wifi-psk"), Country: c.String("country")}
+					if c.String("wifi-ssid") != "" || psk != "" || c.String("country") != "" {
+						o.WiFi = &image.WiFi{SSID: c.String("wifi-ssid"), PSK: psk, Country: c.String("country")}
 					}
 					kept, err := image.FillSecrets(c.String("config-out"), &o)
 					if err != nil {
@@ -145,7 +163,7 @@ func app() *cli.App {
 				),
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
-						return fmt.Errorf("rootfs needs exactly one argument, the root filesystem directory")
+						return cliapp.Usagef("rootfs needs exactly one argument, the root filesystem directory")
 					}
 					o, err := options(c)
 					if err != nil {
@@ -188,7 +206,7 @@ func app() *cli.App {
 					"IMG is changed IN PLACE; that is the point. IMG may also be a root filesystem directory.",
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
-						return fmt.Errorf("reset-identity needs exactly one argument, the image file")
+						return cliapp.Usagef("reset-identity needs exactly one argument, the image file")
 					}
 					target := c.Args().First()
 					var r *image.Report
@@ -216,7 +234,7 @@ func app() *cli.App {
 				},
 			},
 		},
-	}
+	})
 }
 
 // flagsFirst moves a subcommand's flags before its arguments, so that

@@ -6,11 +6,11 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
 	"github.com/rpi-cluster/rpi-cluster/inventory/cli"
 )
 
@@ -18,8 +18,5 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := cli.Run(ctx, os.Args, os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "rpi-inventory: %v\n", err)
-		os.Exit(1)
-	}
+	os.Exit(cliapp.Exit("rpi-inventory", err, os.Stderr))
 }

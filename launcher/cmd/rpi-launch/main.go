@@ -5,11 +5,11 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
 	"github.com/rpi-cluster/rpi-cluster/launcher/cli"
 )
 
@@ -23,8 +23,5 @@ func main() {
 	}()
 	err := cli.RunLaunch(ctx, os.Args, os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "rpi-launch: %v\n", err)
-		os.Exit(1)
-	}
+	os.Exit(cliapp.Exit("rpi-launch", err, os.Stderr))
 }

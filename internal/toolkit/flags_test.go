@@ -1,0 +1,83 @@
+package toolkit
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/urfave/cli/v2"
+)
+
+// runCommon runs an app with the common flags whose action calls fn.
+func runCommon(t *testing.T, fn func(c *cli.Context) error, args ...string) (stderr string, err error) {
+	t.Helper()
+	var errw bytes.Buffer
+	app := &cli.App{Name: "rpi-test", Flags: CommonFlags(), ErrWriter: &errw, Writer: &errw, Action: fn,
+		ExitErrHandler: func(*cli.Context, error) {}}
+	err = app.RunContext(context.Background(), append([]string{"rpi-test"}, args...))
+	return errw.String(), err
+}
+
+// TestConfigPathEnv: the tools read RPI_WORKSTATION_CONFIG; the old shared
+// RPI_CONFIG still works for them, with a warning, and only when the new
+// variable is not set; RPI_AGENT_CONFIG is the agent's and never theirs.
+func TestConfigPathEnv(t *testing.T) {
+	var got string
+	path := func(c *cli.Context) error { got = ConfigPath(c); return nil }
+	for _, v := range []string{EnvConfig, EnvConfigOld, "RPI_AGENT_CONFIG"} {
+		t.Setenv(v, "")
+		os.Unsetenv(v)
+	}
+	t.Setenv("RPI_AGENT_CONFIG", "/etc/rpi-cluster/agent.yaml")
+	if stderr, _ := runCommon(t, path); stderr != "" || strings.Contains(got, "agent.yaml") {
+		t.Errorf("RPI_AGENT_CONFIG alone: config %q, stderr %q; want the default, no warning", got, stderr)
+	}
+	t.Setenv(EnvConfigOld, "/old.yaml")
+	stderr, _ := runCommon(t, path)
+	if got != "/old.yaml" || !strings.Contains(stderr, "RPI_CONFIG is deprecated") || !strings.Contains(stderr, EnvConfig+"=/old.yaml") {
+		t.Errorf("RPI_CONFIG alone: config %q, stderr %q; want it used, with a warning naming %s", got, stderr, EnvConfig)
+	}
+	t.Setenv(EnvConfig, "/new.yaml")
+	if stderr, _ := runCommon(t, path); got != "/new.yaml" || stderr != "" {
+		t.Errorf("both set: config %q, stderr %q; want %s's, no warning", got, stderr, EnvConfig)
+	}
+	if stderr, _ := runCommon(t, path, "--config", "/flag.yaml"); got != "/flag.yaml" || stderr != "" {
+		t.Errorf("--config: config %q, stderr %q", got, stderr)
+	}
+}
+
+// TestTokenFile: --token-file and RPI_TOKEN_FILE are read; a file every
+// user may read is refused before any agent is asked.
+func TestTokenFile(t *testing.T) {
+	saved := Browse
+	Browse = nil
+	t.Cleanup(func() { Browse = saved })
+	dir := t.TempDir()
+	t.Setenv(EnvConfig, filepath.Join(dir, "none.yaml"))
+	write := func(name string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("s3cret\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	connect := func(c *cli.Context) error { _, err := Connect(c.Context, c, NoPin); return err }
+	_, err := runCommon(t, connect, "--agent", "http://127.0.0.1:1", "--token-file", write("open", 0o644))
+	if err == nil || !strings.Contains(err.Error(), "every user") || strings.Contains(err.Error(), "127.0.0.1") {
+		t.Errorf("world-readable --token-file: %v; want the refusal, before any agent is asked", err)
+	}
+	_, err = runCommon(t, connect, "--agent", "http://127.0.0.1:1", "--token", "x", "--token-file", write("ok", 0o600))
+	if err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("--token with --token-file: %v", err)
+	}
+	t.Setenv("RPI_TOKEN_FILE", write("open2", 0o604))
+	if _, err = runCommon(t, connect, "--agent", "http://127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "open2") {
+		t.Errorf("world-readable RPI_TOKEN_FILE: %v; want a refusal naming it", err)
+	}
+}
