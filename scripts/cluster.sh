@@ -13,7 +13,7 @@ go run ./e2e/cmd/rpi-vcluster up -n "$n"
 
 # The workstation settings rpi-vcluster wrote: agents, token, SSH key and the
 # known_hosts built from the nodes' gossiped host keys.
-export RPI_CONFIG=$PWD/.cache/vcluster/config.yaml
+export RPI_WORKSTATION_CONFIG=$PWD/.cache/vcluster/config.yaml
 
 echo
 echo "== rpi-launch 2 nginx_webserver"
@@ -43,6 +43,6 @@ for _ in 1 2 3 4; do
 done
 echo
 echo "The cluster keeps running. Status pages: http://<node>:8080/ (listed above)."
-echo "Workstation tools: export RPI_CONFIG=$RPI_CONFIG"
+echo "Workstation tools: export RPI_WORKSTATION_CONFIG=$RPI_WORKSTATION_CONFIG"
 echo "Self-healing:      bin/rpi-launch reconcile --watch"
 echo "Remove it all:     make cluster-down"
