@@ -2,21 +2,28 @@ package api
 
 import (
 	"bytes"
-	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"maps"
 	"math"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/common/expfmt"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
-// metrics answers the Prometheus text exposition format (version 0.0.4),
-// written by hand to keep the agent free of a metrics dependency.
-//
-// Monitoring gauges are given for every current member (alive or suspect),
-// labelled node="<name>", so one scraped agent shows the whole cluster;
-// failed and left nodes are left out because their samples are stale.
+// metrics answers GET /metrics in the Prometheus text exposition format
+// (version 0.0.4) with what this agent alone can say: its own node's
+// figures, unlabelled (Prometheus adds the target's labels), its view of the
+// cluster (members by status, phi per peer), its gossip and API counters,
+// and the process and Go runtime metrics. Scraping every agent so gives N
+// series of each node figure for N nodes; the cluster-wide view is opt-in,
+// on GET /metrics/cluster.
 func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	// Raw backend values, not cleaned for JSON: the text format carries
 	// +Inf and NaN as they are.
@@ -25,8 +32,8 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	stats := s.b.GossipStats()
 	var p promWriter
 
-	p.family("rpi_agent_info", "gauge", "Agent build information; the value is always 1.")
-	p.sample("rpi_agent_info", 1, "node", self.Name, "version", s.version)
+	p.family("rpi_agent_info", "gauge", "Agent build and hardware information; the value is always 1.")
+	p.sample("rpi_agent_info", 1, "node", self.Name, "version", s.version, "arch", self.Arch, "model", self.Model)
 
 	p.family("rpi_members", "gauge", "Cluster members by status, as seen by this agent.")
 	count := map[string]int{}
@@ -70,17 +77,63 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	p.sample("rpi_key_conflicts", float64(len(s.b.KeyConflicts())))
 	s.limitMetrics(&p)
 
-	current := make([]apitypes.Node, 0, len(nodes))
-	for _, n := range nodes {
+	nodeFigures(&p, []apitypes.Node{self}, false)
+
+	// The process (CPU, memory, file descriptors) and Go runtime (heap,
+	// GC, goroutines) metrics: process_* and go_*.
+	mfs, err := runtimeRegistry().Gather()
+	if err != nil { // what was gathered is still served
+		s.log.Warn("metrics: gather process and runtime metrics", "err", err)
+	}
+	enc := expfmt.NewEncoder(&p.buf, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, mf := range mfs {
+		if err := enc.Encode(mf); err != nil {
+			s.log.Warn("metrics: encode process and runtime metrics", "metric", mf.GetName(), "err", err)
+		}
+	}
+	p.write(w)
+}
+
+// runtimeRegistry holds the client library's process and Go runtime
+// collectors, the same in every Server of the process.
+var runtimeRegistry = sync.OnceValue(func() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+})
+
+// clusterMetrics answers GET /metrics/cluster: the node figures of every
+// current member (alive or suspect) as this agent last heard them by
+// gossip, labelled node="<name>", for people who scrape one Pi instead of
+// all. Failed and left nodes are left out: their samples are stale. Scrape
+// it with honor_labels: true so the node label is the member's, not the
+// scraped agent's.
+func (s *Server) clusterMetrics(w http.ResponseWriter, _ *http.Request) {
+	var current []apitypes.Node
+	for _, n := range s.b.Nodes() {
 		if n.Status == apitypes.StatusAlive || n.Status == apitypes.StatusSuspect {
 			current = append(current, n)
 		}
 	}
+	var p promWriter
+	nodeFigures(&p, current, true)
+	p.write(w)
+}
+
+// nodeFigures writes the monitoring sample of each of nodes, labelled
+// node="<name>" when labelled is true. Percentages are 0-1 ratios and every
+// unit is in the name, as Prometheus names its metrics.
+func nodeFigures(p *promWriter, nodes []apitypes.Node, labelled bool) {
 	gauge := func(name, help string, value func(apitypes.Monitoring) (float64, bool)) {
 		p.family(name, "gauge", help)
-		for _, n := range current {
-			if v, ok := value(n.Monitoring); ok {
+		for _, n := range nodes {
+			v, ok := value(n.Monitoring)
+			switch {
+			case !ok:
+			case labelled:
 				p.sample(name, v, "node", n.Name)
+			default:
+				p.sample(name, v)
 			}
 		}
 	}
@@ -88,7 +141,7 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 		return func(m apitypes.Monitoring) (float64, bool) { return f(m), true }
 	}
 	gauge("rpi_cpus", "Number of logical CPUs.", always(func(m apitypes.Monitoring) float64 { return float64(m.CPUs) }))
-	gauge("rpi_cpu_percent", "CPU busy percentage over the last sample interval (0-100).", always(func(m apitypes.Monitoring) float64 { return m.CPUPercent }))
+	gauge("rpi_cpu_busy_ratio", "Share of CPU time busy over the last sample interval, 0 to 1, all CPUs together.", always(func(m apitypes.Monitoring) float64 { return m.CPUPercent / 100 }))
 	gauge("rpi_memory_used_bytes", "Memory in use, in bytes.", always(func(m apitypes.Monitoring) float64 { return float64(m.MemUsed) }))
 	gauge("rpi_memory_total_bytes", "Total memory, in bytes.", always(func(m apitypes.Monitoring) float64 { return float64(m.MemTotal) }))
 	gauge("rpi_load1", "Load average over 1 minute.", always(func(m apitypes.Monitoring) float64 { return m.Load1 }))
@@ -101,14 +154,15 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 			}
 			return *m.TempC, true
 		})
-	gauge("rpi_disk_used_percent", "Root filesystem usage percentage (0-100).", always(func(m apitypes.Monitoring) float64 { return m.DiskUsedPercent }))
+	gauge("rpi_disk_used_ratio", "Share of the root filesystem in use, 0 to 1.", always(func(m apitypes.Monitoring) float64 { return m.DiskUsedPercent / 100 }))
 	gauge("rpi_uptime_seconds", "Seconds since the node booted.", always(func(m apitypes.Monitoring) float64 { return float64(m.UptimeS) }))
-
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusOK)
-	w.Write(p.buf.Bytes())
+	gauge("rpi_sample_timestamp_seconds", "When the node took the sample above, in seconds since the Unix epoch; time() minus it is the sample's age.",
+		func(m apitypes.Monitoring) (float64, bool) {
+			if m.SampledAt.IsZero() {
+				return 0, false
+			}
+			return float64(m.SampledAt.UnixMilli()) / 1000, true
+		})
 }
 
 // promWriter builds a text exposition.
@@ -136,6 +190,15 @@ func (p *promWriter) sample(name string, v float64, labels ...string) {
 	p.buf.WriteByte(' ')
 	p.buf.WriteString(formatFloat(v))
 	p.buf.WriteByte('\n')
+}
+
+// write answers the exposition.
+func (p *promWriter) write(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	w.Write(p.buf.Bytes())
 }
 
 // Escaping per the exposition format: label values escape backslash, double

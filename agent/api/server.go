@@ -169,12 +169,14 @@ func (s *Server) routes() {
 	s.handle("/v1/history", styleV1, "GET", s.getHistory)
 	s.handle("/healthz", styleV1, "GET", s.healthz)
 	s.handle("/metrics", styleV1, "GET", s.metrics)
+	s.handle("/metrics/cluster", styleV1, "GET", s.clusterMetrics)
+	s.handle("/v1/sd/prometheus", styleV1, "GET", s.prometheusSD)
 
 	s.handle("/{$}", styleV1, "GET", s.page)
 	s.handle("/assets/{file}", styleV1, "GET", s.asset)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, styleV1, http.StatusNotFound,
-			fmt.Sprintf("no such path %q: the API is under /v1 (nodes, self, services, desired, events, conflicts, history), plus /healthz, /metrics and the page at /", r.URL.Path))
+			fmt.Sprintf("no such path %q: the API is under /v1 (nodes, self, services, desired, events, conflicts, history, sd/prometheus), plus /healthz, /metrics, /metrics/cluster and the page at /", r.URL.Path))
 	})
 }
 
