@@ -39,20 +39,22 @@ func (b backend) ChangeDesired(_ context.Context, service string, change apitype
 	if err := apitypes.ValidateServiceName(service); err != nil {
 		return apitypes.DesiredService{}, fmt.Errorf("change desired: %w", err)
 	}
-	var (
-		d   cluster.Desired
-		err error
-	)
+	ch := cluster.DesiredChange{Policy: change.Policy, Rendered: change.Rendered}
 	switch {
 	case change.Replicas != nil && change.Delta != nil:
 		return apitypes.DesiredService{}, errors.New("change desired: give either replicas or delta, not both")
 	case change.Replicas != nil:
-		d, err = b.a.cluster.SetDesired(service, *change.Replicas)
+		n := *change.Replicas
+		ch.Next = func(int) int { return n }
 	case change.Delta != nil:
-		d, err = b.a.cluster.AddDesired(service, *change.Delta)
-	default:
-		return apitypes.DesiredService{}, errors.New(`change desired: give "replicas" (a count) or "delta" (a change to it)`)
+		delta := *change.Delta
+		ch.Next = func(cur int) int {
+			return max(0, cur+max(-cluster.MaxReplicas-1, min(delta, cluster.MaxReplicas+1)))
+		}
+	case change.Policy == nil && change.Rendered == nil:
+		return apitypes.DesiredService{}, errors.New(`change desired: give "replicas" (a count), "delta" (a change to it), "policy" or "rendered"`)
 	}
+	d, err := b.a.cluster.ChangeDesired("change desired", service, ch)
 	if err != nil {
 		return apitypes.DesiredService{}, err
 	}
@@ -67,6 +69,8 @@ func toAPIDesired(d cluster.Desired) apitypes.DesiredService {
 		Version:   d.Version,
 		UpdatedBy: d.UpdatedBy,
 		UpdatedAt: d.UpdatedAt,
+		Policy:    d.Policy,
+		Rendered:  d.Rendered,
 	}
 }
 

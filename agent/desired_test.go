@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -45,7 +46,7 @@ func TestBackendDesiredStateSpreadsAndStreams(t *testing.T) {
 	}
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		d, ok := backend{second}.DesiredFor("nginx_webserver")
-		if !ok || d != got {
+		if !ok || !reflect.DeepEqual(d, got) {
 			return fmt.Errorf("%s has %+v (ok %v), want %+v", second.Name(), d, ok, got)
 		}
 		return nil
@@ -62,7 +63,7 @@ func TestBackendDesiredStateSpreadsAndStreams(t *testing.T) {
 			if ev.Kind != apitypes.EventDesired {
 				continue
 			}
-			if ev.Desired == nil || *ev.Desired != got || ev.Node.Name != "" {
+			if ev.Desired == nil || !reflect.DeepEqual(*ev.Desired, got) || ev.Node.Name != "" {
 				t.Fatalf("desired event %+v (desired %+v), want %+v and no node", ev, ev.Desired, got)
 			}
 			found = true
@@ -78,7 +79,7 @@ func TestBackendDesiredStateSpreadsAndStreams(t *testing.T) {
 	}
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		all := backend{seed}.Desired()
-		if len(all) != 1 || all[0] != low {
+		if len(all) != 1 || !reflect.DeepEqual(all[0], low) {
 			return fmt.Errorf("%s lists %+v, want [%+v]", seed.Name(), all, low)
 		}
 		return nil

@@ -57,8 +57,9 @@ func (s *Server) putDesired(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, http.StatusOK, d)
 }
 
-// decodeDesiredChange reads and checks a DesiredChange: strict JSON, exactly
-// one of replicas and delta, replicas not negative.
+// decodeDesiredChange reads and checks a DesiredChange: strict JSON, at
+// most one of replicas and delta, replicas not negative, and something to
+// change (a count, a policy or rendered hashes).
 func decodeDesiredChange(r *http.Request) (apitypes.DesiredChange, error) {
 	var c apitypes.DesiredChange
 	dec := json.NewDecoder(r.Body)
@@ -72,8 +73,8 @@ func decodeDesiredChange(r *http.Request) (apitypes.DesiredChange, error) {
 	switch {
 	case c.Replicas != nil && c.Delta != nil:
 		return c, errors.New(`invalid body: give either "replicas" or "delta", not both`)
-	case c.Replicas == nil && c.Delta == nil:
-		return c, errors.New(`invalid body: give "replicas" (a count) or "delta" (a change to it)`)
+	case c.Replicas == nil && c.Delta == nil && c.Policy == nil && c.Rendered == nil:
+		return c, errors.New(`invalid body: give "replicas" (a count) or "delta" (a change to it), or "policy" or "rendered"`)
 	case c.Replicas != nil && *c.Replicas < 0:
 		return c, fmt.Errorf(`invalid body: replicas %d is negative`, *c.Replicas)
 	}

@@ -214,6 +214,12 @@ type DesiredService struct {
 	Version   uint64    `json:"version"`
 	UpdatedBy string    `json:"updated_by"`
 	UpdatedAt time.Time `json:"updated_at"`
+	// Policy is the service's service.yaml as recorded when it was
+	// launched; "" when none was recorded.
+	Policy string `json:"policy,omitempty"`
+	// Rendered maps nodes to a hash of the files each was last given for
+	// the service (its rendered templates).
+	Rendered map[string]string `json:"rendered,omitempty"`
 }
 
 // DesiredState answers GET /v1/desired.
@@ -223,9 +229,15 @@ type DesiredState struct {
 
 // DesiredChange is the body of PUT /v1/desired/{service}: either an absolute
 // Replicas count or a Delta to add (negative lowers it; never below 0).
+//
+// Policy replaces the recorded service.yaml; Rendered sets the hash of what
+// each named node was given ("" removes the node). A change may carry
+// either or both without a count.
 type DesiredChange struct {
-	Replicas *int `json:"replicas,omitempty"`
-	Delta    *int `json:"delta,omitempty"`
+	Replicas *int              `json:"replicas,omitempty"`
+	Delta    *int              `json:"delta,omitempty"`
+	Policy   *string           `json:"policy,omitempty"`
+	Rendered map[string]string `json:"rendered,omitempty"`
 }
 
 // Available reports whether n can be given work now: alive, and suspected

@@ -40,3 +40,11 @@ func (c *Client) AddDesired(ctx context.Context, service string, delta int) (api
 	err := c.do(ctx, http.MethodPut, "/v1/desired/"+url.PathEscape(service), apitypes.DesiredChange{Delta: &delta}, &d)
 	return d, err
 }
+
+// ChangeDesired sends change as it is: a count or delta, a policy, rendered
+// hashes, or several of them in one signed entry.
+func (c *Client) ChangeDesired(ctx context.Context, service string, change apitypes.DesiredChange) (apitypes.DesiredService, error) {
+	var d apitypes.DesiredService
+	err := c.do(ctx, http.MethodPut, "/v1/desired/"+url.PathEscape(service), change, &d)
+	return d, err
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -38,6 +39,33 @@ type Desired struct {
 	// writers: a node joining later checks it against the key pinned for
 	// UpdatedBy when it has one.
 	WriterKey []byte `json:"pk,omitempty"`
+	// Policy is the service's service.yaml as the workstation that
+	// launched it read it, so status and reconcile on any workstation act
+	// on the same policy. Empty when none was given.
+	Policy string `json:"pol,omitempty"`
+	// Rendered maps each node to a hash of the files it was last given for
+	// the service (its rendered templates), so a workstation can tell which
+	// nodes hold a render that no longer matches the cluster (drift).
+	Rendered map[string]string `json:"rh,omitempty"`
+}
+
+// Bounds of what a desired entry carries beside its count.
+const (
+	// MaxPolicySize bounds Desired.Policy: a service.yaml is a few lines.
+	MaxPolicySize = 4 << 10
+	// MaxRendered bounds the nodes in Desired.Rendered.
+	MaxRendered = 256
+	// maxRenderedHash bounds one hash in Desired.Rendered (hex SHA-256).
+	maxRenderedHash = 64
+)
+
+// DesiredChange is a change of a desired entry: Next computes the new
+// replica count from the current one (nil keeps it); Policy, when not nil,
+// replaces the policy; Rendered sets each node's hash, "" removing it.
+type DesiredChange struct {
+	Next     func(cur int) int
+	Policy   *string
+	Rendered map[string]string
 }
 
 // maxDesiredAhead bounds how far ahead of the receiver's wall clock a
@@ -75,7 +103,7 @@ var ErrTooManyServices = errors.New("desired state table is full")
 // SetDesired records that service should run replicas replicas (0 keeps
 // a tombstone) and gossips the change. It returns the stored entry.
 func (c *Cluster) SetDesired(service string, replicas int) (Desired, error) {
-	return c.changeDesired("set desired", service, func(int) int { return replicas })
+	return c.ChangeDesired("set desired", service, DesiredChange{Next: func(int) int { return replicas }})
 }
 
 // AddDesired adds delta (negative lowers it) to service's desired replica
@@ -87,14 +115,17 @@ func (c *Cluster) SetDesired(service string, replicas int) (Desired, error) {
 // write do not add up; the last writer wins, and every node converges on
 // that one value.
 func (c *Cluster) AddDesired(service string, delta int) (Desired, error) {
-	return c.changeDesired("add desired", service, func(cur int) int {
+	return c.ChangeDesired("add desired", service, DesiredChange{Next: func(cur int) int {
 		// Clamping delta keeps the sum from overflowing; a sum past
 		// MaxReplicas is still refused.
 		return max(0, cur+max(-MaxReplicas-1, min(delta, MaxReplicas+1)))
-	})
+	}})
 }
 
-func (c *Cluster) changeDesired(op, service string, next func(cur int) int) (Desired, error) {
+// ChangeDesired applies change to service's entry (an unknown service
+// starts from 0 replicas, no policy, nothing rendered), signs the result
+// and gossips it. op prefixes errors.
+func (c *Cluster) ChangeDesired(op, service string, change DesiredChange) (Desired, error) {
 	if err := checkServiceName(service); err != nil {
 		return Desired{}, fmt.Errorf("%s: %w", op, err)
 	}
@@ -104,14 +135,36 @@ func (c *Cluster) changeDesired(op, service string, next func(cur int) int) (Des
 		c.desiredMu.Unlock()
 		return Desired{}, fmt.Errorf("%s %s: %w (%d services)", op, service, ErrTooManyServices, maxDesired)
 	}
-	replicas := next(cur.Replicas)
+	replicas := cur.Replicas
+	if change.Next != nil {
+		replicas = change.Next(cur.Replicas)
+	}
 	if replicas < 0 || replicas > MaxReplicas {
 		c.desiredMu.Unlock()
 		return Desired{}, fmt.Errorf("%s %s: %d replicas: want 0 to %d", op, service, replicas, MaxReplicas)
 	}
 	now := time.Now()
+	d := Desired{Service: service, Replicas: replicas, UpdatedBy: c.conf.NodeName, UpdatedAt: now.UTC(), WriterKey: c.pub,
+		Policy: cur.Policy, Rendered: maps.Clone(cur.Rendered)}
+	if change.Policy != nil {
+		d.Policy = *change.Policy
+	}
+	for node, h := range change.Rendered {
+		if h == "" {
+			delete(d.Rendered, node)
+			continue
+		}
+		if d.Rendered == nil {
+			d.Rendered = map[string]string{}
+		}
+		d.Rendered[node] = h
+	}
+	if err := checkDesiredExtras(d); err != nil {
+		c.desiredMu.Unlock()
+		return Desired{}, fmt.Errorf("%s %s: %w", op, service, err)
+	}
 	c.desiredClock = max(c.desiredClock+1, uint64(now.UnixNano()))
-	d := Desired{Service: service, Replicas: replicas, Version: c.desiredClock, UpdatedBy: c.conf.NodeName, UpdatedAt: now.UTC(), WriterKey: c.pub}
+	d.Version = c.desiredClock
 	body, err := json.Marshal(d)
 	if err != nil {
 		c.desiredMu.Unlock()
@@ -273,6 +326,29 @@ func checkDesired(d Desired) error {
 	}
 	if d.Version == 0 || d.UpdatedBy == "" {
 		return fmt.Errorf("desired state of %s: no version or writer: %w", d.Service, errMalformed)
+	}
+	if err := checkDesiredExtras(d); err != nil {
+		return fmt.Errorf("%w: %w", err, errMalformed)
+	}
+	return nil
+}
+
+// checkDesiredExtras bounds an entry's policy and rendered hashes: node
+// names pass the name rules, hashes are short lowercase hex.
+func checkDesiredExtras(d Desired) error {
+	if len(d.Policy) > MaxPolicySize {
+		return fmt.Errorf("desired state of %s: policy of %d bytes, more than %d", d.Service, len(d.Policy), MaxPolicySize)
+	}
+	if len(d.Rendered) > MaxRendered {
+		return fmt.Errorf("desired state of %s: rendered hashes of %d nodes, more than %d", d.Service, len(d.Rendered), MaxRendered)
+	}
+	for node, h := range d.Rendered {
+		if err := apitypes.ValidateNodeName(node); err != nil {
+			return fmt.Errorf("desired state of %s: rendered hash: %w", d.Service, err)
+		}
+		if h == "" || len(h) > maxRenderedHash || strings.Trim(h, "0123456789abcdef") != "" {
+			return fmt.Errorf("desired state of %s: rendered hash of %s: want lowercase hex of at most %d digits", d.Service, apitypes.Quote(node), maxRenderedHash)
+		}
 	}
 	return nil
 }
