@@ -20,17 +20,17 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/internal/mdns"
 )
 
-// DNS-SD names under which agents advertise themselves.
+// DNS-SD names under which agents advertise themselves, and the TXT
+// record's schema: internal/mdns holds them, shared with the tools.
 const (
-	ServiceType = "_rpi-cluster._tcp"
-	Domain      = "local."
+	ServiceType = mdns.ServiceType
+	Domain      = mdns.Domain
+	TXTSchema   = mdns.TXTSchema
 )
-
-// TXTSchema is the version of the TXT record layout ("v=1"). Readers ignore
-// keys they do not know, so adding keys does not need a new version.
-const TXTSchema = "1"
 
 // DefaultQuiet is how long discovery waits after the last newly found peer
 // before joining the batch. mDNS answers from a LAN arrive within a few
@@ -43,46 +43,7 @@ const DefaultQuiet = time.Second
 const maxQuietFactor = 5
 
 // Peer is an agent as announced over mDNS.
-type Peer struct {
-	// Instance is the DNS-SD instance name: the node name.
-	Instance string
-	// Cluster is the cluster name from the TXT record; peers of another
-	// cluster are never joined.
-	Cluster string
-	// Version is the agent version from the TXT record.
-	Version string
-	// Addrs are the node's addresses, IPv4 first.
-	Addrs []net.IP
-	// GossipPort is the SRV port: memberlist's port.
-	GossipPort int
-	// HTTPPort is the agent's API port from the TXT record.
-	HTTPPort int
-}
-
-// GossipAddr is the "ip:port" to join: the first IPv4 address with the
-// gossip port, or the first address of any kind when there is no IPv4
-// address; "" when there is no usable address.
-func (p Peer) GossipAddr() string {
-	var ip net.IP
-	for _, a := range p.Addrs {
-		if a4 := a.To4(); a4 != nil && !a4.IsUnspecified() {
-			ip = a4
-			break
-		}
-	}
-	if ip == nil {
-		for _, a := range p.Addrs {
-			if len(a) == net.IPv6len && !a.IsUnspecified() {
-				ip = a
-				break
-			}
-		}
-	}
-	if ip == nil || p.GossipPort <= 0 {
-		return ""
-	}
-	return net.JoinHostPort(ip.String(), strconv.Itoa(p.GossipPort))
-}
+type Peer = mdns.Peer
 
 // MDNS advertises this node and browses for others. Implementations must
 // make both calls return once ctx is done.

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rpi-cluster/rpi-cluster/internal/mdns"
 	"github.com/rpi-cluster/rpi-cluster/internal/netns"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
@@ -76,7 +77,7 @@ func TestHelperProcess(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), dur)
 		defer cancel()
-		peers, err := Browse(ctx, os.Getenv(envIface), os.Getenv(envCluster))
+		peers, err := mdns.Browse(ctx, os.Getenv(envIface), os.Getenv(envCluster))
 		if err != nil {
 			fail(err)
 		}

@@ -2,6 +2,7 @@
 // rpi-meta, rpi-launch): the common flags, finding an agent, per-node
 // clients, the busy score, atomic file writes and GNU-style argument order.
 //
-// It speaks to the cluster only through agent/client; it never imports agent
-// internals.
+// It speaks to the cluster only through agent/client and finds agents on the
+// LAN through internal/mdns, the schema it shares with the agent's discovery;
+// it never imports agent internals.
 package toolkit

@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
+	"github.com/rpi-cluster/rpi-cluster/internal/mdns"
 	"github.com/rpi-cluster/rpi-cluster/internal/secretfile"
 )
 
@@ -101,8 +103,8 @@ type Session struct {
 	Pins *identity.Pins
 }
 
-// BrowseFunc finds agent base URLs on the LAN.
-type BrowseFunc func(ctx context.Context, iface, cluster string) ([]string, error)
+// BrowseFunc finds the agents answering on the LAN, of every cluster.
+type BrowseFunc func(ctx context.Context, iface string) ([]mdns.Peer, error)
 
 // Pinning says whether a command pins node keys (see Gate).
 type Pinning bool
@@ -145,11 +147,27 @@ func Connect(ctx context.Context, c *cli.Context, pin Pinning) (*Session, error)
 	agents := SplitList(c.StringSlice(FlagAgent))
 	// The LAN is browsed only when no agent is named anywhere: an agent the
 	// user named that is down gets the hint, not a surprise multicast.
-	var browse func(context.Context) ([]string, error)
+	var (
+		browse func(context.Context) ([]string, error)
+		found  map[string]mdns.Peer // API URL -> the agent that announced it
+	)
 	if Browse != nil && len(agents) == 0 && len(cfg.Agents) == 0 {
-		browse = func(ctx context.Context) ([]string, error) {
-			return Browse(ctx, cfg.MDNSInterface, ClusterName(cfg))
+		peers, err := Browse(ctx, cfg.MDNSInterface)
+		if err != nil {
+			return nil, fmt.Errorf("find an agent: no agent named in --agent, RPI_AGENT or %s, and the mDNS browse failed: %w", configPath, err)
 		}
+		if found, err = pickCluster(peers, ClusterName(cfg), configPath); err != nil {
+			return nil, err
+		}
+		urls := make([]string, 0, len(found))
+		for _, p := range peers {
+			for _, u := range p.APIURLs() {
+				if _, ok := found[u]; ok {
+					urls = append(urls, u)
+				}
+			}
+		}
+		browse = func(context.Context) ([]string, error) { return urls, nil }
 	}
 	cl, err := client.Find(ctx, client.FindOptions{
 		Agents: agents,
@@ -160,8 +178,40 @@ func Connect(ctx context.Context, c *cli.Context, pin Pinning) (*Session, error)
 	if err != nil {
 		return nil, err
 	}
+	if p, ok := found[cl.BaseURL]; ok {
+		fmt.Fprintf(c.App.ErrWriter, "%s: using agent %s of cluster %s at %s, found by mDNS (name agents in %s or RPI_AGENT to skip the browse)\n",
+			c.App.Name, apitypes.Quote(p.Instance), apitypes.Quote(p.Cluster), cl.BaseURL, configPath)
+	}
 	cl.Gate = gate
 	return &Session{Client: cl, Config: cfg, Pins: gate.Pins}, nil
+}
+
+// pickCluster keeps the agents of cluster among peers, by API URL. When
+// only agents of other clusters answered, it refuses to use them, naming
+// what answered and how to choose: a tool must not act on whichever cluster
+// happens to share the LAN.
+func pickCluster(peers []mdns.Peer, cluster, configPath string) (map[string]mdns.Peer, error) {
+	mine := make(map[string]mdns.Peer)
+	others := make(map[string][]string) // cluster -> node names
+	for _, p := range peers {
+		if p.Cluster != cluster {
+			others[p.Cluster] = append(others[p.Cluster], apitypes.Quote(p.Instance))
+			continue
+		}
+		for _, u := range p.APIURLs() {
+			mine[u] = p
+		}
+	}
+	if len(mine) > 0 || len(others) == 0 {
+		return mine, nil
+	}
+	var seen []string
+	for name, nodes := range others {
+		seen = append(seen, fmt.Sprintf("cluster %s (%s)", apitypes.Quote(name), strings.Join(nodes, ", ")))
+	}
+	slices.Sort(seen)
+	return nil, fmt.Errorf("find an agent: mDNS found no agent of cluster %s, only of %s: refusing another cluster; set cluster: in %s to the one you mean, or name an agent with --agent",
+		apitypes.Quote(cluster), strings.Join(seen, "; "), configPath)
 }
 
 // KnownNodesFile is the name of the workstation's pinned node keys, beside

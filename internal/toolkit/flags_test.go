@@ -3,12 +3,20 @@ package toolkit
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/rpi-cluster/rpi-cluster/internal/mdns"
 )
 
 // runCommon runs an app with the common flags whose action calls fn.
@@ -79,5 +87,69 @@ func TestTokenFile(t *testing.T) {
 	t.Setenv("RPI_TOKEN_FILE", write("open2", 0o604))
 	if _, err = runCommon(t, connect, "--agent", "http://127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "open2") {
 		t.Errorf("world-readable RPI_TOKEN_FILE: %v; want a refusal naming it", err)
+	}
+}
+
+// TestBrowseNamesAndRefuses: with no agent named, the tools use an agent
+// found by mDNS only if it belongs to the workstation config's cluster, say
+// on stderr which agent and cluster they use, and refuse, naming what
+// answered, when only another cluster's agents did.
+func TestBrowseNamesAndRefuses(t *testing.T) {
+	healthy := func() *mdns.Peer {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprint(w, `{"status":"ok"}`)
+		}))
+		t.Cleanup(srv.Close)
+		u, _ := url.Parse(srv.URL)
+		port, _ := strconv.Atoi(u.Port())
+		return &mdns.Peer{Addrs: []net.IP{net.ParseIP("127.0.0.1")}, GossipPort: 7946, HTTPPort: port}
+	}
+	lab, home := healthy(), healthy()
+	lab.Instance, lab.Cluster = "pi-lab", "lab"
+	home.Instance, home.Cluster = "pi-home", "rpi"
+	var answering []mdns.Peer
+	saved := Browse
+	Browse = func(context.Context, string) ([]mdns.Peer, error) { return answering, nil }
+	t.Cleanup(func() { Browse = saved })
+	t.Setenv("RPI_AGENT", "")
+	os.Unsetenv("RPI_AGENT")
+	dir := t.TempDir()
+	noConfig := filepath.Join(dir, "none.yaml")
+	labConfig := filepath.Join(dir, "lab.yaml")
+	if err := os.WriteFile(labConfig, []byte("cluster: lab\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var used string
+	connect := func(c *cli.Context) error {
+		s, err := Connect(c.Context, c, NoPin)
+		if err == nil {
+			used = s.Client.BaseURL
+		}
+		return err
+	}
+
+	answering = []mdns.Peer{*lab}
+	stderr, err := runCommon(t, connect, "--config", noConfig)
+	if err == nil || !strings.Contains(err.Error(), "refusing another cluster") || !strings.Contains(err.Error(), "pi-lab") ||
+		!strings.Contains(err.Error(), `"lab"`) || !strings.Contains(err.Error(), "cluster: in "+noConfig) {
+		t.Fatalf("only cluster lab answered, config wants rpi: err %v, stderr %q; want a refusal naming lab and pi-lab", err, stderr)
+	}
+
+	stderr, err = runCommon(t, connect, "--config", labConfig)
+	want := fmt.Sprintf(`rpi-test: using agent "pi-lab" of cluster "lab" at %s, found by mDNS`, lab.APIURLs()[0])
+	if err != nil || used != lab.APIURLs()[0] || !strings.HasPrefix(stderr, want) || strings.Count(stderr, "\n") != 1 {
+		t.Fatalf("config wants lab: used %s, err %v, stderr %q; want one line %q", used, err, stderr, want)
+	}
+
+	answering = []mdns.Peer{*lab, *home}
+	stderr, err = runCommon(t, connect, "--config", noConfig)
+	if err != nil || used != home.APIURLs()[0] || !strings.Contains(stderr, `"pi-home" of cluster "rpi"`) {
+		t.Fatalf("both answered, config wants rpi: used %s, err %v, stderr %q; want pi-home", used, err, stderr)
+	}
+
+	stderr, err = runCommon(t, connect, "--config", noConfig, "--agent", home.APIURLs()[0])
+	if err != nil || strings.Contains(stderr, "mDNS") {
+		t.Fatalf("--agent given: err %v, stderr %q; want no browse and no line", err, stderr)
 	}
 }
