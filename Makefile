@@ -52,7 +52,7 @@ lint:
 
 # Debian packages the full test run needs (installed by `make deps`, as root).
 TEST_DEPS := debootstrap ansible-core ansible-lint chromium mtools dosfstools fdisk e2fsprogs \
-	xz-utils iproute2 openssh-client curl systemd lxcfs
+	xz-utils iproute2 openssh-client curl systemd lxcfs prometheus
 
 deps:
 	./scripts/deps.sh $(TEST_DEPS)
