@@ -25,6 +25,18 @@ import (
 // Arguments after "--" go to ansible-playbook.
 func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var extra []string
+	app := launchApp(stdout, stderr, &extra)
+	args, extra = toolkit.Permute(app, args)
+	return app.RunContext(ctx, args)
+}
+
+// LaunchApp returns the rpi-launch application, for the documentation
+// generator; RunLaunch is how it runs.
+func LaunchApp() *cli.App { return launchApp(io.Discard, io.Discard, new([]string)) }
+
+// launchApp builds rpi-launch; *extraArgs holds the arguments after "--" by the
+// time an action runs.
+func launchApp(stdout, stderr io.Writer, extraArgs *[]string) *cli.App {
 	app := &cli.App{
 		Name:      "rpi-launch",
 		Usage:     "deploy a service on the least busy nodes of the cluster",
@@ -77,7 +89,7 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			if err != nil {
 				return err
 			}
-			l := newLauncher(c, s, extra, stdout, stderr)
+			l := newLauncher(c, s, *extraArgs, stdout, stderr)
 			l.RecordDesired = true
 			if remove {
 				_, err = l.Remove(c.Context, service, n, c.Bool("dry-run"))
@@ -137,7 +149,7 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 					level = slog.LevelDebug
 				}
 				r := &launcher.Reconciler{
-					Launcher:    newLauncher(c, s, extra, stdout, stderr),
+					Launcher:    newLauncher(c, s, *extraArgs, stdout, stderr),
 					Agents:      append(toolkit.SplitList(c.StringSlice(toolkit.FlagAgent)), s.Config.Agents...),
 					Interval:    c.Duration("interval"),
 					IgnoreGrace: !c.Bool("watch"),
@@ -161,9 +173,7 @@ func RunLaunch(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			},
 		},
 	}
-	cliapp.Prepare(app)
-	args, extra = toolkit.Permute(app, args)
-	return app.RunContext(ctx, args)
+	return cliapp.Prepare(app)
 }
 
 func newLauncher(c *cli.Context, s *toolkit.Session, extra []string, stdout, stderr io.Writer) *launcher.Launcher {

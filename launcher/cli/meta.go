@@ -18,6 +18,20 @@ import (
 
 // RunMeta runs rpi-meta with args (args[0] is the program name).
 func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	app := metaApp(stdout)
+	args, extra := toolkit.Permute(app, args)
+	if len(extra) > 0 {
+		return cliapp.Usagef("rpi-meta takes no arguments after --: %v", extra)
+	}
+	app.Writer, app.ErrWriter = stdout, stderr
+	return app.RunContext(ctx, args)
+}
+
+// MetaApp returns the rpi-meta application, for the documentation
+// generator; RunMeta is how it runs.
+func MetaApp() *cli.App { return metaApp(io.Discard) }
+
+func metaApp(stdout io.Writer) *cli.App {
 	write := func(add bool) cli.ActionFunc {
 		return func(c *cli.Context) error {
 			if c.NArg() != 2 {
@@ -66,7 +80,6 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			"a node that offers another key (see rpi-inventory forget); list pins nothing.",
 		Flags:           append(toolkit.CommonFlags(), toolkit.JSONFlag()),
 		Writer:          stdout,
-		ErrWriter:       stderr,
 		HideHelpCommand: true,
 		Commands: []*cli.Command{
 			{Name: "add-service", Usage: "record SERVICE on NODE (name or IP)", ArgsUsage: "NODE SERVICE", Action: write(true)},
@@ -100,11 +113,7 @@ func RunMeta(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			},
 		},
 	})
-	args, extra := toolkit.Permute(app, args)
-	if len(extra) > 0 {
-		return cliapp.Usagef("rpi-meta takes no arguments after --: %v", extra)
-	}
-	return app.RunContext(ctx, args)
+	return app
 }
 
 // resolveNode finds target by node name, else by address. An address shared
