@@ -1,6 +1,7 @@
 # rpi-cluster — build, test and run.
 #
-#   make build        binaries for this machine into bin/
+#   make build        binaries for this machine into bin/ (and make docs)
+#   make docs         man pages and bash/zsh completion of every CLI into dist/
 #   make cross        rpi-agent for every Pi: bin/linux-{arm64,armv7,armv6}/rpi-agent
 #   make test         unit and in-process cluster tests (go test -race ./...)
 #   make check        everything CI runs: lint, tests, end-to-end suite
@@ -14,19 +15,20 @@
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/rpi-cluster/rpi-cluster/internal/version.Version=$(VERSION)
-# urfave/cli's man page and markdown generators are never used; leaving them
-# out drops blackfriday and go-md2man from every binary (smaller, faster start).
+# urfave/cli's man page and markdown generators are never used by the
+# binaries; leaving them out drops blackfriday and go-md2man from every binary
+# (smaller, faster start). Only internal/gendocs (make docs) builds with them.
 TAGS     := urfave_cli_no_docs
 
 export CGO_ENABLED := 0
 
 N ?= 4
 
-.PHONY: all build cross test lint deps check demo cluster cluster-down e2e bench bench-quick clean
+.PHONY: all build docs cross test lint deps check demo cluster cluster-down e2e bench bench-quick clean
 
 all: build
 
-build:
+build: docs
 	@mkdir -p bin
 	@for b in $$(ls -d */cmd/* 2>/dev/null); do \
 		name=$$(basename $$b); \
@@ -34,6 +36,11 @@ build:
 		$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o bin/$$name ./$$b || exit 1; \
 	done
 	@mkdir -p bin/linux-amd64 && if [ "$$($(GO) env GOARCH)" = amd64 ]; then cp bin/rpi-agent bin/linux-amd64/rpi-agent; fi
+
+# Generated from the apps' flags; a test (internal/gendocs) fails when the
+# committed dist/ differs from what this writes.
+docs:
+	$(GO) run ./internal/gendocs -o dist
 
 # Pi Zero/1 are ARMv6, Pi 2/3 (32-bit OS) ARMv7, Pi 3/4/5 with a 64-bit OS arm64.
 cross:
