@@ -224,7 +224,7 @@ func TestStatusPageHistory(t *testing.T) {
 	t.Run("phone", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		b, err := browser.Start(ctx, browser.Options{Width: 390, Height: 1500, Mobile: true})
+		b, err := browser.Start(ctx, browser.Options{Width: 390, Height: 2700, Mobile: true})
 		if err != nil {
 			t.Fatal(err)
 		}
