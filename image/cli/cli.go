@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -17,13 +15,19 @@ import (
 	"github.com/rpi-cluster/rpi-cluster/image"
 	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
 	"github.com/rpi-cluster/rpi-cluster/internal/secretfile"
+	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 )
 
 // Run runs rpi-image with args (args[0] is the program name).
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	a := App()
 	a.Writer, a.ErrWriter = stdout, stderr
-	return a.RunContext(ctx, flagsFirst(a, args))
+	// Flags may follow arguments: "rpi-image rootfs DIR --ssh-key KEY.pub".
+	args, extra := toolkit.Permute(a, args)
+	if len(extra) > 0 {
+		return cliapp.Usagef("rpi-image takes no arguments after --: %v", extra)
+	}
+	return a.RunContext(ctx, args)
 }
 
 func customFlags(configOutDefault string) []cli.Flag {
@@ -235,47 +239,6 @@ func App() *cli.App {
 			},
 		},
 	})
-}
-
-// flagsFirst moves a subcommand's flags before its arguments, so that
-// "rpi-image rootfs DIR --ssh-key KEY.pub" works (urfave/cli stops parsing
-// flags at the first argument).
-func flagsFirst(a *cli.App, args []string) []string {
-	if len(args) < 2 {
-		return args
-	}
-	cmd := a.Command(args[1])
-	if cmd == nil {
-		return args
-	}
-	takesValue := func(name string) bool {
-		for _, f := range cmd.Flags {
-			if slices.Contains(f.Names(), name) {
-				_, isBool := f.(*cli.BoolFlag)
-				return !isBool
-			}
-		}
-		return false
-	}
-	var flags, rest []string
-	for i := 2; i < len(args); i++ {
-		arg := args[i]
-		switch {
-		case arg == "--":
-			rest = append(rest, args[i:]...)
-			i = len(args)
-		case strings.HasPrefix(arg, "-") && arg != "-":
-			flags = append(flags, arg)
-			name := strings.TrimLeft(arg, "-")
-			if !strings.Contains(name, "=") && takesValue(name) && i+1 < len(args) {
-				i++
-				flags = append(flags, args[i])
-			}
-		default:
-			rest = append(rest, arg)
-		}
-	}
-	return append(append(args[:2:2], flags...), rest...)
 }
 
 func writeManifest(fsys *image.DirFS, path string) error {

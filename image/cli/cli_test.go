@@ -28,11 +28,8 @@ func TestSecretFilesRefused(t *testing.T) {
 		{"build", "--base", filepath.Join(dir, "base.img"), "--out", filepath.Join(dir, "out.img"), "--ssh-key", filepath.Join(dir, "k.pub"), "--wifi-psk-file", open},
 	} {
 		t.Run(args[0]+" "+args[len(args)-2], func(t *testing.T) {
-			a := App()
 			var out bytes.Buffer
-			a.Writer, a.ErrWriter = &out, &out
-			argv := append([]string{"rpi-image"}, args...)
-			err := a.RunContext(context.Background(), flagsFirst(a, argv))
+			err := Run(context.Background(), append([]string{"rpi-image"}, args...), &out, &out)
 			if err == nil || !strings.Contains(err.Error(), "every user") || !strings.Contains(err.Error(), open) {
 				t.Fatalf("err %v; want a refusal of %s", err, open)
 			}

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/command"
+	imagecli "github.com/rpi-cluster/rpi-cluster/image/cli"
 	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 	"github.com/rpi-cluster/rpi-cluster/internal/version"
@@ -34,6 +35,7 @@ var tools = map[string]runFunc{
 	"rpi-inventory": invcli.Run,
 	"rpi-launch":    launchcli.RunLaunch,
 	"rpi-meta":      launchcli.RunMeta,
+	"rpi-image":     imagecli.Run,
 }
 
 // run runs a tool as its main does and returns the exit status and what it
@@ -72,6 +74,10 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"rpi-meta", "frobnicate"}, `unknown command "frobnicate"`, "rpi-meta"},
 		{[]string{"rpi-meta", "add-service", "pi1"}, "usage: rpi-meta add-service NODE SERVICE", "rpi-meta add-service"},
 		{[]string{"rpi-meta", "list", "--bogus"}, "-bogus", "rpi-meta"},
+		{[]string{"rpi-image", "nope"}, `unknown command "nope"`, "rpi-image"},
+		{[]string{"rpi-image", "build"}, "build needs --base", "rpi-image build"},
+		{[]string{"rpi-image", "rootfs"}, "exactly one argument", "rpi-image rootfs"},
+		{[]string{"rpi-image", "rootfs", "--bogus", "dir"}, "-bogus", "rpi-image"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			code, stdout, stderr := run(t, tc.args...)
