@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +23,8 @@ import (
 	"time"
 
 	"github.com/rpi-cluster/rpi-cluster/bench"
+	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
+	"github.com/rpi-cluster/rpi-cluster/internal/version"
 )
 
 func main() {
@@ -74,8 +77,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.invRuns, "inventory-runs", 20, "rpi-inventory runs per size")
 	fs.BoolVar(&o.verbose, "v", false, "log progress at debug level")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the in-process rows to `FILE` (go tool pprof)")
+	showVersion := fs.Bool("version", false, "print the version")
+	// As the other tools: -h prints the flags on stdout; a bad command line
+	// is one line on stderr and exit status 2, not the whole list.
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
-		return 2
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(stdout)
+			fmt.Fprintln(stdout, "usage: rpi-bench [flags]")
+			fs.PrintDefaults()
+			return 0
+		}
+		return cliapp.Exit("rpi-bench", &cliapp.UsageError{Command: "rpi-bench", Err: err}, stderr)
+	}
+	if fs.NArg() > 0 {
+		return cliapp.Exit("rpi-bench", cliapp.Usagef("unexpected argument %q: rpi-bench takes only flags", fs.Arg(0)), stderr)
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, "rpi-bench version", version.String())
+		return 0
 	}
 	applyDefaults(&o)
 	sizes, err := parseSizes("--sizes", o.sizes)
