@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -285,6 +286,8 @@ func TestPluginMatchesScriptOnLiveCluster(t *testing.T) {
 				}
 				return n
 			}
+			// pi-3: the agent vouches for pi-1's key, not its record's.
+			ns[2] = vouched(ns[2], ns[0])
 			return append(ns,
 				like("bad name", nil),
 				like("all", nil),
@@ -301,12 +304,14 @@ func TestPluginMatchesScriptOnLiveCluster(t *testing.T) {
 				like("painted", func(n map[string]any) { n["model"] = "\x1b[31mred\u202e"; n["arch"] = "arm\x07" }),
 				like("gone", func(n map[string]any) { n["status"] = "gone" }),
 				like("suspected", func(n map[string]any) { n["status"] = "suspect"; n["services"] = []any{"web.api-v2"} }),
+				forged(t, ns[1], "forged", false),  // pi-2's signed record under another name
+				forged(t, ns[1], "tampered", true), // pi-2's record renamed, signature kept
 			)
 		})
 		plugin := decodeInventory(t, mustRun(t, tmp, ansibleEnv(tmp), "ansible-inventory", "-i", pluginFile(t, tmp, proxy, ""), "--list"))
 		script := decodeInventory(t, mustRun(t, tmp, ansibleEnv(tmp), "ansible-inventory", "-i", scriptInventory(t, tmp, proxy), "--list"))
 		compareInventories(t, plugin, script)
-		want := []string{"extra", "gone", "painted", "pi-1", "pi-2", "pi-3", "suspected"}
+		want := []string{"extra", "gone", "painted", "pi-1", "pi-2", "suspected"}
 		if got := plugin.hosts("all"); !slices.Equal(got, want) {
 			t.Errorf("plugin hosts %v, want %v", got, want)
 		}
@@ -315,6 +320,51 @@ func TestPluginMatchesScriptOnLiveCluster(t *testing.T) {
 		}
 		if got := plugin.hosts("service_ungrouped"); !slices.Equal(got, []string{"extra"}) {
 			t.Errorf("group service_ungrouped = %v, want [extra]", got)
+		}
+	})
+
+	t.Run("pinned keys", func(t *testing.T) {
+		// With the pins rpi-inventory wrote, the plugin agrees; a pinned
+		// node without a record is left out by both; a changed key fails
+		// both, naming the node and the fix.
+		tmp := t.TempDir()
+		var key string
+		proxy := snapshotProxy(t, agents[0].url, func(ns []map[string]any) []map[string]any {
+			key = fmt.Sprint(ns[0]["identity_key"])
+			n := maps.Clone(ns[0])
+			delete(n, "signed_record")
+			delete(n, "identity_key")
+			n["name"], n["self"] = "unsigned", false
+			return append(ns, n)
+		})
+		pins := filepath.Join(tmp, "known_nodes.json")
+		writeFile(t, pins, fmt.Sprintf(`{"unsigned": %q}`, key))
+		script := decodeInventory(t, mustRun(t, tmp, ansibleEnv(tmp), "ansible-inventory", "-i", scriptInventory(t, tmp, proxy), "--list"))
+		plugin := decodeInventory(t, mustRun(t, tmp, ansibleEnv(tmp), "ansible-inventory", "-i",
+			pluginFile(t, tmp, proxy, fmt.Sprintf("known_nodes: %q\n", pins)), "--list"))
+		compareInventories(t, plugin, script)
+		if got := plugin.hosts("all"); slices.Contains(got, "unsigned") || len(got) != 3 {
+			t.Errorf("plugin hosts %v, want pi-1, pi-2, pi-3 and not the pinned node without a record", got)
+		}
+		data, err := os.ReadFile(pins)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]string
+		if err := json.Unmarshal(data, &m); err != nil || len(m) != 4 {
+			t.Fatalf("rpi-inventory pinned %v (%v), want pi-1..3 and unsigned", m, err)
+		}
+		m["pi-2"] = m["pi-1"]
+		data, _ = json.Marshal(m)
+		writeFile(t, pins, string(data))
+		for tool, inv := range map[string]string{
+			"rpi-inventory": scriptInventory(t, tmp, proxy),
+			"plugin":        pluginFile(t, tmp, proxy, fmt.Sprintf("known_nodes: %q\n", pins)),
+		} {
+			_, err := run(t, tmp, ansibleEnv(tmp), "ansible-inventory", "-i", inv, "--list")
+			if err == nil || !strings.Contains(err.Error(), "refuse node pi-2") || !strings.Contains(err.Error(), "forget pi-2") {
+				t.Errorf("%s with pi-2 pinned to pi-1's key: %v, want a refusal naming pi-2 and the fix", tool, err)
+			}
 		}
 	})
 
@@ -417,4 +467,41 @@ func TestPluginErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no agent answered") || !strings.Contains(err.Error(), "127.0.0.1:1/v1/nodes") {
 		t.Errorf("agent down: %v, want an error naming the agent tried", err)
 	}
+}
+
+// forged is a node named name carrying n's signed record: as it is (a
+// record of another node), or, with tamper, with the record's name changed
+// to name and n's signature kept.
+func forged(t *testing.T, n map[string]any, name string, tamper bool) map[string]any {
+	t.Helper()
+	f := maps.Clone(n)
+	f["name"], f["self"] = name, false
+	if !tamper {
+		return f
+	}
+	rec := maps.Clone(n["signed_record"].(map[string]any))
+	body, err := base64.StdEncoding.DecodeString(rec["body"].(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims map[string]any
+	if err := json.Unmarshal(body, &claims); err != nil {
+		t.Fatal(err)
+	}
+	claims["n"] = name
+	body, err = json.Marshal(claims)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec["body"] = base64.StdEncoding.EncodeToString(body)
+	f["signed_record"] = rec
+	return f
+}
+
+// vouched is n with the answering agent vouching for other's identity key
+// instead of the one n's record carries.
+func vouched(n, other map[string]any) map[string]any {
+	v := maps.Clone(n)
+	v["identity_key"] = other["identity_key"]
+	return v
 }

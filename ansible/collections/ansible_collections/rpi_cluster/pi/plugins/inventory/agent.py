@@ -22,8 +22,14 @@ description:
     with a warning, as the workstation tools leave them out.
   - "The file must be named C(*rpi.yml), C(*rpi.yaml), C(*rpi_cluster.yml) or
     C(*rpi_cluster.yaml) and say C(plugin: rpi_cluster.pi.agent)."
-  - Unlike C(rpi-inventory), the plugin does not pin node identity keys; use
-    C(rpi-inventory known-hosts) for the SSH host keys.
+  - A node that carries a signed record is left out unless the record's
+    ed25519 signature verifies against the key it carries, names the node,
+    gives its address and carries the key the agent vouches for, as the
+    workstation tools do (needs the Python package C(cryptography), which
+    ansible-core requires).
+  - With I(known_nodes), the identity keys C(rpi-inventory) pinned are
+    checked too, read-only; the plugin pins nothing itself. Run
+    C(rpi-inventory --list) once to pin the keys of a new cluster.
 extends_documentation_fragment:
   - constructed
   - inventory_cache
@@ -63,6 +69,14 @@ options:
         every host gets C(ansible_ssh_common_args) pointing ssh at it with
         strict host-key checking.
     type: str
+  known_nodes:
+    description:
+      - The workstation's pinned node identity keys, C(known_nodes.json)
+        beside the workstation config (C(~/.config/rpi-cluster/known_nodes.json)),
+        as C(rpi-inventory) writes it. A node offering another key than its pin
+        fails the inventory, naming both fingerprints and the fix; a pinned node
+        reported without a signed record is left out. Unset checks records only.
+    type: path
   timeout:
     description: Seconds to wait for each agent.
     type: int
@@ -96,6 +110,7 @@ groups:
   idle: rpi_busy_score < 0.5
 """
 
+import base64
 import json
 
 from ansible.errors import AnsibleError, AnsibleParserError
@@ -189,18 +204,71 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         for n in valid:
             for s in n.get("services") or []:
                 groups[rpi.group_name(s)] = s
+        pins = self._load_pins()
         out = []
+        refusals = []
         for n in valid:
             svc = groups.get(n["name"].lower())
             if svc is not None:
                 self._warn(n["name"], "it is named like the inventory group of service %s, which Ansible would "
                                       "take for the group; rename the node" % svc)
                 continue
+            if not self._trust(n, pins, refusals):
+                continue
             n = dict(n)
             for k in ("status", "model", "arch", "version"):
                 n[k] = rpi.printable(n.get(k) or "")
             out.append(n)
+        if refusals:
+            raise AnsibleError("rpi_cluster.pi.agent: " + "; ".join(refusals))
         return out
+
+    def _load_pins(self):
+        path = self.get_option("known_nodes")
+        if not path:
+            return {}
+        try:
+            with open(path, "rb") as f:
+                pins = json.loads(to_text(f.read()))
+        except FileNotFoundError:
+            return {}
+        except OSError as e:
+            raise AnsibleError("rpi_cluster.pi.agent: read pinned node keys %s: %s" % (path, to_native(e)))
+        except ValueError as e:
+            raise AnsibleError("rpi_cluster.pi.agent: read pinned node keys %s: corrupt (%s): fix it with "
+                               "rpi-inventory forget, or remove the file" % (path, to_native(e)))
+        if not isinstance(pins, dict):
+            raise AnsibleError("rpi_cluster.pi.agent: read pinned node keys %s: not a JSON object" % path)
+        return pins
+
+    def _trust(self, n, pins, refusals):
+        """toolkit.Gate's trust, read-only: whether n may be used. A pinned
+        node offering another key is added to refusals."""
+        name = n["name"]
+        pinned = pins.get(name)
+        try:
+            pub, err = rpi.verify_record(n)
+        except RuntimeError as e:
+            raise AnsibleError("rpi_cluster.pi.agent: %s" % to_native(e))
+        if pub is None and err is None:
+            if pinned:
+                self._warn(name, "its key is pinned (%s) but the agent's answer carries no signed record for it; "
+                                 "ask another agent" % _fingerprint(pinned))
+                return False
+            return True  # an agent from before signed records
+        if err:
+            self._warn(name, err)
+            return False
+        enc = to_text(base64.b64encode(pub))
+        if n.get("identity_key") and n["identity_key"] != enc:
+            self._warn(name, "the agent vouches for another identity key than the one its record carries")
+            return False
+        if pinned is not None and pinned != enc:
+            refusals.append("refuse node %s: node key changed: pinned %s, offered %s: if its card was reinstalled, "
+                            "run `rpi-inventory forget %s` and `rpi-inventory --list` to pin the new key; if not, "
+                            "another machine is answering as %s" % (name, _fingerprint(pinned), rpi.fingerprint(pub), name, name))
+            return False
+        return True
 
     def _hostvars(self, n):
         m = n.get("monitoring") or {}
@@ -307,3 +375,10 @@ def _shell_quote(s):
     if all(ch in "/._-~" or ch.isalpha() or ch.isdigit() for ch in s):
         return s
     return "'" + s.replace("'", "'\"'\"'") + "'"
+
+
+def _fingerprint(b64):
+    try:
+        return rpi.fingerprint(base64.b64decode(b64))
+    except (TypeError, ValueError):
+        return "(unreadable key)"

@@ -176,3 +176,64 @@ def split_list(values):
     for v in values:
         out.extend(p.strip() for p in str(v).split(",") if p.strip())
     return out
+
+
+PURPOSE_RECORD = b"rpi-cluster record v1"
+
+
+def fingerprint(pub):
+    """identity.Fingerprint: SHA256:<unpadded base64 of the key's SHA-256>."""
+    import base64
+    import hashlib
+    return "SHA256:" + base64.b64encode(hashlib.sha256(pub).digest()).decode("ascii").rstrip("=")
+
+
+def verify_record(node):
+    """toolkit.VerifyRecord: open the node's signed record (its ed25519
+    signature against the key it carries) and check it names the node and
+    gives its address. Returns (public key bytes, None), (None, None) for a
+    node without a record, or (None, what is wrong)."""
+    import base64
+    import json as _json
+
+    rec = node.get("signed_record")
+    if not rec:
+        return None, None
+    try:
+        body = base64.b64decode(rec.get("body") or "", validate=True)
+        sig = base64.b64decode(rec.get("sig") or "", validate=True)
+        claims = _json.loads(body.decode("utf-8"))
+        pub = base64.b64decode(claims.get("pk") or "", validate=True)
+    except Exception as e:  # any malformed part: the record does not open
+        return None, "its signed record does not verify (open signed record: %s)" % e
+    if not isinstance(claims, dict):
+        return None, "its signed record does not verify (not an object)"
+    if len(pub) != 32:
+        return None, "its signed record does not verify (open signed record of %s: no identity key)" % quote(str(claims.get("n", "")))
+    try:
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    except ImportError:
+        raise RuntimeError("checking signed node records needs the Python package cryptography "
+                           "(apt-get install python3-cryptography, or pip install cryptography)")
+    try:
+        Ed25519PublicKey.from_public_bytes(pub).verify(sig, PURPOSE_RECORD + b"\x00" + body)
+    except (InvalidSignature, ValueError):
+        return None, "its signed record does not verify (open signed record of %s: bad signature)" % quote(str(claims.get("n", "")))
+    if claims.get("n") != node.get("name"):
+        return None, "its signed record is of node %s" % quote(str(claims.get("n", "")))
+    if not _same_addr(claims.get("a"), node.get("address")):
+        return None, "its signed record gives address %s, the agent %s" % (quote(str(claims.get("a", ""))), quote(str(node.get("address", ""))))
+    return pub, None
+
+
+def _same_addr(a, b):
+    try:
+        pa, pb = ipaddress.ip_address(a), ipaddress.ip_address(b)
+    except (TypeError, ValueError):
+        return a == b
+    if isinstance(pa, ipaddress.IPv6Address) and pa.ipv4_mapped:
+        pa = pa.ipv4_mapped
+    if isinstance(pb, ipaddress.IPv6Address) and pb.ipv4_mapped:
+        pb = pb.ipv4_mapped
+    return pa == pb
