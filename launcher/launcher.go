@@ -189,9 +189,20 @@ func (l *Launcher) Launch(ctx context.Context, service string, n int, dryRun boo
 }
 
 // changeDesired adds delta to service's desired replica count and reports
-// the new value.
+// the new value. A launch (delta > 0) records the service's policy with it,
+// so status and reconcile on any workstation act on the same policy.
 func (l *Launcher) changeDesired(ctx context.Context, service string, delta int) error {
-	d, err := l.Client.AddDesired(ctx, service, delta)
+	change := apitypes.DesiredChange{Delta: &delta}
+	if delta > 0 {
+		text, err := PolicyText(l.Playbooks, service)
+		if err != nil {
+			return fmt.Errorf("desired %s %+d: %w", service, delta, err)
+		}
+		if text != "" {
+			change.Policy = &text
+		}
+	}
+	d, err := l.Client.ChangeDesired(ctx, service, change)
 	var se *client.StatusError
 	if errors.As(err, &se) && se.Code == http.StatusNotFound {
 		// An agent from before desired state: the deploy stands, reconcile
@@ -308,6 +319,13 @@ func (l *Launcher) apply(ctx context.Context, s applySpec) (*Outcome, error) {
 		}
 		out.Succeeded = append(out.Succeeded, node.Name)
 	}
+	if len(res.files) > 0 {
+		hash := RenderHash(res.files)
+		if !s.add {
+			hash = "" // removed: nothing to compare any more
+		}
+		l.recordRendered(ctx, s.service, hashesFor(out.Succeeded, hash))
+	}
 	verb := map[bool]string{true: "recorded on", false: "removed from"}[s.add]
 	fmt.Fprintf(l.out(), "%s %s: %s %d of %d node(s): %s\n", s.action, s.service, verb, len(out.Succeeded), len(chosen), strings.Join(out.Succeeded, ", "))
 	l.awaitView(ctx, s.service, out.Succeeded, s.add)
@@ -350,8 +368,18 @@ func (l *Launcher) ReapplyDependents(ctx context.Context, service string, view [
 // reapply re-renders dependent's templates with view and re-runs its
 // install playbook on the alive nodes running it.
 func (l *Launcher) reapply(ctx context.Context, dependent string, view []apitypes.Node, dryRun bool) error {
+	return l.reapplyOn(ctx, dependent, view, nil, dryRun)
+}
+
+// reapplyOn is reapply limited to the nodes in only (nil: all of them);
+// the templates still see every node running dependent. What each node
+// that succeeded was given is recorded.
+func (l *Launcher) reapplyOn(ctx context.Context, dependent string, view []apitypes.Node, only []string, dryRun bool) error {
 	data := dependentData(l.Cluster, view, dependent)
 	targets := data.Targets
+	if only != nil {
+		targets = slices.DeleteFunc(slices.Clone(targets), func(n apitypes.Node) bool { return !slices.Contains(only, n.Name) })
+	}
 	if len(targets) == 0 {
 		fmt.Fprintf(l.out(), "dependent %s runs on no alive node; nothing to re-apply\n", dependent)
 		return nil
@@ -374,10 +402,16 @@ func (l *Launcher) reapply(ctx context.Context, dependent string, view []apitype
 		return fmt.Errorf("re-apply %s: %w", dependent, err)
 	}
 	failed := map[string]string{}
+	var given []string
 	for _, t := range targets {
 		if !res.result.Succeeded(t.Name) {
 			failed[t.Name] = hostFailure(res.result, t.Name)
+		} else {
+			given = append(given, t.Name)
 		}
+	}
+	if len(res.files) > 0 {
+		l.recordRendered(ctx, dependent, hashesFor(given, RenderHash(res.files)))
 	}
 	if len(failed) > 0 {
 		return &PartialError{Action: "re-apply", Service: dependent, Failed: failed}

@@ -101,6 +101,11 @@ type serviceTrack struct {
 	launched map[string]time.Time
 	failures int
 	retryAt  time.Time
+	// pendingNow are the nodes in their grace period in this pass.
+	pendingNow []string
+	// driftFailures and driftRetryAt back off drift repairs that fail.
+	driftFailures int
+	driftRetryAt  time.Time
 	// noted is the last alert or surplus line logged, to log each once.
 	noted string
 }
@@ -112,6 +117,9 @@ type PassResult struct {
 	Launched map[string][]string
 	// Reapplied maps services to the dependents re-applied for them.
 	Reapplied map[string][]string
+	// Repaired maps services to the nodes re-applied because what they
+	// were last given had drifted from what the templates give now.
+	Repaired map[string][]string
 	// Alerts are the alert lines logged in this pass.
 	Alerts []string
 	// WakeAt is the earliest time a grace period or back-off ends; zero when
@@ -195,18 +203,27 @@ func (r *Reconciler) Reconcile(ctx context.Context) (*PassResult, error) {
 
 	l := *r.Launcher
 	l.Client, l.RecordDesired = c, false
+	entries := map[string]*apitypes.DesiredService{}
+	for i := range desired {
+		entries[desired[i].Service] = &desired[i]
+	}
+	local := func(svc string) (Policy, error) { return LoadPolicy(l.Playbooks, svc) }
 	policies := map[string]Policy{}
 	loadPolicy := func(svc string) (Policy, error) {
-		p, err := LoadPolicy(l.Playbooks, svc)
+		p, _, err := EffectivePolicy(entries[svc], svc, local)
 		if err == nil {
 			policies[svc] = p
 		}
 		return p, err
 	}
 	res := &PassResult{
-		States:    ServiceStates(nodes, desired, loadPolicy),
+		States:    ServiceStates(nodes, desired, local),
 		Launched:  map[string][]string{},
 		Reapplied: map[string][]string{},
+		Repaired:  map[string][]string{},
+	}
+	for _, st := range res.States {
+		loadPolicy(st.Service)
 	}
 	// Services known from earlier passes whose every node vanished from the
 	// view (and that have no desired count) still need their dependents
@@ -234,7 +251,77 @@ func (r *Reconciler) Reconcile(ctx context.Context) (*PassResult, error) {
 		}
 		r.reconcileService(ctx, &l, nodes, st, pol, res)
 	}
+	// Drift last, and only in a pass that changed nothing: a launch or
+	// re-apply above rendered from a view the agent may not show yet, and
+	// comparing with it would undo them. The next pass looks again.
+	if len(res.Launched) > 0 || len(res.Reapplied) > 0 {
+		return res, nil
+	}
+	for _, st := range res.States {
+		if ctx.Err() != nil {
+			return res, nil
+		}
+		pol, ok := policies[st.Service]
+		if !ok || st.PolicyError != "" || pol.OnFailure == OnFailureNone {
+			continue
+		}
+		r.repairDrift(ctx, &l, nodes, st, pol, res)
+	}
 	return res, nil
+}
+
+// repairDrift re-applies service where what a node was last given (the
+// hash recorded in the cluster) differs from what its templates give now:
+// a re-apply that failed, or one made from a view that missed a change.
+// It waits while a service it depends on has a node in its grace period,
+// so a flapping backend is not dropped from a load balancer early, and a
+// repair that fails backs off as a failed relaunch does.
+func (r *Reconciler) repairDrift(ctx context.Context, l *Launcher, nodes []apitypes.Node, st ServiceState, pol Policy, res *PassResult) {
+	svc := st.Service
+	t := r.track(svc)
+	log := r.log().With("service", svc)
+	for _, dep := range pol.DependsOn {
+		if dt := r.services[dep]; dt != nil && len(dt.pendingNow) > 0 {
+			return
+		}
+	}
+	// Read the entry again: the passes above record what they applied.
+	d, err := l.Client.DesiredFor(ctx, svc)
+	if err != nil || len(d.Rendered) == 0 {
+		return
+	}
+	hash, ok, err := l.ExpectedRender(svc, nodes)
+	if err != nil || !ok {
+		if err != nil {
+			log.Error("cannot compute drift", "err", err)
+		}
+		return
+	}
+	drifted := Drifted(st.Actual, d.Rendered, hash)
+	if len(drifted) == 0 {
+		t.driftFailures, t.driftRetryAt = 0, time.Time{}
+		return
+	}
+	now := r.now()
+	if now.Before(t.driftRetryAt) {
+		log.Info("drift repair backing off", "nodes", strings.Join(drifted, ","), "retry_at", t.driftRetryAt.Format(time.RFC3339))
+		res.wake(t.driftRetryAt)
+		return
+	}
+	log.Warn("drift: re-applying", "nodes", strings.Join(drifted, ","))
+	if err := l.reapplyOn(ctx, svc, nodes, drifted, false); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		t.driftFailures++
+		wait := r.backoff(t.driftFailures)
+		t.driftRetryAt = now.Add(wait)
+		res.wake(t.driftRetryAt)
+		log.Error("drift repair failed", "failures", t.driftFailures, "retry_in", wait, "err", err)
+		return
+	}
+	t.driftFailures, t.driftRetryAt = 0, time.Time{}
+	res.Repaired[svc] = drifted
 }
 
 func (r *Reconciler) reconcileService(ctx context.Context, l *Launcher, nodes []apitypes.Node, st ServiceState, pol Policy, res *PassResult) {
@@ -289,6 +376,7 @@ func (r *Reconciler) reconcileService(ctx context.Context, l *Launcher, nodes []
 			gone = append(gone, name)
 		}
 	}
+	t.pendingNow = pending
 	// Replicas this reconciler launched that the view does not show yet.
 	actual := slices.Clone(st.Actual)
 	var settling []string

@@ -60,6 +60,20 @@ type ServiceState struct {
 	OnFailure string `json:"on_failure"`
 	// Policy is an error reading the service's policy, "" when it was read.
 	PolicyError string `json:"policy_error,omitempty"`
+	// PolicySource is where the policy came from: "cluster" (recorded with
+	// the desired state when the service was launched) or "local" (the
+	// playbooks folder of this workstation).
+	PolicySource string `json:"policy_source"`
+	// Rendered maps nodes to the hash of what each was last given, as
+	// recorded in the cluster.
+	Rendered map[string]string `json:"rendered,omitempty"`
+	// Drift are the healthy nodes running the service whose last render
+	// differs from what its templates give with the live cluster; set by
+	// AddDrift.
+	Drift []string `json:"drift"`
+	// DriftError says why drift could not be computed (no templates here,
+	// a template that does not render).
+	DriftError string `json:"drift_error,omitempty"`
 }
 
 // Missing is how many replicas are wanted beyond the healthy ones (0 when
@@ -67,21 +81,25 @@ type ServiceState struct {
 func (s ServiceState) Missing() int { return max(s.Desired-len(s.Actual), 0) }
 
 // ServiceStates compares desired with actual for every service that has a
-// desired count or is listed by some node, sorted by service. policy loads
-// a service's policy (LoadPolicy over a playbooks folder).
+// desired count or is listed by some node, sorted by service. A service's
+// policy is the one recorded in the cluster with its desired state, else
+// what policy loads (LoadPolicy over a playbooks folder).
 func ServiceStates(nodes []apitypes.Node, desired []apitypes.DesiredService, policy func(service string) (Policy, error)) []ServiceState {
 	byName := map[string]*ServiceState{}
 	get := func(svc string) *ServiceState {
 		s := byName[svc]
 		if s == nil {
-			s = &ServiceState{Service: svc, Actual: []string{}, Down: []DownNode{}}
+			s = &ServiceState{Service: svc, Actual: []string{}, Down: []DownNode{}, Drift: []string{}}
 			byName[svc] = s
 		}
 		return s
 	}
-	for _, d := range desired {
+	entries := map[string]*apitypes.DesiredService{}
+	for i, d := range desired {
 		s := get(d.Service)
 		s.Desired, s.HasDesired = d.Replicas, true
+		s.Rendered = d.Rendered
+		entries[d.Service] = &desired[i]
 	}
 	for _, n := range nodes {
 		for _, svc := range n.Services {
@@ -90,7 +108,8 @@ func ServiceStates(nodes []apitypes.Node, desired []apitypes.DesiredService, pol
 	}
 	pols := map[string]Policy{}
 	for svc, s := range byName {
-		pol, err := policy(svc)
+		pol, source, err := EffectivePolicy(entries[svc], svc, policy)
+		s.PolicySource = source
 		if err != nil {
 			s.PolicyError = err.Error()
 			pol = DefaultPolicy()
@@ -116,4 +135,25 @@ func ServiceStates(nodes []apitypes.Node, desired []apitypes.DesiredService, pol
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Service < out[j].Service })
 	return out
+}
+
+// AddDrift fills each state's Drift: expected renders a service's templates
+// with the live cluster (Launcher.ExpectedRender); ok false means it has
+// none, and nothing can drift.
+func AddDrift(states []ServiceState, expected func(service string) (hash string, ok bool, err error)) {
+	for i := range states {
+		st := &states[i]
+		if len(st.Rendered) == 0 {
+			continue
+		}
+		hash, ok, err := expected(st.Service)
+		switch {
+		case err != nil:
+			st.DriftError = err.Error()
+		case !ok:
+			st.DriftError = "no templates here to compare with; run from the folder holding templates/ or set --templates"
+		default:
+			st.Drift = Drifted(st.Actual, st.Rendered, hash)
+		}
+	}
 }

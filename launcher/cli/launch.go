@@ -113,7 +113,8 @@ func launchApp(stdout, stderr io.Writer, extraArgs *[]string) *cli.App {
 				if err != nil {
 					return err
 				}
-				return status(c.Context, s, c.String("playbooks"), c.Bool(toolkit.FlagJSON), stdout)
+				l := newLauncher(c, s, nil, stdout, stderr)
+				return status(c.Context, l, c.Bool(toolkit.FlagJSON), stdout)
 			},
 		},
 		{
@@ -167,6 +168,9 @@ func launchApp(stdout, stderr io.Writer, extraArgs *[]string) *cli.App {
 					if n := res.Launched[st.Service]; len(n) > 0 {
 						fmt.Fprintf(stdout, ", launched on %s", apitypes.Printable(strings.Join(n, ", ")))
 					}
+					if n := res.Repaired[st.Service]; len(n) > 0 {
+						fmt.Fprintf(stdout, ", drift repaired on %s", apitypes.Printable(strings.Join(n, ", ")))
+					}
 					fmt.Fprintln(stdout)
 				}
 				return nil
@@ -191,26 +195,28 @@ func newLauncher(c *cli.Context, s *toolkit.Session, extra []string, stdout, std
 	}
 }
 
-// status prints desired against actual for every service.
-func status(ctx context.Context, s *toolkit.Session, playbooks string, asJSON bool, w io.Writer) error {
-	nodes, err := s.Client.Nodes(ctx)
+// status prints desired against actual for every service, with the nodes
+// whose last render has drifted from what the templates give now.
+func status(ctx context.Context, l *launcher.Launcher, asJSON bool, w io.Writer) error {
+	nodes, err := l.Client.Nodes(ctx)
 	if err != nil {
 		return fmt.Errorf("status: list nodes: %w", err)
 	}
-	desired, err := s.Client.Desired(ctx)
+	desired, err := l.Client.Desired(ctx)
 	if err != nil {
 		return fmt.Errorf("status: read desired state: %w", err)
 	}
 	states := launcher.ServiceStates(nodes, desired, func(svc string) (launcher.Policy, error) {
-		return launcher.LoadPolicy(playbooks, svc)
+		return launcher.LoadPolicy(l.Playbooks, svc)
 	})
+	launcher.AddDrift(states, func(svc string) (string, bool, error) { return l.ExpectedRender(svc, nodes) })
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(states)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tDESIRED\tACTUAL\tON FAILURE\tNODES\tDOWN")
+	fmt.Fprintln(tw, "SERVICE\tDESIRED\tACTUAL\tON FAILURE\tNODES\tDOWN\tDRIFT")
 	for _, st := range states {
 		want := "-"
 		if st.HasDesired {
@@ -224,8 +230,12 @@ func status(ctx context.Context, s *toolkit.Session, playbooks string, asJSON bo
 		if st.PolicyError != "" {
 			onFailure = "bad policy"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", apitypes.Printable(st.Service), want, len(st.Actual), onFailure,
-			apitypes.Printable(orDash(strings.Join(st.Actual, ","))), apitypes.Printable(orDash(strings.Join(downs, ", "))))
+		drift := orDash(strings.Join(st.Drift, ","))
+		if st.DriftError != "" {
+			drift = "?"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\n", apitypes.Printable(st.Service), want, len(st.Actual), onFailure,
+			apitypes.Printable(orDash(strings.Join(st.Actual, ","))), apitypes.Printable(orDash(strings.Join(downs, ", "))), apitypes.Printable(drift))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -233,6 +243,17 @@ func status(ctx context.Context, s *toolkit.Session, playbooks string, asJSON bo
 	for _, st := range states {
 		if st.PolicyError != "" {
 			fmt.Fprintf(w, "warning: %s\n", apitypes.Printable(st.PolicyError))
+		}
+		if st.PolicySource == launcher.PolicyFromLocal && st.HasDesired && st.Desired > 0 {
+			fmt.Fprintf(w, "warning: %s's policy is not recorded in the cluster; shown from %s (rpi-launch N %s records it)\n",
+				apitypes.Printable(st.Service), apitypes.Printable(l.Playbooks), apitypes.Printable(st.Service))
+		}
+		if st.DriftError != "" {
+			fmt.Fprintf(w, "warning: drift of %s unknown: %s\n", apitypes.Printable(st.Service), apitypes.Printable(st.DriftError))
+		}
+		if len(st.Drift) > 0 {
+			fmt.Fprintf(w, "warning: drift: %s on %s was given another render than its templates give now; rpi-launch reconcile re-applies it\n",
+				apitypes.Printable(st.Service), apitypes.Printable(strings.Join(st.Drift, ", ")))
 		}
 	}
 	return nil

@@ -13,6 +13,7 @@ package fakeagent
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -221,6 +222,23 @@ func (c *Cluster) changeDesiredLocked(self, service string, ch apitypes.DesiredC
 		d.Replicas += *ch.Delta
 	}
 	d.Replicas = max(d.Replicas, 0)
+	if ch.Policy != nil {
+		d.Policy = *ch.Policy
+	}
+	if len(ch.Rendered) > 0 {
+		r := maps.Clone(d.Rendered)
+		if r == nil {
+			r = map[string]string{}
+		}
+		for node, h := range ch.Rendered {
+			if h == "" {
+				delete(r, node)
+			} else {
+				r[node] = h
+			}
+		}
+		d.Rendered = r
+	}
 	d.Version++
 	d.UpdatedBy = self
 	d.UpdatedAt = time.Now()
@@ -303,8 +321,9 @@ func (c *Cluster) serve(self string, w http.ResponseWriter, r *http.Request) {
 				return
 			}
 			var ch apitypes.DesiredChange
-			if err := json.NewDecoder(r.Body).Decode(&ch); err != nil || (ch.Replicas == nil) == (ch.Delta == nil) {
-				writeJSON(w, http.StatusBadRequest, apitypes.Error{Error: "body must set exactly one of replicas and delta"})
+			if err := json.NewDecoder(r.Body).Decode(&ch); err != nil || (ch.Replicas != nil && ch.Delta != nil) ||
+				(ch.Replicas == nil && ch.Delta == nil && ch.Policy == nil && ch.Rendered == nil) {
+				writeJSON(w, http.StatusBadRequest, apitypes.Error{Error: "body must set at most one of replicas and delta, and something to change"})
 				return
 			}
 			writeJSON(w, http.StatusOK, c.changeDesiredLocked(self, svc, ch))

@@ -1,0 +1,128 @@
+package launcher
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/agent/client"
+)
+
+// Where a service's policy came from (ServiceState.PolicySource).
+const (
+	PolicyFromCluster = "cluster"
+	PolicyFromLocal   = "local"
+)
+
+// RenderHash is what the cluster records of a render: the hex SHA-256 of
+// every file's path and content, in path order, cut to 32 digits.
+func RenderHash(files []RenderedFile) string {
+	sorted := append([]RenderedFile(nil), files...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Path < sorted[j].Path })
+	h := sha256.New()
+	for _, f := range sorted {
+		fmt.Fprintf(h, "%d:%s\x00%d:", len(f.Path), f.Path, len(f.Content))
+		h.Write(f.Content)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// PolicyText reads playbooksDir/<service>/service.yaml as it is, checked
+// by ParsePolicy; "" when the service has none.
+func PolicyText(playbooksDir, service string) (string, error) {
+	path := filepath.Join(playbooksDir, service, PolicyFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read policy %s: %w", path, err)
+	}
+	if _, err := ParsePolicy(data); err != nil {
+		return "", fmt.Errorf("parse policy %s: %w", path, err)
+	}
+	return string(data), nil
+}
+
+// EffectivePolicy is the policy a workstation acts on for a service: the
+// one recorded in the cluster with its desired state when there is one (so
+// every workstation agrees), else local's (the playbooks folder).
+func EffectivePolicy(d *apitypes.DesiredService, service string, local func(string) (Policy, error)) (Policy, string, error) {
+	if d != nil && d.Policy != "" {
+		p, err := ParsePolicy([]byte(d.Policy))
+		if err != nil {
+			return Policy{}, PolicyFromCluster, fmt.Errorf("policy of %s recorded in the cluster: %w", service, err)
+		}
+		return p, PolicyFromCluster, nil
+	}
+	p, err := local(service)
+	return p, PolicyFromLocal, err
+}
+
+// ExpectedRender renders service's templates as a re-apply would now, with
+// the live view; ok is false when the service has no templates (nothing is
+// recorded for it, so it cannot drift).
+func (l *Launcher) ExpectedRender(service string, view []apitypes.Node) (hash string, ok bool, err error) {
+	files, err := Render(filepath.Join(l.Templates, service), "", dependentData(l.Cluster, view, service))
+	if err != nil {
+		return "", false, err
+	}
+	if len(files) == 0 {
+		return "", false, nil
+	}
+	return RenderHash(files), true, nil
+}
+
+// Drifted lists the nodes among running whose recorded render differs from
+// expected. A node with nothing recorded is not listed: it was deployed
+// before renders were recorded, and what it holds is unknown, not wrong.
+func Drifted(running []string, recorded map[string]string, expected string) []string {
+	var out []string
+	for _, n := range running {
+		if h, ok := recorded[n]; ok && h != expected {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// recordRendered records in the cluster, with service's desired state, the
+// hash of what each node was given ("" forgets a node). It is bookkeeping:
+// a failure is printed, not returned, since the deploy itself is done.
+func (l *Launcher) recordRendered(ctx context.Context, service string, hashes map[string]string) {
+	if len(hashes) == 0 {
+		return
+	}
+	_, err := l.Client.ChangeDesired(ctx, service, apitypes.DesiredChange{Rendered: hashes})
+	var se *client.StatusError
+	switch {
+	case errors.As(err, &se) && se.Code == http.StatusNotFound:
+		fmt.Fprintf(l.out(), "warning: agent %s keeps no desired state (upgrade rpi-agent); what %s's nodes were given is not recorded, drift cannot be seen\n", l.Client.BaseURL, service)
+	case err != nil:
+		nodes := make([]string, 0, len(hashes))
+		for n := range hashes {
+			nodes = append(nodes, n)
+		}
+		sort.Strings(nodes)
+		fmt.Fprintf(l.out(), "warning: record what %s on %s was given: %v; status will show them as drifted until the next apply\n",
+			service, strings.Join(nodes, ", "), err)
+	}
+}
+
+// hashesFor maps each of names to hash.
+func hashesFor(names []string, hash string) map[string]string {
+	out := make(map[string]string, len(names))
+	for _, n := range names {
+		out[n] = hash
+	}
+	return out
+}
