@@ -118,6 +118,17 @@ func runFlags() []cli.Flag {
 	}
 }
 
+// tokenFileFlag is --token-file for the subcommands that write through an
+// agent's API (rekey, force-leave), beside their --token.
+func tokenFileFlag() cli.Flag {
+	return &cli.StringFlag{Name: "token-file", Usage: "read the API token from `FILE` (not readable by every user)", EnvVars: []string{"RPI_TOKEN_FILE"}}
+}
+
+// clientToken is --token, else the content of --token-file.
+func clientToken(c *cli.Context) (string, error) {
+	return secretfile.Value("--token", "--token-file", c.String("token"), c.String("token-file"))
+}
+
 // loadConfig layers DefaultConfig, the config file, then the environment and
 // flags (urfave/cli resolves those two, flags winning).
 func loadConfig(c *cli.Context) (*agent.Config, error) {

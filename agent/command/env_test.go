@@ -110,3 +110,23 @@ func TestSecretFiles(t *testing.T) {
 		t.Errorf("api_token with api_token_file: %v; want a refusal naming both", err)
 	}
 }
+
+// TestSubcommandTokenFile: rekey and force-leave read --token-file and
+// refuse one every user may read, before asking any agent.
+func TestSubcommandTokenFile(t *testing.T) {
+	open := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(open, []byte("s3cret\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(open, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"rekey", "force-leave"} {
+		app := App()
+		app.Writer, app.ErrWriter = io.Discard, io.Discard
+		err := app.Run([]string{"rpi-agent", sub, "--agent", "http://127.0.0.1:1", "--token-file", open, "pi-7"})
+		if err == nil || !strings.Contains(err.Error(), "every user") || strings.Contains(err.Error(), "127.0.0.1") {
+			t.Errorf("%s with a world-readable --token-file: %v; want the refusal, before any agent is asked", sub, err)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
+	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
 )
 
 // forceLeaveCommand removes a failed or left node from the cluster's views
@@ -24,17 +25,22 @@ func forceLeaveCommand() *cli.Command {
 			"and a node alive at the agent asked is refused (stop it first). If it comes back it simply joins again.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "agent", Usage: "agent `URL` to ask", Value: "http://127.0.0.1:8080", EnvVars: []string{"RPI_AGENT"}},
-			&cli.StringFlag{Name: "token", Usage: "API `TOKEN` the agent requires for writes", EnvVars: []string{"RPI_TOKEN"}},
+			&cli.StringFlag{Name: "token", Usage: "API `TOKEN` the agent requires for writes (visible to ps: prefer --token-file)", EnvVars: []string{"RPI_TOKEN"}},
+			tokenFileFlag(),
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return cli.Exit("force-leave: give exactly one node name: rpi-agent force-leave NAME", 2)
+				return cliapp.Usagef("force-leave: give exactly one node name: rpi-agent force-leave NAME")
 			}
 			name := c.Args().First()
 			if err := apitypes.ValidateNodeName(name); err != nil {
 				return cli.Exit("force-leave: "+err.Error(), 2)
 			}
-			cl, err := client.New(c.String("agent"), c.String("token"))
+			token, err := clientToken(c)
+			if err != nil {
+				return err
+			}
+			cl, err := client.New(c.String("agent"), token)
 			if err != nil {
 				return err
 			}
