@@ -40,7 +40,7 @@ func TestParsePolicy(t *testing.T) {
 }
 
 func TestRepositoryPolicies(t *testing.T) {
-	for _, svc := range []string{"nginx_webserver", "nginx_load_balancer"} {
+	for _, svc := range []string{"nginx_webserver", "nginx_load_balancer", "kvstore"} {
 		if _, err := LoadPolicy("../playbooks", svc); err != nil {
 			t.Error(err)
 		}
@@ -48,6 +48,11 @@ func TestRepositoryPolicies(t *testing.T) {
 	deps, err := Dependents("../playbooks", "nginx_webserver")
 	if err != nil || !reflect.DeepEqual(deps, []string{"nginx_load_balancer"}) {
 		t.Errorf("Dependents(nginx_webserver) = %v, %v; want [nginx_load_balancer]", deps, err)
+	}
+	// kvstore's peer list is its own node set.
+	deps, err = Dependents("../playbooks", "kvstore")
+	if err != nil || !reflect.DeepEqual(deps, []string{"kvstore"}) {
+		t.Errorf("Dependents(kvstore) = %v, %v; want [kvstore]", deps, err)
 	}
 }
 
