@@ -88,7 +88,8 @@
   const SVG = 'http://www.w3.org/2000/svg';
   const CHART_W = 120;
   const CHART_H = 30;
-  let history = { window_s: 900, nodes: {} };
+  let history = { window_s: 900, step_s: 5, nodes: {} };
+  let historyAt = 0; // when the page last fetched /v1/history (Date.now())
 
   function svg(tag, attrs) {
     const e = document.createElementNS(SVG, tag);
@@ -362,7 +363,7 @@
     if (!h || !Array.isArray(h.nodes)) return;
     const nodes = Object.create(null);
     for (const n of h.nodes) if (n && typeof n.name === 'string' && Array.isArray(n.time_ms)) nodes[n.name] = n;
-    history = { window_s: num(h.window_s), nodes };
+    history = { window_s: num(h.window_s), step_s: num(h.step_s), nodes };
     const now = Date.parse(h.now);
     if (isFinite(now)) clockSkewMs = now - Date.now();
     const w = num(h.window_s);
@@ -451,8 +452,13 @@
       const res = await fetch('/v1/nodes', { cache: 'no-store', headers: { Accept: 'application/json' } });
       if (!res.ok) throw new Error('HTTP ' + res.status);
       const nodes = await res.json();
-      const hist = await fetch('/v1/history', { cache: 'no-store', headers: { Accept: 'application/json' } });
-      if (hist.ok) setHistory(await hist.json());
+      // The history gains a sample per node per slot (5 s): asking more
+      // often than that only costs the Pi a few kB of JSON per node.
+      if (Date.now() - historyAt >= Math.max(1000, num(history.step_s) * 1000)) {
+        historyAt = Date.now();
+        const hist = await fetch('/v1/history', { cache: 'no-store', headers: { Accept: 'application/json' } });
+        if (hist.ok) setHistory(await hist.json());
+      }
       render(nodes);
       const health = await fetch('/healthz', { cache: 'no-store', headers: { Accept: 'application/json' } });
       if (health.ok) renderWarnings((await health.json()).warnings);
