@@ -30,9 +30,10 @@ func getHistory(a *Agent) (apitypes.History, error) {
 // Every agent keeps every node's samples from the records it receives, and
 // frees a node's history when the node is removed from the view.
 func TestHistoryOfLiveCluster(t *testing.T) {
-	short := withHistory(api.NewHistory(20*time.Second, 40)) // 0.5 s slots
-	seed := startAgent(t, 51, nil, short)
-	agents := []*Agent{seed, startAgent(t, 52, joinTo(seed), short), startAgent(t, 53, joinTo(seed), short)}
+	// Each agent its own history of 20 s in 0.5 s slots.
+	short := func() Option { return withHistory(api.NewHistory(20*time.Second, 40)) }
+	seed := startAgent(t, 51, nil, short())
+	agents := []*Agent{seed, startAgent(t, 52, joinTo(seed), short()), startAgent(t, 53, joinTo(seed), short())}
 	waitAlive(t, agents, 3)
 
 	testutil.WaitFor(t, 20*time.Second, func() error {
