@@ -19,7 +19,7 @@ const (
 )
 
 // History keeps every node's recent samples in memory for the page's charts:
-// a fixed ring of slots per node (about 4 kB with the defaults), so memory
+// a fixed ring of slots per node (4.3 kB with the defaults), so memory
 // grows with the members and not with time. The agent feeds it the records
 // it receives anyway and removes a node when the node is reaped. Safe for
 // concurrent use.
@@ -31,15 +31,16 @@ type History struct {
 	nodes map[string][]histPoint
 }
 
-// histPoint is one slot; float32 halves the ring, and a Pi's figures
-// need no more than 7 digits.
+// histPoint is one slot, 24 bytes: float32 is plenty for a Pi's figures,
+// a zero time marks an empty slot and a NaN temperature a node without a
+// sensor.
 type histPoint struct {
-	slot             int64 // sample time / step
-	timeMS           int64
-	cpu, mem, load1  float32
-	temp             float32
-	hasTemp, present bool
+	timeMS                int64 // when the node took the sample, Unix ms
+	cpu, mem, load1, temp float32
 }
+
+// slotOf is the slot number of a sample time.
+func (h *History) slotOf(timeMS int64) int64 { return timeMS * int64(time.Millisecond) / int64(h.step) }
 
 // NewHistory returns a history covering window in slots slots; zero values
 // take the defaults. Tests use a short window to see many slots fill fast.
@@ -64,19 +65,18 @@ func (h *History) Add(name string, m apitypes.Monitoring) {
 	if m.SampledAt.IsZero() {
 		return
 	}
-	slot := m.SampledAt.UnixNano() / int64(h.step)
 	p := histPoint{
-		slot:    slot,
-		timeMS:  m.SampledAt.UnixMilli(),
-		cpu:     float32(m.CPUPercent),
-		load1:   float32(m.Load1),
-		present: true,
+		timeMS: m.SampledAt.UnixMilli(),
+		cpu:    float32(m.CPUPercent),
+		load1:  float32(m.Load1),
+		temp:   float32(math.NaN()),
 	}
+	slot := h.slotOf(p.timeMS)
 	if m.MemTotal > 0 {
 		p.mem = float32(float64(m.MemUsed) / float64(m.MemTotal) * 100)
 	}
 	if m.TempC != nil {
-		p.temp, p.hasTemp = float32(*m.TempC), true
+		p.temp = float32(*m.TempC)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -86,8 +86,8 @@ func (h *History) Add(name string, m apitypes.Monitoring) {
 		h.nodes[name] = ring
 	}
 	i := int(mod(slot, int64(h.slots)))
-	if old := ring[i]; old.present && (old.slot > slot || old.slot == slot && old.timeMS > p.timeMS) {
-		return
+	if old := ring[i]; old.timeMS != 0 && old.timeMS > p.timeMS {
+		return // the slot holds a later sample, of this slot or a newer one
 	}
 	ring[i] = p
 }
@@ -117,7 +117,7 @@ func (h *History) Snapshot(now time.Time) apitypes.History {
 			MemPercent: []float64{}, Load1: []float64{}, TempC: []*float64{}}
 		for s := first; s <= cur; s++ {
 			p := ring[mod(s, int64(h.slots))]
-			if !p.present || p.slot != s {
+			if p.timeMS == 0 || h.slotOf(p.timeMS) != s {
 				continue
 			}
 			n.TimeMS = append(n.TimeMS, p.timeMS)
@@ -125,7 +125,7 @@ func (h *History) Snapshot(now time.Time) apitypes.History {
 			n.MemPercent = append(n.MemPercent, round(p.mem, 1))
 			n.Load1 = append(n.Load1, round(p.load1, 2))
 			var t *float64
-			if p.hasTemp {
+			if !math.IsNaN(float64(p.temp)) {
 				v := round(p.temp, 1)
 				t = &v
 			}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
@@ -62,6 +63,10 @@ func TestHistoryRing(t *testing.T) {
 	}
 	if n := len(h.nodes["pi-a"]); n != 12 {
 		t.Errorf("ring of %d slots, want 12", n)
+	}
+	// What DefaultHistorySlots cost per node (README, DESIGN: 4.3 kB).
+	if size := unsafe.Sizeof(histPoint{}); size != 24 {
+		t.Errorf("a slot is %d bytes, want 24", size)
 	}
 	// Nothing new for longer than the window: the node is listed, empty.
 	if a := h.Snapshot(now.Add(2 * time.Minute)).Nodes[0]; len(a.TimeMS) != 0 {
