@@ -358,6 +358,8 @@ func toHookEvent(ev cluster.Event) (hooks.Event, bool) {
 		typ = hooks.MemberFailed
 	case cluster.EventUpdate:
 		typ = hooks.MemberUpdate
+	case cluster.EventReap:
+		typ = hooks.MemberReap
 	default:
 		return hooks.Event{}, false
 	}

@@ -111,7 +111,7 @@ type Config struct {
 
 	// EventHandlers are commands run when members join, leave, fail or
 	// change (services, address), like Serf's event handlers: each entry
-	// has an event (member-join, member-leave, member-failed,
+	// has an event (member-join, member-leave, member-failed, member-reap,
 	// member-update or "*"), an optional service (only for nodes running
 	// it) and a command, run with /bin/sh -c. The event is in RPI_EVENT,
 	// RPI_NODE_NAME, RPI_NODE_ADDR, RPI_NODE_STATUS, RPI_NODE_SERVICES,

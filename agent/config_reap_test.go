@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
+	"github.com/rpi-cluster/rpi-cluster/agent/hooks"
 )
 
 func TestReapTimes(t *testing.T) {
@@ -36,5 +39,16 @@ func TestReapTimes(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.field) || !strings.Contains(err.Error(), "1m0s to 720h0m0s") {
 			t.Errorf("%s %v/%v: %v, want an error naming it and the range", tc.field, c.ReapFailedAfter, c.ReapLeftAfter, err)
 		}
+	}
+}
+
+// A reaped or force-left member runs the member-reap handlers, as in Serf.
+func TestReapEventRunsMemberReapHooks(t *testing.T) {
+	if err := (hooks.Hook{Event: hooks.MemberReap, Command: "true"}).Validate(); err != nil {
+		t.Fatalf("member-reap hook refused: %v", err)
+	}
+	ev, ok := toHookEvent(cluster.Event{Type: cluster.EventReap, Member: cluster.Member{Record: cluster.Record{Name: "pi-7"}, Status: cluster.StatusFailed}})
+	if !ok || ev.Type != hooks.MemberReap || ev.Node.Name != "pi-7" {
+		t.Fatalf("reap event became %+v (%v), want member-reap for pi-7", ev, ok)
 	}
 }

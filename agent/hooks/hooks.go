@@ -32,6 +32,10 @@ const (
 	MemberLeave  = "member-leave"
 	MemberFailed = "member-failed"
 	MemberUpdate = "member-update"
+	// MemberReap: a failed or left member was forgotten, after
+	// reap_failed_after or reap_left_after, or by force-leave (Serf's
+	// member-reap).
+	MemberReap = "member-reap"
 	// Any matches every event.
 	Any = "*"
 )
@@ -39,8 +43,8 @@ const (
 // Hook is one configured event handler, a list entry of the agent's
 // event_handlers key.
 type Hook struct {
-	// Event is member-join, member-leave, member-failed, member-update or
-	// "*" for all of them.
+	// Event is member-join, member-leave, member-failed, member-update,
+	// member-reap or "*" for all of them.
 	Event string `yaml:"event" json:"event"`
 	// Service, when set, limits the hook to nodes that run this service
 	// (as last gossiped: a failed node still lists what it ran).
@@ -52,11 +56,11 @@ type Hook struct {
 // Validate says what is wrong with the hook, if anything.
 func (h Hook) Validate() error {
 	switch h.Event {
-	case MemberJoin, MemberLeave, MemberFailed, MemberUpdate, Any:
+	case MemberJoin, MemberLeave, MemberFailed, MemberUpdate, MemberReap, Any:
 	case "":
-		return fmt.Errorf("event is missing: want %s, %s, %s, %s or \"*\"", MemberJoin, MemberLeave, MemberFailed, MemberUpdate)
+		return fmt.Errorf("event is missing: want %s, %s, %s, %s, %s or \"*\"", MemberJoin, MemberLeave, MemberFailed, MemberUpdate, MemberReap)
 	default:
-		return fmt.Errorf("unknown event %q: want %s, %s, %s, %s or \"*\"", h.Event, MemberJoin, MemberLeave, MemberFailed, MemberUpdate)
+		return fmt.Errorf("unknown event %q: want %s, %s, %s, %s, %s or \"*\"", h.Event, MemberJoin, MemberLeave, MemberFailed, MemberUpdate, MemberReap)
 	}
 	if strings.TrimSpace(h.Command) == "" {
 		return fmt.Errorf("command is empty: give the script to run, e.g. /usr/local/bin/on-%s", strings.Trim(h.Event, "*"))

@@ -253,7 +253,7 @@ func (r *Runner) shape(ev Event) (Event, bool) {
 		prev, known := r.digests[name]
 		r.digests[name] = d
 		return ev, known && prev != d
-	case MemberLeave, MemberFailed:
+	case MemberLeave, MemberFailed, MemberReap:
 		delete(r.pending, name)
 		delete(r.digests, name)
 		return ev, true
