@@ -1,11 +1,17 @@
 package api
 
 import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/internal/browser"
 )
 
 // The server-side page (what a browser without JavaScript shows) tells a
@@ -61,5 +67,52 @@ func TestFormatAgeAndUptime(t *testing.T) {
 		if got := formatUptime(s); got != want {
 			t.Errorf("formatUptime(%d) = %q, want %q", s, got, want)
 		}
+	}
+}
+
+// The page asks for /v1/history at most once per history slot, however
+// many update events arrive: each answer is a few kB per node.
+func TestPageFetchesHistoryOncePerSlot(t *testing.T) {
+	needBrowser(t)
+	f := newFakeBackend("pi-1", testNodes()[:3]...)
+	s := NewServer(f, Options{Version: "v1.2.3"}) // 5 s slots
+	var historyGets atomic.Int32
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/history" {
+			historyGets.Add(1)
+		}
+		s.Handler().ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() {
+		s.Shutdown()
+		ts.Close()
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := browser.Start(ctx, browser.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	p, err := b.Open(ctx, ts.URL+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitFor(ctx, pageReady); err != nil {
+		t.Fatal(err)
+	}
+	// Two seconds of updates, one every 100 ms: without the limit the page
+	// would fetch after each coalesced batch, about eight times.
+	var updates int
+	for start := time.Now(); time.Since(start) < 2*time.Second; updates++ {
+		f.update("pi-2", func(n *apitypes.Node) { n.Monitoring.CPUPercent = float64(updates) })
+		f.publish(apitypes.Event{Kind: apitypes.EventUpdate, Node: f.Nodes()[1], Time: time.Now()})
+		if err := p.WaitFor(ctx, fmt.Sprintf(`[...document.querySelectorAll('#rows tr')].some(tr =>
+			tr.querySelector('.node-name').textContent === 'pi-2' && tr.querySelector('.cpu .val').textContent === '%d %%')`, updates)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := historyGets.Load(); n != 1 {
+		t.Errorf("%d updates drawn with %d fetches of /v1/history; want 1 (one per 5 s slot)", updates, n)
 	}
 }
