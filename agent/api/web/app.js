@@ -7,7 +7,7 @@
 
 (function () {
   const STATUSES = ['alive', 'suspect', 'failed', 'left'];
-  const EVENT_KINDS = ['join', 'leave', 'fail', 'update', 'conflict'];
+  const EVENT_KINDS = ['join', 'leave', 'fail', 'update', 'reap', 'conflict'];
   const COALESCE_MS = 250;   // events arriving together cause one fetch
   const PERIODIC_MS = 5000;  // phi moves without events: refresh anyway
 
