@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
 
@@ -157,4 +158,16 @@ func TestSeed2015CLIReplayWithANodeStopped(t *testing.T) {
 		}
 	}
 	t.Logf("%d rounds, %d compared", rounds, checked)
+	// End once memberlist too holds it failed everywhere: its suspicion
+	// timers would otherwise log after the test.
+	testutil.WaitFor(t, 30*time.Second, func() error {
+		for _, a := range []*Agent{a1, a2} {
+			for _, m := range a.Cluster().Members() {
+				if m.Name == a3.Name() && m.Status != cluster.StatusFailed {
+					return fmt.Errorf("%s holds %s %s", a.Name(), a3.Name(), m.Status)
+				}
+			}
+		}
+		return nil
+	})
 }
