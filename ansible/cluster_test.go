@@ -401,3 +401,9 @@ func indent(v any) string {
 	b, _ := json.MarshalIndent(v, "", "  ")
 	return string(b)
 }
+
+// oneLine is err's text with every run of white space made one space:
+// Ansible wraps its warnings to the terminal's width.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
