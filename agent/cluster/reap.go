@@ -106,9 +106,8 @@ func (c *Cluster) reapLoop() {
 
 // reap removes the peers that have been failed or left for their reap
 // time, and the records of nodes never reported that were held for
-// reapLeftAfter; it forgets stale introductions too. It returns how many
-// members were reaped.
-func (c *Cluster) reap(now time.Time) int {
+// reapLeftAfter; it forgets stale introductions too.
+func (c *Cluster) reap(now time.Time) {
 	failedAfter, leftAfter := c.reapFailedAfter(), c.reapLeftAfter()
 	var reaped []Event
 	var since []time.Duration
@@ -152,7 +151,6 @@ func (c *Cluster) reap(now time.Time) int {
 			"for", since[i].Round(time.Second))
 		c.publish(ev)
 	}
-	return len(reaped)
 }
 
 // forgetLocked removes name from the view with everything kept for it: its
