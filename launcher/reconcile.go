@@ -89,25 +89,13 @@ type Reconciler struct {
 // serviceTrack is what a Reconciler remembers about one service between
 // passes.
 type serviceTrack struct {
-	// downSince is when each node listing the service was first seen not
-	// counting (down or vanished from the view).
-	downSince map[string]time.Time
-	// applied is the node set dependents were last rendered with; nil
-	// until the first pass, which takes the nodes listing the service (the
-	// set rpi-launch last rendered).
-	applied []string
-	// launched are nodes a relaunch recorded the service on that the view
-	// did not show yet, with when.
-	launched map[string]time.Time
-	failures int
-	retryAt  time.Time
+	// Track is what Decide reads and returns.
+	Track
 	// pendingNow are the nodes in their grace period in this pass.
 	pendingNow []string
 	// driftFailures and driftRetryAt back off drift repairs that fail.
 	driftFailures int
 	driftRetryAt  time.Time
-	// noted is the last alert or surplus line logged, to log each once.
-	noted string
 }
 
 // PassResult is what one reconcile pass saw and did.
@@ -163,7 +151,7 @@ func (r *Reconciler) track(svc string) *serviceTrack {
 	}
 	t := r.services[svc]
 	if t == nil {
-		t = &serviceTrack{downSince: map[string]time.Time{}, launched: map[string]time.Time{}}
+		t = &serviceTrack{}
 		r.services[svc] = t
 	}
 	return t
@@ -324,85 +312,35 @@ func (r *Reconciler) repairDrift(ctx context.Context, l *Launcher, nodes []apity
 	res.Repaired[svc] = drifted
 }
 
+// reconcileService executes Decide's decision for one service: it logs,
+// relaunches, and re-applies dependents with the view the decision names.
 func (r *Reconciler) reconcileService(ctx context.Context, l *Launcher, nodes []apitypes.Node, st ServiceState, pol Policy, res *PassResult) {
 	svc := st.Service
 	t := r.track(svc)
 	now := r.now()
-	grace := time.Duration(pol.GracePeriod)
 	log := r.log().With("service", svc)
-
-	inView := map[string]apitypes.Node{}
+	obs := Observation{Now: now, State: st, Policy: pol, IgnoreGrace: r.IgnoreGrace}
 	for _, n := range nodes {
-		inView[n.Name] = n
-	}
-	listing := map[string]bool{}
-	for _, n := range nodes {
+		obs.InView = append(obs.InView, n.Name)
 		if slices.Contains(n.Services, svc) {
-			listing[n.Name] = true
+			obs.Listing = append(obs.Listing, n.Name)
 		}
 	}
-	if t.applied == nil {
-		t.applied = sortedKeys(listing)
+	d := Decide(obs, t.Track)
+	t.Track, t.pendingNow = d.Next, d.Pending
+	if !d.WakeAt.IsZero() {
+		res.wake(d.WakeAt)
 	}
-
-	// Nodes that stopped counting: down with a stale record, or vanished
-	// from the view after being rendered. Each gets the grace period.
-	var pending, gone []string
-	down := map[string]string{}
-	for _, d := range st.Down {
-		down[d.Name] = d.Reason
+	for _, name := range sortedKeysOf(d.NewlyDown) {
+		log.Info("node down", "node", name, "reason", d.NewlyDown[name], "grace", time.Duration(pol.GracePeriod))
 	}
-	for _, name := range t.applied {
-		if _, ok := inView[name]; !ok {
-			down[name] = "not in the cluster view"
-		}
-	}
-	for name := range t.downSince {
-		if _, ok := down[name]; !ok {
-			delete(t.downSince, name) // came back, or no longer lists it
-		}
-	}
-	for name, why := range down {
-		since, ok := t.downSince[name]
-		if !ok {
-			since = now
-			t.downSince[name] = now
-			log.Info("node down", "node", name, "reason", why, "grace", grace)
-		}
-		if !r.IgnoreGrace && now.Sub(since) < grace {
-			pending = append(pending, name)
-			res.wake(since.Add(grace))
-		} else {
-			gone = append(gone, name)
-		}
-	}
-	t.pendingNow = pending
-	// Replicas this reconciler launched that the view does not show yet.
-	actual := slices.Clone(st.Actual)
-	var settling []string
-	for name, at := range t.launched {
-		switch {
-		case listing[name]:
-			delete(t.launched, name)
-		case now.Sub(at) < DefaultLaunchSettle:
-			settling = append(settling, name)
-		default:
-			delete(t.launched, name)
-		}
-	}
-	actual = append(actual, settling...)
-	effective := sortedUnique(append(slices.Clone(actual), pending...))
-
-	missing := st.Desired - len(effective)
+	reapply := d.ReapplyDependents
 	switch {
-	case missing > 0 && pol.OnFailure == OnFailureRelaunch:
-		if now.Before(t.retryAt) {
-			log.Info("relaunch backing off", "missing", missing, "retry_at", t.retryAt.Format(time.RFC3339))
-			res.wake(t.retryAt)
-			break
-		}
-		log.Warn("relaunching", "missing", missing, "desired", st.Desired, "running", strings.Join(actual, ","), "down", strings.Join(sortedUnique(gone), ","))
-		out, err := l.Launch(ctx, svc, missing, false)
+	case d.BackingOff:
+		log.Info("relaunch backing off", "missing", d.Missing, "retry_at", t.RetryAt.Format(time.RFC3339))
+	case d.Relaunch > 0:
+		log.Warn("relaunching", "missing", d.Relaunch, "desired", st.Desired, "running", strings.Join(st.Actual, ","), "down", strings.Join(d.Gone, ","))
+		out, err := l.Launch(ctx, svc, d.Relaunch, false)
 		if ctx.Err() != nil {
 			return
 		}
@@ -410,50 +348,31 @@ func (r *Reconciler) reconcileService(ctx context.Context, l *Launcher, nodes []
 		if out != nil {
 			started = out.Succeeded
 		}
-		for _, name := range started {
-			t.launched[name] = now
-		}
 		if len(started) > 0 {
 			res.Launched[svc] = started
 			if len(out.Reapplied) > 0 {
 				res.Reapplied[svc] = out.Reapplied
 			}
-			// Launch re-rendered dependents with the view after the launch.
-			t.applied = sortedUnique(append(slices.Clone(effective), started...))
-			effective = t.applied
 		}
-		if err != nil || len(started) < missing {
-			t.failures++
-			wait := r.backoff(t.failures)
-			t.retryAt = now.Add(wait)
-			res.wake(t.retryAt)
-			log.Error("relaunch failed", "started", len(started), "missing", missing, "failures", t.failures, "retry_in", wait, "err", err)
+		t.Track, reapply = AfterRelaunch(d, t.Track, started, err != nil, now, r.backoff)
+		if t.Failures > 0 {
+			res.wake(t.RetryAt)
+			log.Error("relaunch failed", "started", len(started), "missing", d.Relaunch, "failures", t.Failures, "retry_in", t.RetryAt.Sub(now), "err", err)
 		} else {
-			t.failures, t.retryAt = 0, time.Time{}
 			log.Info("relaunched", "nodes", strings.Join(started, ","))
 		}
-	case missing > 0 && pol.OnFailure == OnFailureAlert:
-		line := fmt.Sprintf("alert: %s runs on %d of %d desired node(s); down: %s", svc, len(effective), st.Desired, strings.Join(sortedUnique(gone), ", "))
-		if line != t.noted {
-			t.noted = line
-			res.Alerts = append(res.Alerts, line)
-			log.Warn("alert", "missing", missing, "desired", st.Desired, "running", strings.Join(effective, ","), "down", strings.Join(sortedUnique(gone), ","))
-		}
-	case missing < 0 && st.HasDesired:
-		line := fmt.Sprintf("surplus %d", -missing)
-		if line != t.noted {
-			t.noted = line
-			log.Info("more replicas than desired; leaving them running", "desired", st.Desired, "running", strings.Join(effective, ","))
-		}
-	case missing == 0:
-		t.noted = ""
+	case d.Alert != "":
+		res.Alerts = append(res.Alerts, d.Alert)
+		log.Warn("alert", "missing", d.Missing, "desired", st.Desired, "running", strings.Join(d.Effective, ","), "down", strings.Join(d.Gone, ","))
+	case d.Surplus != "":
+		log.Info("more replicas than desired; leaving them running", "desired", st.Desired, "running", strings.Join(d.Effective, ","))
 	}
 
 	// Dependents follow the node set, including a death nothing replaced.
-	if !slices.Equal(effective, t.applied) {
-		view := WithService(nodes, sortedUnique(gone), svc, false)
-		view = WithService(view, settling, svc, true)
-		log.Info("node set changed; re-applying dependents", "was", strings.Join(t.applied, ","), "now", strings.Join(effective, ","))
+	if reapply {
+		view := WithService(nodes, d.Gone, svc, false)
+		view = WithService(view, d.Settling, svc, true)
+		log.Info("node set changed; re-applying dependents", "was", strings.Join(t.Applied, ","), "now", strings.Join(d.Effective, ","))
 		deps, err := l.ReapplyDependents(ctx, svc, view)
 		if len(deps) > 0 {
 			res.Reapplied[svc] = append(res.Reapplied[svc], deps...)
@@ -464,7 +383,7 @@ func (r *Reconciler) reconcileService(ctx context.Context, l *Launcher, nodes []
 			}
 			return
 		}
-		t.applied = effective
+		t.Applied = d.Effective
 	}
 }
 
@@ -637,15 +556,6 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func sortedUnique(s []string) []string {
