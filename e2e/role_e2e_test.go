@@ -63,7 +63,7 @@ func TestRoleJoinsBareNodes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		script := fmt.Sprintf("install -d -m 700 /root/.ssh && printf '%%s\\n' %q > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys && systemctl enable --now ssh",
+		script := fmt.Sprintf("ssh-keygen -A && install -d -m 700 /root/.ssh && printf '%%s\\n' %q > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys && systemctl enable --now ssh",
 			strings.TrimSpace(string(pub)))
 		if out, err := c.Exec(ctx, n, "sh", "-c", script); err != nil {
 			t.Fatalf("set up SSH on %s: %v\n%s", n, err, out)
@@ -155,7 +155,8 @@ func TestRoleJoinsBareNodes(t *testing.T) {
 		if out, err := c.Exec(ctx, n, "systemctl", "is-enabled", "rpi-agent"); err != nil || out != "enabled" {
 			t.Errorf("%s: rpi-agent is %q (%v), want enabled", n, out, err)
 		}
-		if out, err := c.Exec(ctx, n, "ps", "-o", "user=", "-C", "rpi-agent"); err != nil || strings.TrimSpace(out) != "rpi-agent" {
+		// ps cuts user names longer than 8 characters: ask /proc.
+		if out, err := c.Exec(ctx, n, "sh", "-c", "stat -c %U /proc/$(systemctl show -p MainPID --value rpi-agent)"); err != nil || out != "rpi-agent" {
 			t.Errorf("%s: rpi-agent runs as %q (%v), want user rpi-agent", n, out, err)
 		}
 		if out, err := c.Exec(ctx, n, "stat", "-c", "%a %U %G", "/etc/rpi-cluster/agent.yaml"); err != nil || out != "640 root rpi-agent" {
