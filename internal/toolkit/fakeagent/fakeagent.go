@@ -1,17 +1,21 @@
-// Package fakeagent serves canned /v1 JSON from httptest servers, one per
-// node, so the workstation tools can be tested with the real client package
-// and real HTTP without running agents. All agents share one cluster view; a
-// write to a node's own agent changes that node's record in the view at once
-// (gossip with zero delay) and is recorded for the test to check.
+// Package fakeagent runs the agent's real API handlers (agent/api.Server)
+// over an in-memory backend, one httptest server per node, so the
+// workstation tools are tested with the real client, real HTTP and the
+// agent's own routes, status codes and bodies, without running agents. All
+// agents share one cluster view; a write to a node's own agent changes that
+// node's record in the view at once (gossip with zero delay) and is
+// recorded for the test to check.
 //
-// The agents also share one desired state (/v1/desired, last writer wins by
-// version) and serve /v1/events: the test injects events with Emit, and a
+// The agents also share one desired state (/v1/desired, last writer wins)
+// and serve /v1/events: the test injects events with Emit, and a
 // desired-state write emits a "desired" event on every stream. Stop takes
 // one agent down, ending its streams, so tools can be tested failing over.
 package fakeagent
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -25,11 +29,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/api"
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
-// Write is one service write an agent received.
+// Write is one service write an agent accepted (past the token check and
+// the name rules) and applied.
 type Write struct {
 	Node    string // the agent that received it
 	Method  string // PUT or DELETE
@@ -66,13 +72,13 @@ type Cluster struct {
 	mu      sync.Mutex
 	nodes   []apitypes.Node
 	servers map[string]*httptest.Server
+	apis    map[string]*api.Server
 	writes  []Write
 	desired map[string]apitypes.DesiredService
-	// subs are the open event streams, per agent.
-	subs map[string]map[chan apitypes.Event]struct{}
-	// stopped is closed per agent by Stop; done when the test ends.
-	stopped map[string]chan struct{}
-	done    chan struct{}
+	// subs are the backends' event subscriptions (one per agent whose
+	// event hub runs); streams counts the open /v1/events requests.
+	subs    map[chan apitypes.Event]struct{}
+	streams map[string]int
 }
 
 // Start starts one agent per node. A node's Address, when set, is the
@@ -83,10 +89,10 @@ func Start(t testing.TB, nodes []apitypes.Node, down ...string) *Cluster {
 	t.Helper()
 	c := &Cluster{
 		servers: map[string]*httptest.Server{},
+		apis:    map[string]*api.Server{},
 		desired: map[string]apitypes.DesiredService{},
-		subs:    map[string]map[chan apitypes.Event]struct{}{},
-		stopped: map[string]chan struct{}{},
-		done:    make(chan struct{}),
+		subs:    map[chan apitypes.Event]struct{}{},
+		streams: map[string]int{},
 	}
 	for i := range nodes {
 		n := &nodes[i]
@@ -111,37 +117,67 @@ func Start(t testing.TB, nodes []apitypes.Node, down ...string) *Cluster {
 			t.Fatalf("fakeagent: listen on %s: %v", n.Address, err)
 		}
 		name := n.Name
+		a := api.NewServer(backend{c: c, self: name}, api.Options{Version: "fakeagent"})
+		h := a.Handler()
 		srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			c.serve(name, w, r)
+			c.serve(name, a, h, w, r)
 		}))
 		srv.Listener.Close()
 		srv.Listener = l
 		srv.Start()
 		t.Cleanup(srv.Close)
+		// Runs before Close (cleanups run last-in first-out): open event
+		// streams end so Close does not wait for them.
+		t.Cleanup(a.Shutdown)
 		n.HTTPPort = l.Addr().(*net.TCPAddr).Port
 		c.servers[name] = srv
-		c.stopped[name] = make(chan struct{})
+		c.apis[name] = a
 	}
 	c.nodes = append([]apitypes.Node(nil), nodes...)
-	// Runs before the servers close (cleanups run last-in first-out): open
-	// event streams end so Close does not wait for them.
-	t.Cleanup(func() { close(c.done) })
 	return c
+}
+
+// serve is one agent's handler: the test's Token and NoDesired, then the
+// real API.
+func (c *Cluster) serve(self string, a *api.Server, h http.Handler, w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	token, noDesired := c.Token, c.NoDesired
+	c.mu.Unlock()
+	a.SetToken(token)
+	if noDesired && strings.HasPrefix(r.URL.Path, "/v1/desired") {
+		// An agent from before desired state: the real server's answer to
+		// a path it does not know.
+		w.Header().Set("Content-Type", "application/json; charset=utf-8")
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(apitypes.Error{Error: fmt.Sprintf("no such path %q", r.URL.Path)})
+		return
+	}
+	if r.URL.Path == "/v1/events" {
+		c.mu.Lock()
+		c.streams[self]++
+		c.mu.Unlock()
+		defer func() {
+			c.mu.Lock()
+			c.streams[self]--
+			c.mu.Unlock()
+		}()
+	}
+	h.ServeHTTP(w, r)
 }
 
 // Stop takes node's agent down: its event streams end and new connections
 // are refused. Stopping an agent twice is fine.
 func (c *Cluster) Stop(node string) {
 	c.mu.Lock()
-	srv := c.servers[node]
-	ch := c.stopped[node]
+	srv, a := c.servers[node], c.apis[node]
 	if srv == nil {
 		c.mu.Unlock()
 		return
 	}
 	delete(c.servers, node)
-	close(ch)
+	delete(c.apis, node)
 	c.mu.Unlock()
+	a.Shutdown()
 	srv.Close()
 }
 
@@ -171,12 +207,10 @@ func (c *Cluster) emitLocked(ev apitypes.Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	for _, subs := range c.subs {
-		for ch := range subs {
-			select {
-			case ch <- ev:
-			default: // a slow reader loses events, as with a real agent
-			}
+	for ch := range c.subs {
+		select {
+		case ch <- ev:
+		default: // a slow reader loses events, as with a real agent
 		}
 	}
 }
@@ -185,7 +219,7 @@ func (c *Cluster) emitLocked(ev apitypes.Event) {
 func (c *Cluster) Subscribers(node string) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return len(c.subs[node])
+	return c.streams[node]
 }
 
 // Desired returns the shared desired state, sorted by service.
@@ -288,154 +322,93 @@ func (c *Cluster) Services(node string) []string {
 	return nil
 }
 
-func (c *Cluster) serve(self string, w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path == "/v1/events" && r.Method == http.MethodGet {
-		c.serveEvents(self, w, r)
-		return
+// backend is one agent's view of the shared cluster: the api.Backend the
+// real handlers run over.
+type backend struct {
+	c    *Cluster
+	self string
+}
+
+func (b backend) Self() apitypes.Node {
+	for _, n := range b.c.Nodes() {
+		if n.Name == b.self {
+			return n
+		}
 	}
+	return apitypes.Node{Name: b.self}
+}
+
+func (b backend) Nodes() []apitypes.Node { return b.c.Nodes() }
+
+func (b backend) AddService(_ context.Context, service string) (bool, error) {
+	return b.change(http.MethodPut, service)
+}
+
+func (b backend) RemoveService(_ context.Context, service string) (bool, error) {
+	return b.change(http.MethodDelete, service)
+}
+
+// change records a service write on the agent's own node.
+func (b backend) change(method, service string) (bool, error) {
+	c := b.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	path := r.URL.Path
-	switch {
-	case c.NoDesired && strings.HasPrefix(path, "/v1/desired"):
-		writeJSON(w, http.StatusNotFound, apitypes.Error{Error: fmt.Sprintf("no such path %q", path)})
-	case path == "/v1/desired" && r.Method == http.MethodGet:
-		writeJSON(w, http.StatusOK, apitypes.DesiredState{Services: c.desiredLocked()})
-	case strings.HasPrefix(path, "/v1/desired/"):
-		svc := strings.TrimPrefix(path, "/v1/desired/")
-		if err := apitypes.ValidateServiceName(svc); err != nil {
-			writeJSON(w, http.StatusBadRequest, apitypes.Error{Error: err.Error()})
-			return
+	c.writes = append(c.writes, Write{Node: b.self, Method: method, Service: service})
+	for i := range c.nodes {
+		n := &c.nodes[i]
+		if n.Name != b.self {
+			continue
 		}
-		switch r.Method {
-		case http.MethodGet:
-			d, ok := c.desired[svc]
-			if !ok {
-				writeJSON(w, http.StatusNotFound, apitypes.Error{Error: "no desired state for " + svc})
-				return
-			}
-			writeJSON(w, http.StatusOK, d)
-		case http.MethodPut:
-			if c.Token != "" && r.Header.Get("Authorization") != "Bearer "+c.Token {
-				writeJSON(w, http.StatusUnauthorized, apitypes.Error{Error: "missing or wrong token"})
-				return
-			}
-			var ch apitypes.DesiredChange
-			if err := json.NewDecoder(r.Body).Decode(&ch); err != nil || (ch.Replicas != nil && ch.Delta != nil) ||
-				(ch.Replicas == nil && ch.Delta == nil && ch.Policy == nil && ch.Rendered == nil) {
-				writeJSON(w, http.StatusBadRequest, apitypes.Error{Error: "body must set at most one of replicas and delta, and something to change"})
-				return
-			}
-			writeJSON(w, http.StatusOK, c.changeDesiredLocked(self, svc, ch))
+		had := slices.Contains(n.Services, service)
+		switch {
+		case method == http.MethodPut && !had:
+			n.Services = append(slices.Clone(n.Services), service)
+		case method == http.MethodDelete && had:
+			n.Services = slices.DeleteFunc(slices.Clone(n.Services), func(s string) bool { return s == service })
 		default:
-			writeJSON(w, http.StatusMethodNotAllowed, apitypes.Error{Error: "method not allowed"})
+			return false, nil
 		}
-	case path == "/healthz":
-		w.Write([]byte("ok\n"))
-	case path == "/v1/nodes" && r.Method == http.MethodGet:
-		out := make([]apitypes.Node, len(c.nodes))
-		for i, n := range c.nodes {
-			n.Self = n.Name == self
-			out[i] = n
-		}
-		writeJSON(w, http.StatusOK, out)
-	case path == "/v1/self" && r.Method == http.MethodGet:
-		for _, n := range c.nodes {
-			if n.Name == self {
-				n.Self = true
-				writeJSON(w, http.StatusOK, n)
-				return
-			}
-		}
-	case strings.HasPrefix(path, "/v1/services/"):
-		svc := strings.TrimPrefix(path, "/v1/services/")
-		if err := apitypes.ValidateServiceName(svc); err != nil {
-			writeJSON(w, http.StatusBadRequest, apitypes.Error{Error: err.Error()})
-			return
-		}
-		if r.Method == http.MethodGet {
-			var out []apitypes.Node
-			for _, n := range c.nodes {
-				if slices.Contains(n.Services, svc) {
-					out = append(out, n)
-				}
-			}
-			writeJSON(w, http.StatusOK, out)
-			return
-		}
-		if r.Method != http.MethodPut && r.Method != http.MethodDelete {
-			writeJSON(w, http.StatusMethodNotAllowed, apitypes.Error{Error: "method not allowed"})
-			return
-		}
-		if c.Token != "" && r.Header.Get("Authorization") != "Bearer "+c.Token {
-			writeJSON(w, http.StatusUnauthorized, apitypes.Error{Error: "missing or wrong token"})
-			return
-		}
-		c.writes = append(c.writes, Write{Node: self, Method: r.Method, Service: svc})
-		for i := range c.nodes {
-			n := &c.nodes[i]
-			if n.Name != self {
-				continue
-			}
-			had := slices.Contains(n.Services, svc)
-			if r.Method == http.MethodPut && !had {
-				n.Services = append(n.Services, svc)
-			}
-			if r.Method == http.MethodDelete && had {
-				n.Services = slices.DeleteFunc(n.Services, func(s string) bool { return s == svc })
-			}
-			n.RecordVersion++
-			writeJSON(w, http.StatusOK, apitypes.ServiceResult{Node: self, Service: svc, Changed: had != (r.Method == http.MethodPut), Services: n.Services})
-			return
-		}
-	default:
-		writeJSON(w, http.StatusNotFound, apitypes.Error{Error: fmt.Sprintf("no route %s %s", r.Method, path)})
+		n.RecordVersion++
+		return true, nil
 	}
+	return false, fmt.Errorf("fakeagent: no node %s", b.self)
 }
 
-// serveEvents streams events as server-sent events until the client goes,
-// the agent is stopped or the test ends.
-func (c *Cluster) serveEvents(self string, w http.ResponseWriter, r *http.Request) {
+func (b backend) Subscribe() (<-chan apitypes.Event, func()) {
 	ch := make(chan apitypes.Event, 64)
-	c.mu.Lock()
-	stopped := c.stopped[self]
-	if c.subs[self] == nil {
-		c.subs[self] = map[chan apitypes.Event]struct{}{}
-	}
-	c.subs[self][ch] = struct{}{}
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.subs[self], ch)
-		c.mu.Unlock()
-	}()
-	fl, _ := w.(http.Flusher)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.WriteHeader(http.StatusOK)
-	fmt.Fprint(w, ": connected\n\n")
-	if fl != nil {
-		fl.Flush()
-	}
-	for {
-		select {
-		case ev := <-ch:
-			data, _ := json.Marshal(ev)
-			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Kind, data)
-			if fl != nil {
-				fl.Flush()
-			}
-		case <-r.Context().Done():
-			return
-		case <-stopped:
-			return
-		case <-c.done:
-			return
-		}
+	b.c.mu.Lock()
+	b.c.subs[ch] = struct{}{}
+	b.c.mu.Unlock()
+	return ch, func() {
+		b.c.mu.Lock()
+		delete(b.c.subs, ch)
+		b.c.mu.Unlock()
 	}
 }
 
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
+func (b backend) GossipStats() api.GossipStats { return api.GossipStats{} }
+
+func (b backend) Desired() []apitypes.DesiredService { return b.c.Desired() }
+
+func (b backend) DesiredFor(service string) (apitypes.DesiredService, bool) {
+	b.c.mu.Lock()
+	defer b.c.mu.Unlock()
+	d, ok := b.c.desired[service]
+	return d, ok
+}
+
+func (b backend) ChangeDesired(_ context.Context, service string, ch apitypes.DesiredChange) (apitypes.DesiredService, error) {
+	b.c.mu.Lock()
+	defer b.c.mu.Unlock()
+	return b.c.changeDesiredLocked(b.self, service, ch), nil
+}
+
+func (b backend) KeyConflicts() []apitypes.KeyConflict { return nil }
+
+func (b backend) Rekey(context.Context, string) (apitypes.KeyConflict, error) {
+	return apitypes.KeyConflict{}, errors.New("fakeagent: no key conflicts")
+}
+
+func (b backend) ForceLeave(context.Context, string) (apitypes.Node, error) {
+	return apitypes.Node{}, errors.New("fakeagent: force-leave is not simulated")
 }
