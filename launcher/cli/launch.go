@@ -41,14 +41,23 @@ func launchApp(stdout, stderr io.Writer, extraArgs *[]string) *cli.App {
 		Name:      "rpi-launch",
 		Usage:     "deploy a service on the least busy nodes of the cluster",
 		ArgsUsage: "N SERVICE [-- ANSIBLE-PLAYBOOK ARGS...]",
-		Description: "Picks the N least busy alive nodes not running SERVICE (suspicion below the\n" +
-			"service's phi_threshold), renders templates/SERVICE/ into BUILD-DIR/SERVICE,\n" +
-			"runs playbooks/SERVICE/install.yml on them and records SERVICE on the nodes\n" +
-			"where the play succeeded. Services that depend on SERVICE are re-applied.\n\n" +
+		Description: "Picks N alive nodes not running SERVICE (suspicion below the service's\n" +
+			"phi_threshold, a first monitoring sample), spreading: off the nodes of its\n" +
+			"depends_on and avoid services while others are free, then the less busy\n" +
+			"(scores within 0.1 are equal), then those running fewer services. Before any\n" +
+			"change it checks the token on every agent it writes to, SSH on every chosen\n" +
+			"node (--ssh-port) and that the playbooks and templates are there and render.\n" +
+			"It renders templates/SERVICE/ with the cluster after the change into\n" +
+			"BUILD-DIR/SERVICE, runs playbooks/SERVICE/install.yml (or the old layout's\n" +
+			"install_SERVICE.yml) on them and records SERVICE on the nodes where the play\n" +
+			"succeeded, with a hash of what each was given. Services that depend on SERVICE\n" +
+			"(SERVICE itself when its depends_on lists it) are re-applied.\n\n" +
 			"The cluster's desired count for SERVICE (/v1/desired) is raised by N once the\n" +
 			"play succeeded on at least one node (reconcile converges the rest); --remove N\n" +
-			"lowers it by N before uninstalling. `rpi-launch status` compares desired with\n" +
-			"actual; `rpi-launch reconcile [--watch]` replaces failed replicas.\n\n" +
+			"lowers it by N before uninstalling; a launch records service.yaml with it.\n" +
+			"`rpi-launch status` compares desired with actual and shows drift (nodes given\n" +
+			"another render than the templates give now); `rpi-launch reconcile [--watch]`\n" +
+			"replaces failed replicas and re-applies drifted nodes.\n\n" +
 			"Launch, --remove and reconcile pin node identity keys on first sight and refuse\n" +
 			"to act when a node offers another key (see rpi-inventory forget); status only\n" +
 			"shows the cluster and pins nothing.",
