@@ -89,6 +89,7 @@ func (b backend) GossipStats() api.GossipStats {
 		ReadvertisementsAsked: s.Readvertisements,
 		SilenceVerdicts:       s.SilenceVerdicts,
 		WatcherVerdicts:       s.WatcherVerdicts,
+		MembersReaped:         s.Reaped,
 		Rejected:              s.Rejected,
 	}
 }

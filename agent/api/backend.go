@@ -28,6 +28,9 @@ type GossipStats struct {
 	// verdict of one of their watchers, in clusters past the fast
 	// heartbeat limit.
 	WatcherVerdicts uint64
+	// MembersReaped counts members removed from the agent's view: failed
+	// or left for reap_failed_after or reap_left_after, or force-left.
+	MembersReaped uint64
 	// Rejected counts gossip the agent refused, by reason: invalid_name,
 	// invalid_service, invalid_field, bad_signature, key_conflict,
 	// unknown_key, clock_ahead.

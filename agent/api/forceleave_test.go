@@ -60,4 +60,10 @@ func TestForceLeave(t *testing.T) {
 		t.Fatalf("force-leave answer %s (%v)", ok.body, err)
 	}
 	call(t, "GET", ts.URL+"/v1/nodes/pi-9", "", nil).expect(t, 404, "")
+
+	f.mu.Lock()
+	f.stats.MembersReaped = 12
+	f.mu.Unlock()
+	samples, _ := scrape(t, ts.URL+"/metrics")
+	checkSamples(t, samples, []wantSample{{"rpi_members_reaped_total", nil, 12}})
 }

@@ -69,6 +69,8 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	p.sample("rpi_silence_verdicts_total", float64(stats.SilenceVerdicts))
 	p.family("rpi_watcher_verdicts_total", "counter", "Peers failed by this agent, ahead of memberlist, on the silence verdict of one of their watchers.")
 	p.sample("rpi_watcher_verdicts_total", float64(stats.WatcherVerdicts))
+	p.family("rpi_members_reaped_total", "counter", "Members removed from this agent's view: failed or left for reap_failed_after or reap_left_after, or force-left.")
+	p.sample("rpi_members_reaped_total", float64(stats.MembersReaped))
 	p.family("rpi_gossip_rejected_total", "counter", "Gossip messages this agent refused, by reason: names or fields against the rules, bad signatures, keys other than the pinned one, leave intents with no pinned key, desired entries too far ahead of its clock.")
 	for _, reason := range slices.Sorted(maps.Keys(stats.Rejected)) {
 		p.sample("rpi_gossip_rejected_total", float64(stats.Rejected[reason]), "reason", reason)

@@ -125,6 +125,9 @@ type Cluster struct {
 	watcherVerdicts atomic.Uint64
 	// refutations counts verdicts about this node it refuted.
 	refutations atomic.Uint64
+	// reaped counts members removed from the view, reaped or force-left
+	// (see reap.go).
+	reaped atomic.Uint64
 	// hbSeq numbers this node's heartbeats; hbAddr is the address they
 	// carry. Both are set before the heartbeat loop starts.
 	hbSeq  atomic.Uint64
@@ -481,6 +484,7 @@ func (c *Cluster) Stats() Stats {
 	s.SilenceVerdicts = c.silenceVerdicts.Load()
 	s.WatcherVerdicts = c.watcherVerdicts.Load()
 	s.Refutations = c.refutations.Load()
+	s.Reaped = c.reaped.Load()
 	s.Rejected = c.rejectedStats()
 	return s
 }

@@ -141,6 +141,7 @@ func (c *Cluster) reap(now time.Time) {
 	}
 	if len(reaped) > 0 {
 		c.recountLocked()
+		c.reaped.Add(uint64(len(reaped)))
 	}
 	c.mu.Unlock()
 	if unknown > 0 {
@@ -196,6 +197,7 @@ func (c *Cluster) ForceLeave(name string) (Member, error) {
 	}
 	c.forgetLocked(name, p)
 	c.recountLocked()
+	c.reaped.Add(1)
 	c.mu.Unlock()
 
 	body, err := json.Marshal(forceLeave{From: c.conf.NodeName, Name: name, Version: nowVersion()})
@@ -260,6 +262,7 @@ func (c *Cluster) handleForceLeave(signed []byte) {
 	m := c.memberLocked(f.Name, p, now)
 	c.forgetLocked(f.Name, p)
 	c.recountLocked()
+	c.reaped.Add(1)
 	c.mu.Unlock()
 	c.broadcasts.QueueBroadcast(&namedBroadcast{key: forceLeaveKey(f.Name), msg: append([]byte{msgForceLeave}, signed...)})
 	c.logger.Info("reap: a peer force-left a node", "peer", f.Name, "from", f.From, "status", m.Status)

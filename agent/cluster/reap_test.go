@@ -45,6 +45,9 @@ func TestReapFailedAndLeft(t *testing.T) {
 		}
 		return nil
 	})
+	if n := obs.Stats().Reaped; n != 2 {
+		t.Errorf("Stats().Reaped = %d, want 2", n)
+	}
 	for _, name := range []string{"rp2", "rp3"} {
 		if err := events.has(EventReap, name); err != nil {
 			t.Error(err)

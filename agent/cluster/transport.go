@@ -40,6 +40,9 @@ type Stats struct {
 	// Refutations counts watchers' verdicts about this node that it
 	// answered with a heartbeat to every peer (see watch.go).
 	Refutations uint64
+	// Reaped counts members removed from the view: failed or left for
+	// their reap time, or force-left (see reap.go).
+	Reaped uint64
 	// Rejected counts gossip refused by validation or signature checks,
 	// by reason (RejectReasons): invalid names, services and fields, bad
 	// signatures, key conflicts, leave intents with no pinned key to check
