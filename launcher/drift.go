@@ -126,3 +126,53 @@ func hashesFor(names []string, hash string) map[string]string {
 	}
 	return out
 }
+
+// dependents returns the services to re-apply when service's node set
+// changes: those whose policy lists it in depends_on, each policy taken as
+// EffectivePolicy takes it (the one recorded in the cluster, else the local
+// playbooks'), so every workstation re-applies the same ones. A dependent
+// known only from the cluster still needs its playbook here; preflight says
+// so. An agent without desired state leaves the local policies.
+func (l *Launcher) dependents(ctx context.Context, service string) ([]string, error) {
+	local := func(s string) (Policy, error) { return LoadPolicy(l.Playbooks, s) }
+	policies := map[string]Policy{}
+	entries, err := os.ReadDir(l.Playbooks)
+	if err != nil {
+		return nil, fmt.Errorf("list services in %s: %w", l.Playbooks, err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() {
+			names = append(names, e.Name())
+		}
+	}
+	byName := map[string]*apitypes.DesiredService{}
+	desired, err := l.Client.Desired(ctx)
+	var se *client.StatusError
+	switch {
+	case errors.As(err, &se) && se.Code == http.StatusNotFound:
+	case err != nil:
+		return nil, fmt.Errorf("read desired state for the policies of %s's dependents: %w", service, err)
+	}
+	for i := range desired {
+		byName[desired[i].Service] = &desired[i]
+		names = append(names, desired[i].Service)
+	}
+	for _, svc := range names {
+		if _, done := policies[svc]; done {
+			continue
+		}
+		d := byName[svc]
+		if d == nil || d.Policy == "" {
+			if _, err := os.Stat(filepath.Join(l.Playbooks, svc)); err != nil {
+				continue // neither recorded nor here: nothing depends through it
+			}
+		}
+		p, _, err := EffectivePolicy(d, svc, local)
+		if err != nil {
+			return nil, err
+		}
+		policies[svc] = p
+	}
+	return DependentsIn(policies, service), nil
+}

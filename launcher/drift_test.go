@@ -2,9 +2,13 @@ package launcher
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
 
 // states is what `rpi-launch status` computes: desired against actual with
@@ -102,5 +106,27 @@ func TestPolicyTravelsWithTheCluster(t *testing.T) {
 	}
 	if st := states(t, &other)["lb"]; st.PolicySource != PolicyFromLocal || st.OnFailure != OnFailureNone {
 		t.Errorf("lb, never launched here: %+v, want the local default", st)
+	}
+}
+
+// A dependent whose policy is recorded in the cluster is re-applied from a
+// workstation whose own copy of its service.yaml says nothing about it, so
+// every workstation keeps the load balancer in step.
+func TestDependentsFollowTheRecordedPolicy(t *testing.T) {
+	w := newHealWorld(t, relaunchPolicy)
+	if err := os.Remove(filepath.Join(w.playbooks, "lb", "service.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	pol := "on_failure: relaunch\ndepends_on: [web]\n"
+	if _, err := w.r.Launcher.Client.ChangeDesired(context.Background(), "lb", apitypes.DesiredChange{Policy: &pol}); err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	if _, err := w.r.Launcher.Launch(context.Background(), "web", 1, false); err != nil {
+		t.Fatal(err)
+	}
+	expectCalls(t, w, &seen, "web pi-4", "lb pi-1")
+	if got := w.upstream(t); got != "pi-2 pi-3 pi-4" {
+		t.Errorf("upstream = %q, want the three web servers", got)
 	}
 }

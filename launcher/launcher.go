@@ -169,7 +169,7 @@ func (l *Launcher) Launch(ctx context.Context, service string, n int, dryRun boo
 	chosen := plan.ChosenNodes()
 	names := nodeNames(chosen)
 	after := WithService(nodes, names, service, true)
-	dependents, err := Dependents(l.Playbooks, service)
+	dependents, err := l.dependents(ctx, service)
 	if err != nil {
 		return nil, fmt.Errorf("launch %s: %w", service, err)
 	}
@@ -238,7 +238,7 @@ func (l *Launcher) Remove(ctx context.Context, service string, n int, dryRun boo
 	}
 	l.printPlan("remove", plan)
 	names := nodeNames(plan.ChosenNodes())
-	dependents, err := Dependents(l.Playbooks, service)
+	dependents, err := l.dependents(ctx, service)
 	if err != nil {
 		return nil, fmt.Errorf("remove %s: %w", service, err)
 	}
@@ -281,7 +281,7 @@ func (l *Launcher) apply(ctx context.Context, s applySpec) (*Outcome, error) {
 	out := &Outcome{Plan: s.plan, Failed: map[string]string{}}
 	chosen := s.plan.ChosenNodes()
 	data := NewTemplateData(l.Cluster, s.renderView, chosen)
-	dependents, err := Dependents(l.Playbooks, s.service)
+	dependents, err := l.dependents(ctx, s.service)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", s.action, s.service, err)
 	}
@@ -351,7 +351,7 @@ func (l *Launcher) apply(ctx context.Context, s applySpec) (*Outcome, error) {
 // launch, e.g. a node died and nothing could replace it, so a load balancer
 // stops sending to it. It returns the dependents re-applied.
 func (l *Launcher) ReapplyDependents(ctx context.Context, service string, view []apitypes.Node) ([]string, error) {
-	dependents, err := Dependents(l.Playbooks, service)
+	dependents, err := l.dependents(ctx, service)
 	if err != nil {
 		return nil, fmt.Errorf("re-apply dependents of %s: %w", service, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -147,7 +148,7 @@ func Dependents(playbooksDir, service string) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list services in %s: %w", playbooksDir, err)
 	}
-	var out []string
+	policies := map[string]Policy{}
 	for _, e := range entries {
 		if !e.IsDir() {
 			continue
@@ -156,11 +157,18 @@ func Dependents(playbooksDir, service string) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, d := range p.DependsOn {
-			if d == service {
-				out = append(out, e.Name())
-				break
-			}
+		policies[e.Name()] = p
+	}
+	return DependentsIn(policies, service), nil
+}
+
+// DependentsIn returns the services among policies whose depends_on lists
+// service, ordered as Dependents orders them (service itself first).
+func DependentsIn(policies map[string]Policy, service string) []string {
+	var out []string
+	for svc, p := range policies {
+		if slices.Contains(p.DependsOn, service) {
+			out = append(out, svc)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -169,5 +177,5 @@ func Dependents(playbooksDir, service string) ([]string, error) {
 		}
 		return out[i] < out[j]
 	})
-	return out, nil
+	return out
 }
