@@ -49,9 +49,8 @@ func TestReapFailedAndLeft(t *testing.T) {
 		t.Errorf("Stats().Reaped = %d, want 2", n)
 	}
 	for _, name := range []string{"rp2", "rp3"} {
-		if err := events.has(EventReap, name); err != nil {
-			t.Error(err)
-		}
+		// Published just after the removal.
+		testutil.WaitFor(t, waitTimeout, func() error { return events.has(EventReap, name) })
 		if _, ok := obs.pins.Lookup(name); !ok {
 			t.Errorf("the key pin of %s went with the reap; a reaped name must stay pinned", name)
 		}
@@ -60,9 +59,12 @@ func TestReapFailedAndLeft(t *testing.T) {
 	back := startNode(t, "rp3", "127.0.30.14")
 	join(t, back, obs)
 	testutil.WaitFor(t, waitTimeout, expect([]*Cluster{obs}, "rp3", status(StatusAlive)))
-	if n := events.count(EventJoin, "rp3"); n != 2 {
-		t.Errorf("rp3 joined %d times, want 2: back after its reap, it is new again", n)
-	}
+	testutil.WaitFor(t, waitTimeout, func() error {
+		if n := events.count(EventJoin, "rp3"); n != 2 {
+			return fmt.Errorf("rp3 joined %d times, want 2: back after its reap, it is new again", n)
+		}
+		return nil
+	})
 }
 
 // force-leave across three nodes: a killed node is removed on the node
@@ -112,9 +114,7 @@ func TestForceLeave(t *testing.T) {
 		}
 		return nil
 	})
-	if err := events.has(EventReap, "fl4"); err != nil {
-		t.Error(err)
-	}
+	testutil.WaitFor(t, waitTimeout, func() error { return events.has(EventReap, "fl4") })
 	for _, o := range live {
 		if len(o.Members()) != 3 {
 			t.Errorf("%s lists %d members, want 3", o.conf.NodeName, len(o.Members()))
