@@ -57,6 +57,11 @@ type Launcher struct {
 	// taken away). Dry runs and plans that fail record nothing. reconcile
 	// leaves it off: replacing a replica does not ask for one more.
 	RecordDesired bool
+	// SkipUnreachable makes Launch plan again without chosen nodes that
+	// fail preflight's per-host checks (SSH, their agent's token) instead
+	// of failing: reconcile sets it, so a node whose agent runs but whose
+	// SSH does not cannot block a replacement.
+	SkipUnreachable bool
 	// SSHPort is the port preflight probes on every host a play targets;
 	// 0 means DefaultSSHPort. ReachSSH is the probe; nil means DialSSH.
 	SSHPort  int
@@ -149,7 +154,7 @@ func (l *Launcher) Launch(ctx context.Context, service string, n int, dryRun boo
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
-	pol, err := LoadPolicy(l.Playbooks, service)
+	pol, err := l.launchPolicy(ctx, service)
 	if err != nil {
 		return nil, fmt.Errorf("launch: %w", err)
 	}
@@ -157,24 +162,51 @@ func (l *Launcher) Launch(ctx context.Context, service string, n int, dryRun boo
 	if err != nil {
 		return nil, fmt.Errorf("launch %s: list nodes: %w", service, err)
 	}
-	plan, err := PlanLaunch(nodes, service, n, pol)
-	if err != nil {
-		var ie *InsufficientError
-		if errors.As(err, &ie) {
-			l.printPlan("launch", ie.Plan)
-		}
-		return nil, err
-	}
-	l.printPlan("launch", plan)
-	chosen := plan.ChosenNodes()
-	names := nodeNames(chosen)
-	after := WithService(nodes, names, service, true)
 	dependents, err := l.dependents(ctx, service)
 	if err != nil {
 		return nil, fmt.Errorf("launch %s: %w", service, err)
 	}
-	if err := l.preflight(ctx, "launch", service, l.renders(service, after, chosen, dependents), chosen); err != nil {
-		return nil, err
+	var (
+		plan        *Plan
+		chosen      []apitypes.Node
+		names       []string
+		after       []apitypes.Node
+		unreachable []Exclusion
+	)
+	for {
+		candidates := slices.DeleteFunc(slices.Clone(nodes), func(n apitypes.Node) bool {
+			return slices.ContainsFunc(unreachable, func(x Exclusion) bool { return x.Node.Name == n.Name })
+		})
+		plan, err = PlanLaunch(candidates, service, n, pol)
+		var ie *InsufficientError
+		if errors.As(err, &ie) {
+			ie.Plan.Excluded = append(ie.Plan.Excluded, unreachable...)
+			l.printPlan("launch", ie.Plan)
+		}
+		if err != nil {
+			return nil, err
+		}
+		plan.Excluded = append(plan.Excluded, unreachable...)
+		l.printPlan("launch", plan)
+		chosen = plan.ChosenNodes()
+		names = nodeNames(chosen)
+		after = WithService(nodes, names, service, true)
+		err = l.preflight(ctx, "launch", service, l.renders(service, after, chosen, dependents), chosen)
+		var pe *PreflightError
+		if l.SkipUnreachable && errors.As(err, &pe) && len(pe.Hosts) > 0 && len(pe.Hosts) == len(pe.Problems) {
+			// Only chosen hosts failed their checks: plan without them.
+			for _, c := range chosen {
+				if why, ok := pe.Hosts[c.Name]; ok {
+					fmt.Fprintf(l.out(), "preflight: leaving out %s: %s\n", apitypes.Printable(c.Name), apitypes.Printable(why))
+					unreachable = append(unreachable, Exclusion{c, "preflight: " + why})
+				}
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		break
 	}
 	out, err := l.apply(ctx, applySpec{
 		action: "launch", service: service, book: book, plan: plan, dryRun: dryRun,
@@ -186,6 +218,27 @@ func (l *Launcher) Launch(ctx context.Context, service string, n int, dryRun boo
 		}
 	}
 	return out, err
+}
+
+// launchPolicy is the policy a launch places by: the local service.yaml
+// when the launch records the desired count (a user's launch, which then
+// records that policy in the cluster), else the one recorded in the
+// cluster (reconcile's relaunch, the same from any workstation).
+func (l *Launcher) launchPolicy(ctx context.Context, service string) (Policy, error) {
+	if l.RecordDesired {
+		return LoadPolicy(l.Playbooks, service)
+	}
+	local := func(s string) (Policy, error) { return LoadPolicy(l.Playbooks, s) }
+	d, err := l.Client.DesiredFor(ctx, service)
+	var se *client.StatusError
+	switch {
+	case errors.As(err, &se) && se.Code == http.StatusNotFound:
+		return local(service)
+	case err != nil:
+		return Policy{}, fmt.Errorf("read %s's recorded policy: %w", service, err)
+	}
+	p, _, err := EffectivePolicy(&d, service, local)
+	return p, err
 }
 
 // changeDesired adds delta to service's desired replica count and reports

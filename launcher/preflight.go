@@ -56,6 +56,10 @@ func DialSSH(ctx context.Context, node apitypes.Node, port int) error {
 type PreflightError struct {
 	Action, Service string
 	Problems        []string
+	// Hosts maps the chosen hosts that failed their own checks (SSH, their
+	// agent's token) to what failed, one line each in Problems too: as
+	// many Problems as Hosts means nothing but those hosts failed.
+	Hosts map[string]string
 }
 
 func (e *PreflightError) Error() string {
@@ -110,11 +114,18 @@ func (l *Launcher) preflight(ctx context.Context, action, service string, render
 			problems = append(problems, err.Error())
 		}
 	}
-	problems = append(problems, l.checkHosts(ctx, service, hosts)...)
-	if len(problems) > 0 {
-		return &PreflightError{Action: action, Service: service, Problems: problems}
+	other, byHost := l.checkHosts(ctx, service, hosts)
+	problems = append(problems, other...)
+	if len(problems) == 0 && len(byHost) == 0 {
+		return nil
 	}
-	return nil
+	e := &PreflightError{Action: action, Service: service, Problems: problems, Hosts: byHost}
+	for _, p := range byHost {
+		e.Problems = append(e.Problems, p)
+	}
+	// Checks finish in any order; the report should not.
+	slices.Sort(e.Problems)
+	return e
 }
 
 // checkTemplates renders r without writing it, and fails when the
@@ -146,7 +157,7 @@ func (l *Launcher) checkTemplates(r render) error {
 
 // checkHosts asks each host's agent for a token check and probes its SSH
 // port, all hosts at once.
-func (l *Launcher) checkHosts(ctx context.Context, service string, hosts []apitypes.Node) []string {
+func (l *Launcher) checkHosts(ctx context.Context, service string, hosts []apitypes.Node) ([]string, map[string]string) {
 	port := l.SSHPort
 	if port == 0 {
 		port = DefaultSSHPort
@@ -158,35 +169,38 @@ func (l *Launcher) checkHosts(ctx context.Context, service string, hosts []apity
 	var (
 		mu       sync.Mutex
 		problems []string
+		byHost   = map[string]string{}
 		wg       sync.WaitGroup
 	)
-	add := func(s string) {
-		mu.Lock()
-		problems = append(problems, s)
-		mu.Unlock()
-	}
-	check := func(what string, f func() error) {
+	check := func(host, what string, f func() error) {
 		defer wg.Done()
 		if err := f(); err != nil {
-			add(what + ": " + err.Error())
+			mu.Lock()
+			defer mu.Unlock()
+			msg := what + ": " + err.Error()
+			if host == "" {
+				problems = append(problems, msg)
+			} else if byHost[host] == "" {
+				byHost[host] = msg
+			} else {
+				byHost[host] += "; " + msg
+			}
 		}
 	}
 	wg.Add(1)
-	go check("token", func() error { return l.Client.CheckToken(ctx, service) })
+	go check("", "token", func() error { return l.Client.CheckToken(ctx, service) })
 	for _, h := range hosts {
 		name := apitypes.Quote(h.Name)
 		wg.Add(2)
-		go check("node "+name+" token", func() error {
+		go check(h.Name, "node "+name+" token", func() error {
 			c, err := toolkit.NodeClient(l.Client, h)
 			if err != nil {
 				return err
 			}
 			return c.CheckToken(ctx, service)
 		})
-		go check("node "+name+" reachability", func() error { return reach(ctx, h, port) })
+		go check(h.Name, "node "+name+" reachability", func() error { return reach(ctx, h, port) })
 	}
 	wg.Wait()
-	// Goroutines finish in any order; the report should not.
-	slices.Sort(problems)
-	return problems
+	return problems, byHost
 }

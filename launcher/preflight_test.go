@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
@@ -198,5 +199,39 @@ func TestOldPlaybookLayout(t *testing.T) {
 	}
 	if _, err := l.playbook("nginx", InstallPlaybook); err == nil || !strings.Contains(err.Error(), "no playbook") {
 		t.Errorf("missing playbook: %v", err)
+	}
+}
+
+// closedPort returns a loopback port nothing listens on.
+func closedPort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	return port
+}
+
+// reconcile's relaunch leaves out a chosen node that fails preflight's SSH
+// check and takes the next candidate, instead of failing on it forever.
+func TestReconcileRelaunchSkipsUnreachableCandidate(t *testing.T) {
+	w := newHealWorld(t, relaunchPolicy)
+	good, closed := fakeSSH(t, "127.0.0.1"), closedPort(t)
+	w.r.Launcher.ReachSSH = func(ctx context.Context, n apitypes.Node, _ int) error {
+		if n.Name == "pi-4" { // the least busy candidate
+			return DialSSH(ctx, n, closed)
+		}
+		return DialSSH(ctx, n, good)
+	}
+	w.setStatus("pi-2", apitypes.StatusFailed)
+	w.r.IgnoreGrace = true
+	res := w.pass(t, time.Second)
+	if got := res.Launched["web"]; len(got) != 1 || got[0] != "pi-5" {
+		t.Fatalf("launched %v, want pi-5 in place of the unreachable pi-4\n%s", res.Launched, w.out.String())
+	}
+	if !strings.Contains(w.out.String(), `preflight: leaving out pi-4`) {
+		t.Errorf("output does not say pi-4 was left out:\n%s", w.out.String())
 	}
 }

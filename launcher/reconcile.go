@@ -190,7 +190,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) (*PassResult, error) {
 	r.rememberMembers(c, nodes)
 
 	l := *r.Launcher
-	l.Client, l.RecordDesired = c, false
+	l.Client, l.RecordDesired, l.SkipUnreachable = c, false, true
 	entries := map[string]*apitypes.DesiredService{}
 	for i := range desired {
 		entries[desired[i].Service] = &desired[i]
