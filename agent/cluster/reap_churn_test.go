@@ -218,11 +218,15 @@ func TestChurnIsReaped(t *testing.T) {
 		return nil
 	})
 	t.Logf("views back to the live members after %v", time.Since(start).Round(time.Millisecond))
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	for id := range total {
-		if name := fmt.Sprintf("m%d", id); tr.reaped[name] != tr.all {
-			t.Fatalf("%s was not reaped by every observer (%03b)", name, tr.reaped[name])
+	// Reap events are published just after the view changes.
+	testutil.WaitFor(t, waitTimeout, func() error {
+		tr.mu.Lock()
+		defer tr.mu.Unlock()
+		for id := range total {
+			if name := fmt.Sprintf("m%d", id); tr.reaped[name] != tr.all {
+				return fmt.Errorf("%s was not reaped by every observer (%03b)", name, tr.reaped[name])
+			}
 		}
-	}
+		return nil
+	})
 }
