@@ -178,6 +178,18 @@ func collect(c *Cluster) *collector {
 	return col
 }
 
+// reached is a WaitFor condition: at least n events of typ for name have
+// been collected. Events reach the collector through its own goroutine, so a
+// status seen through Member can be ahead of them.
+func (col *collector) reached(typ EventType, name string, n int) func() error {
+	return func() error {
+		if got := col.count(typ, name); got < n {
+			return fmt.Errorf("%d %s events for %s collected, want %d", got, typ, name, n)
+		}
+		return nil
+	}
+}
+
 func (col *collector) count(typ EventType, name string) int {
 	col.mu.Lock()
 	defer col.mu.Unlock()

@@ -254,6 +254,9 @@ func TestSilenceVerdictEndsWhenHeartbeatsResume(t *testing.T) {
 	testutil.WaitFor(t, waitTimeout, expect(observers, "sr2", status(StatusFailed)))
 	gate.mute.Store(false)
 	testutil.WaitFor(t, waitTimeout, expect(observers, "sr2", status(StatusAlive)))
+	for _, ev := range events {
+		testutil.WaitFor(t, waitTimeout, ev.reached(EventJoin, "sr2", 1))
+	}
 	for i, o := range observers {
 		if n := o.Stats().SilenceVerdicts; n != 1 {
 			t.Errorf("%s: %d silence verdicts, want 1", o.conf.NodeName, n)

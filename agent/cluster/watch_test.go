@@ -299,6 +299,7 @@ func TestWatcherVerdictKeptOutByPeersThatHearTheNode(t *testing.T) {
 	}
 	gate.mute.Store(false)
 	testutil.WaitFor(t, waitTimeout, expect(watchers, "wk5", status(StatusAlive)))
+	testutil.WaitFor(t, waitTimeout, events.reached(EventJoin, "wk5", 1))
 	if f, j := events.count(EventFail, "wk5"), events.count(EventJoin, "wk5"); f != 1 || j != 1 {
 		t.Errorf("watcher: %d fail and %d join events, want 1 and 1", f, j)
 	}
