@@ -228,6 +228,7 @@ func Create(conf *Config, logger *slog.Logger, opts ...Option) (_ *Agent, err er
 		Token:       conf.APIToken,
 		PlainGossip: conf.Encrypt == "",
 		Version:     version.String(),
+		Cluster:     conf.Cluster,
 		Logger:      logger.With("part", "api"),
 	})
 	a.apiToken = conf.APIToken

@@ -401,7 +401,8 @@ func (c *procCluster) waitHealthy(a *procAgent) error {
 	return poll(c.ctx, 20*time.Second, 50*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(c.ctx, time.Second)
 		defer cancel()
-		return cl.Health(ctx)
+		_, err := cl.Health(ctx)
+		return err
 	})
 }
 

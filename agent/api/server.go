@@ -42,6 +42,8 @@ type Options struct {
 	PlainGossip bool
 	// Version is the agent version reported on /metrics.
 	Version string
+	// Cluster is the cluster name reported on /healthz.
+	Cluster string
 	// Logger receives request and error logs; nil discards them.
 	Logger *slog.Logger
 	// MaxBodyBytes bounds request bodies; 0 means DefaultMaxBodyBytes.
@@ -64,6 +66,7 @@ type Server struct {
 	token       atomic.Pointer[[]byte]
 	plainGossip bool
 	version     string
+	cluster     string
 	log         *slog.Logger
 	maxBody     int64
 	mux         *http.ServeMux
@@ -90,6 +93,7 @@ func NewServer(b Backend, o Options) *Server {
 		b:           b,
 		plainGossip: o.PlainGossip,
 		version:     o.Version,
+		cluster:     o.Cluster,
 		log:         o.Logger,
 		maxBody:     o.MaxBodyBytes,
 		mux:         http.NewServeMux(),

@@ -77,14 +77,6 @@ func (s *Server) changeService(w http.ResponseWriter, r *http.Request, op string
 	})
 }
 
-// health is the body of GET /healthz. Status stays "ok" for an agent that
-// works but is open to the LAN: Warnings says what is open ([] when nothing).
-type health struct {
-	Status   string   `json:"status"`
-	Node     string   `json:"node"`
-	Warnings []string `json:"warnings"`
-}
-
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
-	s.writeJSON(w, http.StatusOK, health{Status: "ok", Node: s.b.Self().Name, Warnings: s.Warnings()})
+	s.writeJSON(w, http.StatusOK, apitypes.Health{Status: "ok", Node: s.b.Self().Name, Cluster: s.cluster, Warnings: s.Warnings()})
 }

@@ -140,6 +140,16 @@ type ForceLeaveResult struct {
 	Node  Node   `json:"node"`
 }
 
+// Health is the body of GET /healthz. Status stays "ok" for an agent that
+// works but is open to the LAN: Warnings says what is open ([] when
+// nothing). Cluster lets a workstation refuse an agent of another cluster.
+type Health struct {
+	Status   string   `json:"status"`
+	Node     string   `json:"node"`
+	Cluster  string   `json:"cluster,omitempty"`
+	Warnings []string `json:"warnings"`
+}
+
 // Error is the body of every /v1 error response.
 type Error struct {
 	Error string `json:"error"`

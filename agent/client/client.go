@@ -35,6 +35,9 @@ type Client struct {
 	// answers before the caller does (toolkit.Gate for the workstation
 	// tools); nil passes them on as received.
 	Gate Gate
+	// Cluster is the cluster the agent said it belongs to when Find
+	// picked it (empty for agents too old to say).
+	Cluster string
 }
 
 // Gate checks what an agent reports. Nodes returns the nodes the caller may
@@ -260,9 +263,11 @@ func (c *Client) ServiceNodes(ctx context.Context, service string) ([]apitypes.N
 	return c.gateNodes(nodes, err)
 }
 
-// Health returns nil when the agent answers /healthz with 200.
-func (c *Client) Health(ctx context.Context) error {
-	return c.do(ctx, http.MethodGet, "/healthz", nil, nil)
+// Health returns the agent's /healthz answer; an error unless it answers 200.
+func (c *Client) Health(ctx context.Context) (apitypes.Health, error) {
+	var h apitypes.Health
+	err := c.do(ctx, http.MethodGet, "/healthz", nil, &h)
+	return h, err
 }
 
 // Events follows GET /v1/events and calls fn for each event until ctx is

@@ -130,9 +130,10 @@ func Find(ctx context.Context, o FindOptions) (*Client, error) {
 				return nil, err
 			}
 			hctx, cancel := context.WithTimeout(ctx, timeout)
-			err = c.Health(hctx)
+			h, err := c.Health(hctx)
 			cancel()
 			if err == nil {
+				c.Cluster = h.Cluster
 				return c, nil
 			}
 			tried = append(tried, fmt.Sprintf("%s (%v)", c.BaseURL, shortErr(err)))

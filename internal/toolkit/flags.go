@@ -178,6 +178,12 @@ func Connect(ctx context.Context, c *cli.Context, pin Pinning) (*Session, error)
 	if err != nil {
 		return nil, err
 	}
+	// An agent named in the config or on the command line is checked too:
+	// the workstation config's token and pins belong to one cluster.
+	if cfg.Cluster != "" && cl.Cluster != "" && cl.Cluster != cfg.Cluster {
+		return nil, fmt.Errorf("agent at %s belongs to cluster %s, but %s is the config of cluster %s: point --agent or RPI_AGENT at an agent of %s, or use that cluster's workstation config",
+			cl.BaseURL, apitypes.Quote(cl.Cluster), configPath, apitypes.Quote(cfg.Cluster), apitypes.Quote(cfg.Cluster))
+	}
 	if p, ok := found[cl.BaseURL]; ok {
 		fmt.Fprintf(c.App.ErrWriter, "%s: using agent %s of cluster %s at %s, found by mDNS (name agents in %s or RPI_AGENT to skip the browse)\n",
 			c.App.Name, apitypes.Quote(p.Instance), apitypes.Quote(p.Cluster), cl.BaseURL, configPath)

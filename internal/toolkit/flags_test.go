@@ -153,3 +153,31 @@ func TestBrowseNamesAndRefuses(t *testing.T) {
 		t.Fatalf("--agent given: err %v, stderr %q; want no browse and no line", err, stderr)
 	}
 }
+
+// An agent named on the command line is refused when it says it belongs to
+// another cluster than the workstation config's; with no cluster in the
+// config (or an agent too old to say), it is used as named.
+func TestNamedAgentOfAnotherClusterRefused(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"status":"ok","node":"pi-lab","cluster":"lab","warnings":[]}`)
+	}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	homeConfig := filepath.Join(dir, "home.yaml")
+	if err := os.WriteFile(homeConfig, []byte("cluster: home\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	noConfig := filepath.Join(dir, "none.yaml")
+	connect := func(c *cli.Context) error {
+		_, err := Connect(c.Context, c, NoPin)
+		return err
+	}
+	_, err := runCommon(t, connect, "--config", homeConfig, "--agent", srv.URL)
+	if err == nil || !strings.Contains(err.Error(), `belongs to cluster "lab"`) || !strings.Contains(err.Error(), homeConfig) {
+		t.Fatalf("agent of lab with the config of home: err %v, want a refusal naming both", err)
+	}
+	if _, err := runCommon(t, connect, "--config", noConfig, "--agent", srv.URL); err != nil {
+		t.Fatalf("no cluster in the config: err %v, want the named agent used", err)
+	}
+}
