@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -175,4 +176,48 @@ func (l *Launcher) dependents(ctx context.Context, service string) ([]string, er
 		policies[svc] = p
 	}
 	return DependentsIn(policies, service), nil
+}
+
+// CheckNodes runs service's install playbook in Ansible's check mode
+// (--check: nothing is changed) on the named nodes running it, with the
+// render a re-apply would give now, and returns the nodes where the play
+// would change something: what is on the node no longer matches, e.g. a
+// rendered file was deleted or edited there. Nodes the play could not
+// check are returned in unknown with why. The render goes to a temporary
+// build directory and the play's output is not shown.
+func (l *Launcher) CheckNodes(ctx context.Context, service string, view []apitypes.Node, names []string) (changed []string, unknown map[string]string, err error) {
+	book, err := l.playbook(service, InstallPlaybook)
+	if err != nil {
+		return nil, nil, err
+	}
+	data := dependentData(l.Cluster, view, service)
+	targets := slices.DeleteFunc(slices.Clone(data.Targets), func(n apitypes.Node) bool { return !slices.Contains(names, n.Name) })
+	if len(targets) == 0 {
+		return nil, nil, nil
+	}
+	tmp, err := os.MkdirTemp("", "rpi-launch-check-*")
+	if err != nil {
+		return nil, nil, fmt.Errorf("check %s: %w", service, err)
+	}
+	defer os.RemoveAll(tmp)
+	quiet := *l
+	quiet.Out, quiet.BuildDir = nil, tmp
+	runner := *l.Runner
+	runner.Stdout, runner.Stderr = nil, nil
+	quiet.Runner = &runner
+	quiet.ExtraArgs = append(slices.Clone(l.ExtraArgs), "--check")
+	res, err := quiet.run(ctx, service, book, view, targets, data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("check %s: %w", service, err)
+	}
+	unknown = map[string]string{}
+	for _, t := range targets {
+		switch st, ok := res.result.Hosts[t.Name]; {
+		case !res.result.Succeeded(t.Name):
+			unknown[t.Name] = hostFailure(res.result, t.Name)
+		case ok && st.Changed > 0:
+			changed = append(changed, t.Name)
+		}
+	}
+	return changed, unknown, nil
 }

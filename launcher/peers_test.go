@@ -19,16 +19,18 @@ import (
 // fakeDeployer is an ansible-playbook stand-in that does what the kvstore
 // playbooks do to each host: install copies the build directory's files to
 // $FAKE_DIR/hosts/<host>/, uninstall deletes them. Hosts in $FAKE_FAIL fail
-// (nothing copied).
+// (nothing copied). With --check it reports a host changed when its files
+// differ from the build directory's, and copies nothing.
 func fakeDeployer(t *testing.T) (path, dir string) {
 	t.Helper()
 	dir = t.TempDir()
 	path = filepath.Join(dir, "ansible-playbook")
 	script := `#!/bin/sh
 echo "$@" >> "$FAKE_DIR/calls"
-limit=""; extra=""; book=""
+limit=""; extra=""; book=""; check=""
 while [ $# -gt 0 ]; do
 	case "$1" in
+	--check) check=1 ;;
 	--limit) limit="$2"; shift ;;
 	-e) extra="$2"; shift ;;
 	-i) shift ;;
@@ -42,6 +44,12 @@ for h in $(echo "$limit" | tr ',' ' '); do
 	case ",$FAKE_FAIL," in
 	*",$h,"*) echo "$h : ok=0 changed=0 unreachable=1 failed=0 skipped=0 rescued=0 ignored=0"; continue ;;
 	esac
+	if [ -n "$check" ]; then
+		# check mode: report what install would change, change nothing
+		if diff -r "$build" "$FAKE_DIR/hosts/$h" >/dev/null 2>&1; then c=0; else c=1; fi
+		echo "$h : ok=2 changed=$c unreachable=0 failed=0 skipped=0 rescued=0 ignored=0"
+		continue
+	fi
 	case "$(basename "$book")" in
 	uninstall*) rm -rf "$FAKE_DIR/hosts/$h" ;;
 	*) mkdir -p "$FAKE_DIR/hosts/$h" && cp -R "$build/." "$FAKE_DIR/hosts/$h/" ;;
@@ -205,4 +213,51 @@ func TestSelfDependentPeersStayRight(t *testing.T) {
 		t.Fatalf("after reconcile kvstore runs on %v, want 5 nodes without %s", got, dead)
 	}
 	w.checkPeers(t, "node killed, reconcile")
+}
+
+// A rendered file deleted on a node is drift the recorded hashes cannot
+// see: the install playbook in check mode finds it, status shows it and
+// reconcile --check restores it.
+func TestDeletedRenderFoundByCheckMode(t *testing.T) {
+	w := newPeersWorld(t)
+	ctx := context.Background()
+	if _, err := w.l.Launch(ctx, "kvstore", 3, false); err != nil {
+		t.Fatal(err)
+	}
+	victim := w.running()[1]
+	file := filepath.Join(w.fakeDir, "hosts", victim, "peers.conf")
+	if err := os.Remove(file); err != nil {
+		t.Fatal(err)
+	}
+	nodes, err := w.l.Client.Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desired, err := w.l.Client.Desired(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sts := ServiceStates(nodes, desired, func(s string) (Policy, error) { return LoadPolicy(w.l.Playbooks, s) })
+	AddDrift(sts, func(s string) (string, bool, error) { return w.l.ExpectedRender(s, nodes) })
+	if len(sts[0].Drift) != 0 {
+		t.Fatalf("recorded hashes alone show drift %v: they cannot see the node's files", sts[0].Drift)
+	}
+	AddCheckedDrift(sts, func(string) bool { return true }, func(s string, names []string) ([]string, map[string]string, error) {
+		return w.l.CheckNodes(ctx, s, nodes, names)
+	})
+	if !reflect.DeepEqual(sts[0].Drift, []string{victim}) || sts[0].DriftError != "" {
+		t.Fatalf("checked drift %v (%s), want [%s]", sts[0].Drift, sts[0].DriftError, victim)
+	}
+	if _, err := os.Stat(file); err == nil {
+		t.Fatal("the check restored the file: check mode must change nothing")
+	}
+	r := &Reconciler{Launcher: w.l, IgnoreGrace: true, ProbeNodes: true, Log: slog.New(slog.NewTextHandler(w.out, nil))}
+	res, err := r.Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(res.Repaired, map[string][]string{"kvstore": {victim}}) {
+		t.Errorf("repaired %v, want kvstore on %s", res.Repaired, victim)
+	}
+	w.checkPeers(t, "after reconcile --check")
 }

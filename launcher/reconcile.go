@@ -74,6 +74,10 @@ type Reconciler struct {
 	// period: a one-off `rpi-launch reconcile` has no memory of when they
 	// went down and is run to act now.
 	IgnoreGrace bool
+	// ProbeNodes also runs each service's install playbook in check mode
+	// on the nodes running it, so a rendered file deleted or edited on a
+	// node counts as drift too (rpi-launch reconcile --check).
+	ProbeNodes bool
 	// Log receives one structured line per decision; nil discards them.
 	Log *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -275,7 +279,7 @@ func (r *Reconciler) repairDrift(ctx context.Context, l *Launcher, nodes []apity
 	}
 	// Read the entry again: the passes above record what they applied.
 	d, err := l.Client.DesiredFor(ctx, svc)
-	if err != nil || len(d.Rendered) == 0 {
+	if err != nil || (len(d.Rendered) == 0 && !r.ProbeNodes) {
 		return
 	}
 	hash, ok, err := l.ExpectedRender(svc, nodes)
@@ -286,6 +290,16 @@ func (r *Reconciler) repairDrift(ctx context.Context, l *Launcher, nodes []apity
 		return
 	}
 	drifted := Drifted(st.Actual, d.Rendered, hash)
+	if r.ProbeNodes {
+		changed, unknown, err := l.CheckNodes(ctx, svc, nodes, st.Actual)
+		if err != nil {
+			log.Error("cannot check the nodes for drift", "err", err)
+		}
+		for _, n := range sortedKeysOf(unknown) {
+			log.Warn("cannot check node for drift", "node", n, "reason", unknown[n])
+		}
+		drifted = sortedUnique(append(drifted, changed...))
+	}
 	if len(drifted) == 0 {
 		t.driftFailures, t.driftRetryAt = 0, time.Time{}
 		return

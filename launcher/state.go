@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 )
@@ -154,6 +155,29 @@ func AddDrift(states []ServiceState, expected func(service string) (hash string,
 			st.DriftError = "no templates here to compare with; run from the folder holding templates/ or set --templates"
 		default:
 			st.Drift = Drifted(st.Actual, st.Rendered, hash)
+		}
+	}
+}
+
+// AddCheckedDrift adds to each state's Drift the healthy nodes where check
+// (Launcher.CheckNodes: the install playbook in check mode) says the play
+// would change something; services without templates are skipped, as in
+// AddDrift. Nodes it could not check are named in DriftError.
+func AddCheckedDrift(states []ServiceState, hasTemplates func(service string) bool,
+	check func(service string, nodes []string) (changed []string, unknown map[string]string, err error)) {
+	for i := range states {
+		st := &states[i]
+		if len(st.Actual) == 0 || !hasTemplates(st.Service) {
+			continue
+		}
+		changed, unknown, err := check(st.Service, st.Actual)
+		if err != nil {
+			st.DriftError = err.Error()
+			continue
+		}
+		st.Drift = sortedUnique(append(st.Drift, changed...))
+		for _, n := range sortedKeysOf(unknown) {
+			st.DriftError = strings.TrimPrefix(st.DriftError+"; ", "; ") + "could not check " + n + ": " + unknown[n]
 		}
 	}
 }

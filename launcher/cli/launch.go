@@ -113,7 +113,9 @@ func launchApp(stdout, stderr io.Writer, extraArgs *[]string) *cli.App {
 			Name:      "status",
 			Usage:     "desired against actual replicas of every service",
 			ArgsUsage: " ",
-			Flags:     []cli.Flag{toolkit.JSONFlag()},
+			Flags: []cli.Flag{toolkit.JSONFlag(),
+				&cli.BoolFlag{Name: "check", Usage: "also run each service's install playbook in check mode (nothing changes) on its nodes, to find rendered files changed or deleted there"},
+			},
 			Action: func(c *cli.Context) error {
 				if c.NArg() > 0 {
 					return cliapp.Usagef("usage: rpi-launch status [--json]")
@@ -123,7 +125,7 @@ func launchApp(stdout, stderr io.Writer, extraArgs *[]string) *cli.App {
 					return err
 				}
 				l := newLauncher(c, s, nil, stdout, stderr)
-				return status(c.Context, l, c.Bool(toolkit.FlagJSON), stdout)
+				return status(c.Context, l, c.Bool(toolkit.FlagJSON), c.Bool("check"), stdout)
 			},
 		},
 		{
@@ -140,6 +142,7 @@ func launchApp(stdout, stderr io.Writer, extraArgs *[]string) *cli.App {
 				"when it breaks) and Ctrl-C stops it. Extra replicas are left running.",
 			Flags: []cli.Flag{
 				&cli.BoolFlag{Name: "watch", Usage: "keep reconciling, on events and every --interval"},
+				&cli.BoolFlag{Name: "check", Usage: "also find drift on the nodes: run each service's install playbook in check mode where it runs, every pass"},
 				&cli.DurationFlag{Name: "interval", Value: launcher.DefaultReconcileInterval, Usage: "re-check every `DURATION` with --watch"},
 				&cli.BoolFlag{Name: "debug", Usage: "log every event followed"},
 			},
@@ -163,6 +166,7 @@ func launchApp(stdout, stderr io.Writer, extraArgs *[]string) *cli.App {
 					Agents:      append(toolkit.SplitList(c.StringSlice(toolkit.FlagAgent)), s.Config.Agents...),
 					Interval:    c.Duration("interval"),
 					IgnoreGrace: !c.Bool("watch"),
+					ProbeNodes:  c.Bool("check"),
 					Log:         slog.New(slog.NewTextHandler(stdout, &slog.HandlerOptions{Level: level})),
 				}
 				if c.Bool("watch") {
@@ -206,7 +210,7 @@ func newLauncher(c *cli.Context, s *toolkit.Session, extra []string, stdout, std
 
 // status prints desired against actual for every service, with the nodes
 // whose last render has drifted from what the templates give now.
-func status(ctx context.Context, l *launcher.Launcher, asJSON bool, w io.Writer) error {
+func status(ctx context.Context, l *launcher.Launcher, asJSON, check bool, w io.Writer) error {
 	nodes, err := l.Client.Nodes(ctx)
 	if err != nil {
 		return fmt.Errorf("status: list nodes: %w", err)
@@ -219,6 +223,12 @@ func status(ctx context.Context, l *launcher.Launcher, asJSON bool, w io.Writer)
 		return launcher.LoadPolicy(l.Playbooks, svc)
 	})
 	launcher.AddDrift(states, func(svc string) (string, bool, error) { return l.ExpectedRender(svc, nodes) })
+	if check {
+		hasTemplates := func(svc string) bool { _, ok, err := l.ExpectedRender(svc, nodes); return ok && err == nil }
+		launcher.AddCheckedDrift(states, hasTemplates, func(svc string, names []string) ([]string, map[string]string, error) {
+			return l.CheckNodes(ctx, svc, nodes, names)
+		})
+	}
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
