@@ -166,12 +166,15 @@ func TestKVStorePeersStayRight(t *testing.T) {
 	checkPeerFiles(t, c, observer[0], "replica killed under reconcile --watch")
 }
 
-// TestDriftShownAndRepaired is issue 17's second acceptance item, with a
-// re-apply that fails once: a third web server's launch cannot re-apply
+// TestDriftShownAndRepaired is issue 17's second acceptance item, both
+// ways: a re-apply that fails once, then the rendered file deleted on the
+// node. First: a third web server's launch cannot re-apply
 // the load balancer (a broken file beside its config fails `nginx -t`), so
 // the balancer keeps serving its old upstream; `rpi-launch status` shows
 // the drift, and once the node is fixed `rpi-launch reconcile` repairs it
-// and the load balancer reaches every live backend.
+// and the load balancer reaches every live backend. Then the upstream file
+// is deleted on the node: `status --check` (the install playbook in check
+// mode) shows the drift and `reconcile --check` restores it.
 func TestDriftShownAndRepaired(t *testing.T) {
 	if _, err := exec.LookPath("ansible-playbook"); err != nil {
 		t.Skip("ansible-playbook not installed (apt-get install ansible-core)")
@@ -227,6 +230,43 @@ func TestDriftShownAndRepaired(t *testing.T) {
 	for _, w := range webs {
 		if perBackend[w.Name] == 0 {
 			t.Errorf("web server %s answered none of the requests through the repaired load balancer: %s", w, formatCounts(perBackend))
+		}
+	}
+
+	// The rendered upstream deleted on the balancer's node: only the
+	// check-mode probe can see it; status --check shows it and
+	// reconcile --check puts it back.
+	upstream := "/etc/nginx/conf.d/rpi-upstream.conf"
+	if _, err := c.Exec(ctx, lb, "rm", "-f", upstream); err != nil {
+		t.Fatal(err)
+	}
+	out, err = hw.launch(ctx, "status", "--check", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	states = nil
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "["):]), &states); err != nil {
+		t.Fatalf("status --check --json: %v\n%s", err, out)
+	}
+	lbState = nil
+	for i := range states {
+		if states[i].Service == "nginx_load_balancer" {
+			lbState = &states[i]
+		}
+	}
+	if lbState == nil || !slices.Equal(lbState.Drift, []string{lb.Name}) {
+		t.Fatalf("status --check after deleting %s: %+v, want drift on %s", upstream, lbState, lb)
+	}
+	if out, err := hw.launch(ctx, "reconcile", "--check"); err != nil || !strings.Contains(out, "drift repaired on "+lb.Name) {
+		t.Fatalf("reconcile --check: %v, want the drift repaired on %s:\n%s", err, lb, out)
+	}
+	if _, err := c.Exec(ctx, lb, "test", "-s", upstream); err != nil {
+		t.Errorf("%s not restored on %s: %v", upstream, lb, err)
+	}
+	perBackend = requestBatch(t, fmt.Sprintf("http://%s:8000/", lb.IP))
+	for _, w := range webs {
+		if perBackend[w.Name] == 0 {
+			t.Errorf("web server %s answered none of the requests after the upstream was restored: %s", w, formatCounts(perBackend))
 		}
 	}
 }
