@@ -623,7 +623,11 @@ func (l *Launcher) printPlan(action string, p *Plan) {
 		if i < len(p.Chosen) {
 			mark = "chosen  "
 		}
-		fmt.Fprintf(w, "  %s %-20s %-15s busy %.3f phi %.2f\n", mark, apitypes.Printable(c.Node.Name), apitypes.Printable(c.Node.Address), c.Score, c.Node.Phi)
+		avoid := ""
+		if c.Avoided > 0 {
+			avoid = fmt.Sprintf(" runs %d avoided service(s)", c.Avoided)
+		}
+		fmt.Fprintf(w, "  %s %-20s %-15s busy %.3f phi %.2f services %d%s\n", mark, apitypes.Printable(c.Node.Name), apitypes.Printable(c.Node.Address), c.Score, c.Node.Phi, len(c.Node.Services), avoid)
 	}
 	for _, x := range p.Excluded {
 		fmt.Fprintf(w, "  excluded %-20s %-15s %s\n", apitypes.Printable(x.Node.Name), apitypes.Printable(x.Node.Address), apitypes.Printable(x.Reason))
