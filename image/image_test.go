@@ -203,7 +203,7 @@ func checkCustomised(t *testing.T, v view, o Options, wantAgent string, owners b
 	if got := v.cat(t, WatchdogConfPath); !strings.Contains(got, "\nRuntimeWatchdogSec=15s\n") {
 		t.Errorf("%s does not turn the hardware watchdog on:\n%s", WatchdogConfPath, got)
 	}
-		if got := v.cat(t, "/usr/local/bin/rpi-agent"); !strings.HasSuffix(got, "agent-"+wantAgent) {
+	if got := v.cat(t, "/usr/local/bin/rpi-agent"); !strings.HasSuffix(got, "agent-"+wantAgent) {
 		t.Errorf("installed agent is not the %s build (ends %q)", wantAgent, got[max(0, len(got)-12):])
 	}
 	var cfg map[string]any
