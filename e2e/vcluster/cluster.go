@@ -10,6 +10,8 @@
 package vcluster
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -19,9 +21,12 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 )
@@ -217,22 +222,90 @@ func (c *Cluster) runNode(ctx context.Context, n *Node, container string) error 
 		"--label", LabelSession+"="+c.opts.Session, n.Volume); err != nil {
 		return fmt.Errorf("start node %d: %w", n.Index, err)
 	}
-	args := []string{"run", "-d",
+	args := []string{"create",
 		"--name", container,
 		"--hostname", c.opts.Hostname,
 		"--network", c.Network, "--ip", n.IP.String(),
-		"--cap-add", "NET_ADMIN",
 		"--label", LabelRun + "=" + c.RunID,
 		"--label", LabelNode + "=" + strconv.Itoa(n.Index),
 		"--label", LabelSession + "=" + c.opts.Session,
 		"--volume", n.Volume + ":" + DataDir,
-		"--stop-timeout", "15",
+		// systemd's shutdown stops every unit (the agent leaves) before
+		// docker's SIGKILL.
+		"--stop-timeout", "30",
 	}
+	args = append(args, systemdFlags...)
 	args = append(args, lxcfsMounts()...)
 	args = append(args, c.Image)
-	args = append(args, c.opts.AgentArgs...)
 	if _, err := c.d.Run(ctx, args...); err != nil {
 		return fmt.Errorf("start node %d: %w", n.Index, err)
+	}
+	if len(c.opts.AgentArgs) > 0 {
+		if err := c.installDropIn(ctx, container, agentArgsDropIn(c.opts.AgentArgs)); err != nil {
+			return fmt.Errorf("start node %d: %w", n.Index, err)
+		}
+	}
+	if _, err := c.d.Run(ctx, "start", container); err != nil {
+		return fmt.Errorf("start node %d: %w", n.Index, err)
+	}
+	return nil
+}
+
+// systemdFlags let systemd be process 1 with the image's units as written:
+// it needs to mount (/run, the units' private /tmp and read-only views)
+// and to manage its own cgroups, and seccomp must let the units' sandboxes
+// be built. Docker's default flags make systemd silently skip the units'
+// hardening; --privileged would hand the node the host's devices. NET_ADMIN
+// is for the fault injection (netem, blackhole routes).
+var systemdFlags = []string{
+	"--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
+	"--security-opt", "seccomp=unconfined",
+	"--volume", "/sys/fs/cgroup:/sys/fs/cgroup",
+	"--tmpfs", "/run", "--tmpfs", "/run/lock",
+	// systemd halts cleanly on SIGRTMIN+3; SIGTERM would re-execute it.
+	"--stop-signal", "SIGRTMIN+3",
+}
+
+// agentArgsPath is the drop-in that adds AgentArgs to rpi-agent's command.
+const agentArgsPath = "/etc/systemd/system/rpi-agent.service.d/10-vcluster-args.conf"
+
+// agentArgsDropIn replaces the unit's ExecStart by one with args appended,
+// each quoted for systemd.
+func agentArgsDropIn(args []string) string {
+	var b strings.Builder
+	b.WriteString("# Written by the virtual cluster harness: extra agent arguments.\n[Service]\nExecStart=\nExecStart=/usr/local/bin/rpi-agent --config /etc/rpi-cluster/agent.yaml")
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "%", "%%", "$", "$$", "\n", `\n`)
+	for _, a := range args {
+		b.WriteString(` "` + r.Replace(a) + `"`)
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+// installDropIn copies unit text into the created, not yet started
+// container at agentArgsPath, as a tar stream (docker cp -).
+func (c *Cluster) installDropIn(ctx context.Context, container, text string) error {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	dir := path.Dir(agentArgsPath)
+	hdrs := []*tar.Header{
+		{Typeflag: tar.TypeDir, Name: path.Base(dir) + "/", Mode: 0o755},
+		{Typeflag: tar.TypeReg, Name: path.Base(dir) + "/" + path.Base(agentArgsPath), Mode: 0o644, Size: int64(len(text))},
+	}
+	for _, h := range hdrs {
+		h.ModTime = time.Now()
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+	}
+	if _, err := tw.Write([]byte(text)); err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if _, err := c.d.RunInput(ctx, &buf, "cp", "-", container+":"+path.Dir(dir)); err != nil {
+		return fmt.Errorf("install %s: %w", agentArgsPath, err)
 	}
 	return nil
 }

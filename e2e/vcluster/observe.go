@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -21,13 +22,51 @@ func (c *Cluster) Exec(ctx context.Context, n *Node, cmd ...string) (string, err
 	return out, nil
 }
 
-// Logs returns the node's container output (the entrypoint and the agent).
+// Logs returns the last tail lines of the node's journal for this boot:
+// first boot, the agent, sshd and systemd itself. A node that is not
+// running has no journal to ask; then it is the container's output
+// (systemd's console).
 func (c *Cluster) Logs(ctx context.Context, n *Node, tail int) (string, error) {
-	out, err := run(ctx, nil, "sh", "-c", `"$0" logs --tail "$1" "$2" 2>&1`, c.d.bin(), strconv.Itoa(tail), n.Container)
+	out, err := c.Exec(ctx, n, "journalctl", "--boot", "--no-pager", "--lines", strconv.Itoa(tail))
+	if err == nil {
+		return out, nil
+	}
+	out, err = run(ctx, nil, "sh", "-c", `"$0" logs --tail "$1" "$2" 2>&1`, c.d.bin(), strconv.Itoa(tail), n.Container)
 	if err != nil {
 		return out, fmt.Errorf("logs of %s: %w", n, err)
 	}
 	return out, nil
+}
+
+// Booted returns nil once systemd in the node has started every unit of
+// the boot, else what is still starting or what failed. A degraded boot
+// (a unit failed) is an error naming the failed units.
+func (c *Cluster) Booted(ctx context.Context, n *Node) error {
+	state, _ := c.Exec(ctx, n, "systemctl", "is-system-running")
+	switch state {
+	case "running":
+		return nil
+	case "degraded":
+		failed, _ := c.Exec(ctx, n, "systemctl", "--failed", "--no-legend", "--plain")
+		return fmt.Errorf("%s booted degraded: failed units: %s", n, failed)
+	}
+	return fmt.Errorf("%s is still booting (systemd says %q)", n, state)
+}
+
+// Unit returns properties of a unit in the node (systemctl show), e.g.
+// Unit(ctx, n, "rpi-agent.service", "ActiveState", "MainPID").
+func (c *Cluster) Unit(ctx context.Context, n *Node, unit string, props ...string) (map[string]string, error) {
+	out, err := c.Exec(ctx, n, "systemctl", "show", unit, "--property", strings.Join(props, ","))
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]string, len(props))
+	for _, line := range strings.Split(out, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			m[k] = v
+		}
+	}
+	return m, nil
 }
 
 // Views asks every node in observers for its /v1/nodes. A node that does not
@@ -174,4 +213,41 @@ func Poll(ctx context.Context, timeout, interval time.Duration, cond func() erro
 		case <-time.After(interval):
 		}
 	}
+}
+
+// HostPID returns the host's process id of unit's main process in the node,
+// for inspecting the unit from outside its sandbox (nsenter, /proc).
+func (c *Cluster) HostPID(ctx context.Context, n *Node, unit string) (int, error) {
+	props, err := c.Unit(ctx, n, unit, "MainPID")
+	if err != nil {
+		return 0, err
+	}
+	inNode := props["MainPID"]
+	if inNode == "" || inNode == "0" {
+		return 0, fmt.Errorf("host pid of %s in %s: the unit has no main process", unit, n)
+	}
+	out, err := c.d.Run(ctx, "top", n.Container, "-o", "pid")
+	if err != nil {
+		return 0, fmt.Errorf("host pid of %s in %s: %w", unit, n, err)
+	}
+	// /proc/PID/status's NSpid lists the process's id in each pid
+	// namespace, the host's first and the node's last.
+	for _, f := range strings.Fields(out) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			continue // the header
+		}
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue // gone since
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if ids, ok := strings.CutPrefix(line, "NSpid:"); ok {
+				if f := strings.Fields(ids); len(f) > 0 && f[len(f)-1] == inNode {
+					return pid, nil
+				}
+			}
+		}
+	}
+	return 0, fmt.Errorf("host pid of %s in %s: no process of the node has pid %s there", unit, n, inNode)
 }
