@@ -3,6 +3,8 @@
 #   make build        binaries for this machine into bin/
 #   make cross        rpi-agent for every Pi: bin/linux-{arm64,armv7,armv6}/rpi-agent
 #   make test         unit and in-process cluster tests (go test -race ./...)
+#   make test-arm     the agent's tests on arm (GOARM=6) and arm64 under qemu-user
+#                     (binfmt_misc must know qemu-arm and qemu-aarch64: .ci/run does it)
 #   make check        everything CI runs: lint, tests, end-to-end suite
 #   make cluster      the virtual Pi cluster on Docker (N=4 nodes) with a deploy on it
 #   make cluster-down remove everything make cluster made
@@ -22,7 +24,7 @@ export CGO_ENABLED := 0
 
 N ?= 4
 
-.PHONY: all build cross test lint deps check demo cluster cluster-down e2e bench bench-quick clean
+.PHONY: all build cross test test-arm lint deps check demo cluster cluster-down e2e bench bench-quick clean
 
 all: build
 
@@ -50,9 +52,19 @@ lint:
 	$(GO) vet ./...
 	GOOS=linux GOARCH=arm GOARM=6 $(GO) vet ./agent/...
 
+# The Pis' architectures: arm with GOARM=6 is the Pi Zero/1 (32-bit atomics
+# need 64-bit alignment there), arm64 the Pi 3/4/5. No race detector under
+# emulation; the profiles' timings are the tests' own.
+ARM_TEST_PKGS ?= ./agent/...
+test-arm:
+	@for f in qemu-arm qemu-aarch64; do [ -e /proc/sys/fs/binfmt_misc/$$f ] || { \
+		echo "binfmt_misc has no $$f: run .ci/run, or register it (apt-get install qemu-user-static binfmt-support)"; exit 1; }; done
+	GOOS=linux GOARCH=arm GOARM=6 $(GO) test -count=1 -timeout 15m $(ARM_TEST_PKGS)
+	GOOS=linux GOARCH=arm64       $(GO) test -count=1 -timeout 15m $(ARM_TEST_PKGS)
+
 # Debian packages the full test run needs (installed by `make deps`, as root).
 TEST_DEPS := debootstrap ansible-core ansible-lint chromium mtools dosfstools fdisk e2fsprogs \
-	xz-utils iproute2 openssh-client curl systemd lxcfs
+	xz-utils iproute2 openssh-client curl systemd lxcfs qemu-user-static
 
 deps:
 	./scripts/deps.sh $(TEST_DEPS)
