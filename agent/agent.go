@@ -24,6 +24,7 @@ import (
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 	"github.com/rpi-cluster/rpi-cluster/agent/discovery"
 	"github.com/rpi-cluster/rpi-cluster/agent/hooks"
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"github.com/rpi-cluster/rpi-cluster/agent/metadata"
 	"github.com/rpi-cluster/rpi-cluster/agent/monitor"
 	"github.com/rpi-cluster/rpi-cluster/internal/version"
@@ -57,6 +58,9 @@ type Agent struct {
 	// dataLock is this process's hold on conf.DataDir, from Create to
 	// Shutdown.
 	dataLock *dirLock
+	// pins are the peers' keys this node trusts, saved in the data dir
+	// by flushPins and at Shutdown.
+	pins *identity.Pins
 
 	// reloadMu serialises Reload; apiToken is the token in force.
 	reloadMu sync.Mutex
@@ -132,6 +136,11 @@ func Create(conf *Config, logger *slog.Logger, opts ...Option) (_ *Agent, err er
 		return nil, fmt.Errorf("open metadata: %w", err)
 	}
 	a.store = store
+	nodeKey, pins, err := loadIdentity(conf.DataDir, logger)
+	if err != nil {
+		return nil, err
+	}
+	a.pins = pins
 
 	profile := a.profile
 	if profile == nil {
@@ -177,6 +186,8 @@ func Create(conf *Config, logger *slog.Logger, opts ...Option) (_ *Agent, err er
 		HTTPPort:      actualHTTPPort,
 		Profile:       *profile,
 		SecretKey:     key,
+		Key:           nodeKey,
+		Pins:          pins,
 		Logger:        logger.With("part", "cluster"),
 		Services:      store.Services(),
 		SSHHostKeys:   hostKeys,
@@ -263,6 +274,11 @@ func (a *Agent) Start() error {
 	go func() {
 		defer a.wg.Done()
 		a.monitor.Run(a.ctx, a.recordSample)
+	}()
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		a.flushPins(a.ctx)
 	}()
 
 	if a.conf.MDNS {
@@ -503,6 +519,9 @@ func (a *Agent) Shutdown() error {
 	}
 	err := a.cluster.Shutdown()
 	a.wg.Wait()
+	if ferr := a.pins.Flush(); ferr != nil {
+		a.logger.Error("cannot save pinned node keys", "err", ferr)
+	}
 	a.dataLock.release()
 	return err
 }

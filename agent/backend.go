@@ -2,12 +2,14 @@ package agent
 
 import (
 	"context"
+	"crypto/ed25519"
 	"slices"
 	"sync"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/api"
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
 // backend serves the API from the agent's cluster view and metadata store.
@@ -87,6 +89,7 @@ func (b backend) GossipStats() api.GossipStats {
 		ReadvertisementsAsked: s.Readvertisements,
 		SilenceVerdicts:       s.SilenceVerdicts,
 		WatcherVerdicts:       s.WatcherVerdicts,
+		Rejected:              s.Rejected,
 	}
 }
 
@@ -121,7 +124,27 @@ func toAPINode(m cluster.Member) apitypes.Node {
 		Model:         m.Model,
 		RecordVersion: m.Version,
 		Self:          m.Self,
+		IdentityKey:   identityKey(m.IdentityKey),
+		SignedRecord:  signedRecord(m),
 	}
+}
+
+// identityKey is a node's public key as the API shows it; "" when no
+// record carried one.
+func identityKey(pub []byte) string {
+	if len(pub) != ed25519.PublicKeySize {
+		return ""
+	}
+	return identity.EncodePublicKey(pub)
+}
+
+// signedRecord is the node's record exactly as the node signed it.
+func signedRecord(m cluster.Member) *apitypes.SignedRecord {
+	body, sig, ok := m.SignedRecord()
+	if !ok {
+		return nil
+	}
+	return &apitypes.SignedRecord{Body: body, Sig: sig}
 }
 
 // nonNil makes empty lists encode as [] rather than null.

@@ -73,6 +73,10 @@ func toAPIDesired(d cluster.Desired) apitypes.DesiredService {
 // toAPIEvent turns a cluster event into an API event: desired-state
 // changes carry the entry and no node.
 func toAPIEvent(ev cluster.Event) apitypes.Event {
+	if ev.Type == cluster.EventConflict && ev.Conflict != nil {
+		k := toAPIConflict(*ev.Conflict)
+		return apitypes.Event{Kind: apitypes.EventConflict, Time: ev.Time, Conflict: &k}
+	}
 	if ev.Type == cluster.EventDesired {
 		d := toAPIDesired(ev.Desired)
 		return apitypes.Event{Kind: apitypes.EventDesired, Time: ev.Time, Desired: &d}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os/exec"
@@ -20,16 +21,17 @@ import (
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
 
-// The exhaustion test runs two rpi-agent processes on 127.0.70.1 and .2,
-// probes from 127.0.70.3 and attacks from 127.0.71.1 to .16.
-const (
-	exhaustA       = "127.0.70.1"
-	exhaustB       = "127.0.70.2"
-	exhaustProbe   = "127.0.70.3"
-	exhaustSources = 16
-)
+// exhaustNet is where the exhaustion test runs: two rpi-agent processes on
+// 127.70.N.1 and .2 (fixed ports 8080 and 7946, so N is random: two runs at
+// once do not collide), the probe on 127.70.N.3, and the attack from
+// 127.71.N.1 to .16.
+type exhaustNet struct{ n int }
 
-func exhaustSource(i int) string { return fmt.Sprintf("127.0.71.%d", 1+i%exhaustSources) }
+const exhaustSources = 16
+
+func (e exhaustNet) agent(i int) string  { return fmt.Sprintf("127.70.%d.%d", e.n, i) }
+func (e exhaustNet) probe() string       { return fmt.Sprintf("127.70.%d.3", e.n) }
+func (e exhaustNet) source(i int) string { return fmt.Sprintf("127.71.%d.%d", e.n, 1+i%exhaustSources) }
 
 // TestHTTPExhaustion attacks a real agent process with plain HTTP clients
 // from the LAN, as the issue reports them: requests that announce a body and
@@ -49,11 +51,19 @@ func TestHTTPExhaustion(t *testing.T) {
 	}
 	dir := t.TempDir()
 	key := bench.NewKey()
-	a := startAgentProcess(t, bin, filepath.Join(dir, "a"), "exhaust-a", exhaustA, key, nil)
-	startAgentProcess(t, bin, filepath.Join(dir, "b"), "exhaust-b", exhaustB, key, []string{exhaustA + ":7946"})
+	lan := exhaustNet{n: 1 + rand.IntN(254)}
+	a := startAgentProcess(t, bin, filepath.Join(dir, "a"), "exhaust-a", lan.agent(1), key, nil)
+	b := startAgentProcess(t, bin, filepath.Join(dir, "b"), "exhaust-b", lan.agent(2), key, []string{lan.agent(1) + ":7946"})
 
-	urlA, urlB := "http://"+exhaustA+":8080", "http://"+exhaustB+":8080"
+	urlA, urlB := "http://"+lan.agent(1)+":8080", "http://"+lan.agent(2)+":8080"
 	testutil.WaitFor(t, 30*time.Second, func() error {
+		for _, p := range []*agentProcess{a, b} {
+			select {
+			case <-p.exited:
+				t.Fatalf("%s exited: %s", p.name, p.stderr)
+			default:
+			}
+		}
 		for _, u := range []string{urlA, urlB} {
 			if err := seesAlive(u, "exhaust-a", "exhaust-b"); err != nil {
 				return err
@@ -62,13 +72,13 @@ func TestHTTPExhaustion(t *testing.T) {
 		return nil
 	})
 
-	w := startWatch(a.Process.Pid, urlA, urlB, "exhaust-a")
+	w := startWatch(a.cmd.Process.Pid, lan.probe(), urlA, urlB, "exhaust-a")
 	defer w.stop()
 	idle := w.phase(t, "idle", func() { w.waitSamples(10) })
 	t.Logf("idle: %s", idle)
 
 	slow := w.phase(t, "slow bodies", func() {
-		conns := slowBodyAttack(urlA, slowBodies)
+		conns := slowBodyAttack(lan, urlA, slowBodies)
 		defer closeAll(conns)
 		// Hold what the agent accepted past its read timeout, so a server
 		// that never times reads out shows it.
@@ -77,7 +87,7 @@ func TestHTTPExhaustion(t *testing.T) {
 	t.Logf("%d requests announcing a body never sent: %s", slowBodies, slow)
 
 	big := w.phase(t, "big headers", func() {
-		conns := bigHeaderAttack(urlA, bigHeaders, 1<<20)
+		conns := bigHeaderAttack(lan, urlA, bigHeaders, 1<<20)
 		defer closeAll(conns)
 		w.waitSamples(20)
 	})
@@ -123,9 +133,17 @@ func needFiles(t *testing.T, n uint64) {
 	})
 }
 
+// agentProcess is one rpi-agent started by a test.
+type agentProcess struct {
+	name   string
+	cmd    *exec.Cmd
+	exited chan struct{}
+	stderr *bench.LimitedWriter
+}
+
 // startAgentProcess starts one rpi-agent with the local profile, stopped
 // (SIGTERM, then SIGKILL) when the test ends.
-func startAgentProcess(t *testing.T, bin, data, name, ip, key string, joins []string) *exec.Cmd {
+func startAgentProcess(t *testing.T, bin, data, name, ip, key string, joins []string) *agentProcess {
 	t.Helper()
 	cmd, stderr, err := bench.AgentCommand(bin, data, name, ip, "local", key, joins)
 	if err != nil {
@@ -151,7 +169,7 @@ func startAgentProcess(t *testing.T, bin, data, name, ip, key string, joins []st
 			t.Logf("%s stderr:\n%s", name, s)
 		}
 	})
-	return cmd
+	return &agentProcess{name: name, cmd: cmd, exited: exited, stderr: stderr}
 }
 
 // seesAlive checks that the agent at base lists every one of names alive.
@@ -210,12 +228,12 @@ type watch struct {
 	wg   sync.WaitGroup
 }
 
-func startWatch(pid int, urlA, urlB, nameA string) *watch {
+func startWatch(pid int, probeIP, urlA, urlB, nameA string) *watch {
 	w := &watch{tick: make(chan struct{}, 1), done: make(chan struct{})}
 	probe := &http.Client{
 		Timeout: time.Second,
 		Transport: &http.Transport{
-			DialContext:       (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(exhaustProbe)}}).DialContext,
+			DialContext:       (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(probeIP)}}).DialContext,
 			DisableKeepAlives: true,
 		},
 	}
@@ -330,10 +348,10 @@ func (w *watch) stop() {
 // slowBodyAttack opens n connections from the attack addresses, each
 // sending a PUT that announces a 1000-byte body and never sends it. It
 // returns the connections still open: the agent may have refused some.
-func slowBodyAttack(base string, n int) []net.Conn {
+func slowBodyAttack(e exhaustNet, base string, n int) []net.Conn {
 	host := strings.TrimPrefix(base, "http://")
 	req := "PUT /v1/services/exhaust HTTP/1.1\r\nHost: " + host + "\r\nContent-Length: 1000\r\n\r\n"
-	return attack(host, n, func(c net.Conn) error {
+	return attack(e, host, n, func(c net.Conn) error {
 		_, err := c.Write([]byte(req))
 		return err
 	})
@@ -341,11 +359,11 @@ func slowBodyAttack(base string, n int) []net.Conn {
 
 // bigHeaderAttack opens n connections, each sending a request whose headers
 // run to size bytes and never end.
-func bigHeaderAttack(base string, n, size int) []net.Conn {
+func bigHeaderAttack(e exhaustNet, base string, n, size int) []net.Conn {
 	host := strings.TrimPrefix(base, "http://")
 	line := "X-Filler: " + strings.Repeat("a", 1000) + "\r\n"
 	head := "GET /healthz HTTP/1.1\r\nHost: " + host + "\r\n" + strings.Repeat(line, size/len(line))
-	return attack(host, n, func(c net.Conn) error {
+	return attack(e, host, n, func(c net.Conn) error {
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 		_, err := c.Write([]byte(head))
 		return err
@@ -355,7 +373,7 @@ func bigHeaderAttack(base string, n, size int) []net.Conn {
 // attack dials n connections to host, 64 at a time, from the attack
 // addresses in turn, and runs send on each. Connections the agent closes or
 // refuses are dropped.
-func attack(host string, n int, send func(net.Conn) error) []net.Conn {
+func attack(e exhaustNet, host string, n int, send func(net.Conn) error) []net.Conn {
 	var (
 		mu    sync.Mutex
 		conns []net.Conn
@@ -367,7 +385,7 @@ func attack(host string, n int, send func(net.Conn) error) []net.Conn {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(exhaustSource(i))}}
+				d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(e.source(i))}}
 				c, err := d.Dial("tcp", host)
 				if err != nil {
 					continue

@@ -50,3 +50,20 @@ func TestHostsFileLeavesOutHostsNamedLikeItsGroups(t *testing.T) {
 		t.Errorf("warnings = %q, want lb and DB explained", warnings)
 	}
 }
+
+// Build keeps its inventory safe for Ansible on its own, whoever calls it.
+func TestBuildLeavesOutNodesBreakingTheRules(t *testing.T) {
+	nodes := []apitypes.Node{
+		{Name: "pi-1", Address: "10.0.0.1", Status: apitypes.StatusAlive},
+		{Name: "evil ansible_connection=local", Address: "10.0.0.2", Status: apitypes.StatusAlive},
+		{Name: "pi-3", Address: "10.0.0.3 ansible_connection=local", Status: apitypes.StatusAlive},
+		{Name: "pi-4", Address: "10.0.0.4", Status: apitypes.StatusAlive, Services: []string{"../../etc/passwd"}},
+	}
+	inv := Build(nodes, Options{})
+	if !slices.Equal(inv.Hosts, []string{"pi-1"}) || len(inv.Vars) != 1 || len(inv.Groups) != 4 {
+		t.Errorf("hosts %q, groups %v; want pi-1 alone and the status groups", inv.Hosts, inv.Groups)
+	}
+	if len(inv.LeftOut) != 3 {
+		t.Errorf("LeftOut = %q, want the three others explained", inv.LeftOut)
+	}
+}

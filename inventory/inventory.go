@@ -94,7 +94,8 @@ type Inventory struct {
 	Groups map[string][]string
 	// Vars holds every host's variables.
 	Vars map[string]HostVars
-	// LeftOut explains each node left out because its name is one of the
+	// LeftOut explains each node left out: its name, address or services
+	// break the rules (toolkit.CheckNode), or its name is one of the
 	// inventory's groups (Ansible would take it for the group).
 	LeftOut []string
 }
@@ -110,7 +111,10 @@ func Build(nodes []apitypes.Node, o Options) *Inventory {
 		inv.Groups[g] = []string{}
 	}
 	for _, n := range nodes {
-		if n.Name == "" {
+		// The tools' nodes passed toolkit.Gate already; checking again
+		// keeps an inventory safe for Ansible whoever calls Build.
+		if err := toolkit.CheckNode(n); err != nil {
+			inv.LeftOut = append(inv.LeftOut, fmt.Sprintf("node %s left out of the inventory: %v", apitypes.Quote(n.Name), err))
 			continue
 		}
 		inv.Hosts = append(inv.Hosts, n.Name)

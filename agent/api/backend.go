@@ -28,6 +28,10 @@ type GossipStats struct {
 	// verdict of one of their watchers, in clusters past the fast
 	// heartbeat limit.
 	WatcherVerdicts uint64
+	// Rejected counts gossip the agent refused, by reason: invalid_name,
+	// invalid_service, invalid_field, bad_signature, key_conflict,
+	// unknown_key, clock_ahead.
+	Rejected map[string]uint64
 }
 
 // Backend is what the API serves from. The agent implements it on top of
@@ -58,6 +62,14 @@ type Backend interface {
 	// DesiredFor returns one service's desired state; false when it was
 	// never set.
 	DesiredFor(service string) (apitypes.DesiredService, bool)
+	// KeyConflicts returns the node names offered with another signing
+	// key than the one pinned for them, oldest first.
+	KeyConflicts() []apitypes.KeyConflict
+	// Rekey pins name to the key it is being offered with (its conflict's
+	// offered key). It returns ErrNoKeyConflict (wrapped) when there is no
+	// conflict for name.
+	Rekey(ctx context.Context, name string) (apitypes.KeyConflict, error)
+
 	// ChangeDesired applies a validated change (exactly one of Replicas and
 	// Delta set, Replicas not negative) and gossips the result.
 	ChangeDesired(ctx context.Context, service string, change apitypes.DesiredChange) (apitypes.DesiredService, error)

@@ -117,3 +117,33 @@ func TestStatusPageLiveUpdatesOnPhone(t *testing.T) {
 		t.Errorf("page threw: %s", exs)
 	}
 }
+
+// The page's banner follows /healthz: setting a token while the page is
+// open removes the open-writes warning without a reload.
+func TestStatusPageWarningsFollowToken(t *testing.T) {
+	needBrowser(t)
+	ts, f, s := testServer(t, "", testNodes()[:3]...)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := browser.Start(ctx, browser.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	p, err := b.Open(ctx, ts.URL+"/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitFor(ctx, pageReady+` && document.querySelectorAll('#warnings .notice.insecure').length === 1 &&
+		document.querySelector('#warnings .notice').textContent.includes('api_token')`); err != nil {
+		t.Fatalf("no open-writes banner: %v", err)
+	}
+	s.SetToken("t0ken")
+	f.publish(apitypes.Event{Kind: apitypes.EventUpdate, Node: f.Nodes()[0], Time: time.Now()})
+	if err := p.WaitFor(ctx, `document.querySelectorAll('#warnings .notice').length === 0`); err != nil {
+		t.Fatalf("banner still shown once a token is set: %v", err)
+	}
+	if ex := p.Exceptions(); len(ex) > 0 {
+		t.Errorf("page threw: %q", ex)
+	}
+}

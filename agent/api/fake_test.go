@@ -22,6 +22,7 @@ type fakeBackend struct {
 	writes   atomic.Int64
 	writeErr error
 	desired  fakeDesired
+	keys     fakeKeys
 }
 
 func newFakeBackend(self string, nodes ...apitypes.Node) *fakeBackend {

@@ -193,3 +193,21 @@ func TestHTTPServerTimesOutSlowClients(t *testing.T) {
 		t.Errorf("a good request after all that: %q %v", body, err)
 	}
 }
+
+// A client is an IPv4 address, or an IPv6 /64: one host holds a whole
+// prefix and could otherwise open a share of connections per address.
+func TestClientOf(t *testing.T) {
+	for remote, want := range map[string]string{
+		"192.168.1.20:51234":          "192.168.1.20",
+		"[::ffff:192.168.1.20]:51234": "192.168.1.20",
+		"[2001:db8:1:2:aaaa::1]:8080": "2001:db8:1:2::/64",
+		"[2001:db8:1:2:bbbb::ff]:9":   "2001:db8:1:2::/64",
+		"[fe80::1%eth0]:8080":         "fe80::/64",
+		"@":                           "",
+		"not an address":              "",
+	} {
+		if got := clientOf(remote); got != want {
+			t.Errorf("clientOf(%q) = %q, want %q", remote, got, want)
+		}
+	}
+}

@@ -3,8 +3,10 @@ package api
 import (
 	"bytes"
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -60,6 +62,12 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	p.sample("rpi_silence_verdicts_total", float64(stats.SilenceVerdicts))
 	p.family("rpi_watcher_verdicts_total", "counter", "Peers failed by this agent, ahead of memberlist, on the silence verdict of one of their watchers.")
 	p.sample("rpi_watcher_verdicts_total", float64(stats.WatcherVerdicts))
+	p.family("rpi_gossip_rejected_total", "counter", "Gossip messages this agent refused, by reason: names or fields against the rules, bad signatures, keys other than the pinned one, leave intents with no pinned key, desired entries too far ahead of its clock.")
+	for _, reason := range slices.Sorted(maps.Keys(stats.Rejected)) {
+		p.sample("rpi_gossip_rejected_total", float64(stats.Rejected[reason]), "reason", reason)
+	}
+	p.family("rpi_key_conflicts", "gauge", "Node names this agent sees offered with another signing key than the one it pinned (GET /v1/conflicts).")
+	p.sample("rpi_key_conflicts", float64(len(s.b.KeyConflicts())))
 	s.limitMetrics(&p)
 
 	current := make([]apitypes.Node, 0, len(nodes))

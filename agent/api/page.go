@@ -93,6 +93,7 @@ type pageData struct {
 	Counts              []statusCount
 	Alone               bool
 	Warnings            []string
+	Conflicts           []apitypes.KeyConflict
 	Rows                []pageRow
 	Rendered            string
 }
@@ -126,6 +127,7 @@ func (s *Server) page(w http.ResponseWriter, _ *http.Request) {
 		Total:     len(nodes),
 		Alone:     len(nodes) <= 1,
 		Warnings:  s.Warnings(),
+		Conflicts: s.b.KeyConflicts(),
 		Rendered:  time.Now().Format("15:04:05"),
 	}
 	count := map[string]int{}

@@ -154,6 +154,8 @@ func (s *Server) routes() {
 	s.handle("/v1/desired", styleV1, "GET", s.getDesired)
 	s.handle("/v1/desired/{service...}", styleV1, "GET", s.getDesiredFor, "PUT", s.putDesired)
 	s.handle("/v1/events", styleV1, "GET", s.events)
+	s.handle("/v1/conflicts", styleV1, "GET", s.getConflicts)
+	s.handle("/v1/nodes/{name}/rekey", styleV1, "POST", s.postRekey)
 	s.handle("/healthz", styleV1, "GET", s.healthz)
 	s.handle("/metrics", styleV1, "GET", s.metrics)
 
@@ -161,7 +163,7 @@ func (s *Server) routes() {
 	s.handle("/assets/{file}", styleV1, "GET", s.asset)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, styleV1, http.StatusNotFound,
-			fmt.Sprintf("no such path %q: the API is under /v1 (nodes, self, services, desired, events), plus /healthz, /metrics and the page at /", r.URL.Path))
+			fmt.Sprintf("no such path %q: the API is under /v1 (nodes, self, services, desired, events, conflicts), plus /healthz, /metrics and the page at /", r.URL.Path))
 	})
 }
 
@@ -188,7 +190,7 @@ func (s *Server) handle(pattern string, style errorStyle, pairs ...any) {
 				fmt.Sprintf("method %s not allowed on %s; use %s", r.Method, r.URL.Path, strings.Join(allowed, " or ")))
 			return
 		}
-		if r.Method == http.MethodPut || r.Method == http.MethodDelete {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead { // every write needs the token
 			if !s.authorize(w, r, rt.style) || !s.readBody(w, r, rt.style) {
 				return
 			}

@@ -96,6 +96,37 @@ type Event struct {
 	Time time.Time `json:"time"`
 	// Desired is set on "desired" events only.
 	Desired *DesiredService `json:"desired,omitempty"`
+	// Conflict is set on "conflict" events only: a node name offered with
+	// another key than the one the answering agent pinned for it.
+	Conflict *KeyConflict `json:"conflict,omitempty"`
+}
+
+// EventConflict is the kind of an event carrying a KeyConflict.
+const EventConflict = "conflict"
+
+// KeyConflict is a node name that the answering agent has pinned to one
+// signing key and that is being offered with another: either the node's
+// card was reinstalled (accept the new key with POST
+// /v1/nodes/{name}/rekey, or `rpi-agent rekey NAME`) or another member is
+// speaking for it. Keys are base64 ed25519, fingerprints as ssh shows
+// them. GET /v1/conflicts lists them.
+type KeyConflict struct {
+	Node               string    `json:"node"`
+	PinnedKey          string    `json:"pinned_key"`
+	PinnedFingerprint  string    `json:"pinned_fingerprint"`
+	OfferedKey         string    `json:"offered_key"`
+	OfferedFingerprint string    `json:"offered_fingerprint"`
+	FirstSeen          time.Time `json:"first_seen"`
+	LastSeen           time.Time `json:"last_seen"`
+	// Count is how many messages the offered key signed for the name.
+	Count uint64 `json:"count"`
+}
+
+// RekeyResult is the body of POST /v1/nodes/{name}/rekey: the conflict
+// that was resolved by pinning the node to the offered key.
+type RekeyResult struct {
+	Agent    string      `json:"agent"`
+	Conflict KeyConflict `json:"conflict"`
 }
 
 // Error is the body of every /v1 error response.

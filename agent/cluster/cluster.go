@@ -29,6 +29,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"github.com/rpi-cluster/rpi-cluster/agent/phi"
 )
 
@@ -45,6 +46,10 @@ const (
 	// learnt from a peer). Event.Desired holds the new entry; Member is
 	// empty.
 	EventDesired EventType = "desired"
+	// EventConflict: a name was offered with another key than the one
+	// pinned for it (see trust.go). Event.Conflict holds it; Member is
+	// empty.
+	EventConflict EventType = "conflict"
 )
 
 // Event is a membership or record change, as delivered to subscribers.
@@ -54,6 +59,8 @@ type Event struct {
 	Time   time.Time
 	// Desired is the new entry of an EventDesired.
 	Desired Desired
+	// Conflict is the key conflict of an EventConflict.
+	Conflict *KeyConflict
 }
 
 // Conflict is a name claimed by two nodes at different addresses.
@@ -82,6 +89,18 @@ type Cluster struct {
 	conf   Config
 	logger *slog.Logger
 	meta   []byte
+	// key signs what this node says about itself; pub is its public half.
+	// pins ties peers' names to their keys (see trust.go).
+	key  *identity.Key
+	pub  []byte
+	pins *identity.Pins
+
+	// rejected counts gossip refused by validation or signature checks,
+	// by reason; warned remembers which (sender, reason) pairs were
+	// logged at Warn (see validate.go).
+	rejected [numRejectReasons]atomic.Uint64
+	warnMu   sync.Mutex
+	warned   map[warnKey]struct{}
 
 	broadcasts *memberlist.TransmitLimitedQueue
 	// numAlive feeds the queue's retransmit limit without calling into
@@ -121,16 +140,20 @@ type Cluster struct {
 	wg         sync.WaitGroup
 
 	// mu guards the member table below. Never call memberlist with it held.
-	mu      sync.Mutex
-	self    Record
-	leaving bool
-	peers   map[string]*peer
-	unknown int // peers with status "" (records seen before memberlist knew the node)
+	mu   sync.Mutex
+	self Record
+	// selfSigned is self as signed and sent: signature ‖ JSON.
+	selfSigned []byte
+	leaving    bool
+	peers      map[string]*peer
+	unknown    int // peers with status "" (records seen before memberlist knew the node)
 	// gen counts changes of a peer's status or address (recountLocked,
 	// setAddrLocked): heartbeat rounds rebuild their view of the peers
 	// only when it moved.
 	gen       uint64
 	conflicts []Conflict
+	// keyConflicts are names offered with another key than their pin.
+	keyConflicts []KeyConflict
 	// introduced holds when each node heard from but never reported by
 	// memberlist was last queued for introduction (see introduce.go).
 	introduced  map[string]time.Time
@@ -148,6 +171,8 @@ type Cluster struct {
 	// together with mu.
 	desiredMu sync.Mutex
 	desired   map[string]Desired
+	// desiredSealed holds each entry as its writer signed it.
+	desiredSealed map[string][]byte
 	// desiredClock is the highest desired version seen or written.
 	desiredClock uint64
 
@@ -165,10 +190,17 @@ type peer struct {
 	port     int
 	httpPort int
 	// rec is the node's latest applied record; nil until one arrives.
-	rec *Record
+	// recSigned is rec as its owner signed it (signature ‖ JSON), kept
+	// to relay, to offer in push-pull and to serve; never modified.
+	rec       *Record
+	recSigned []byte
 	// pending is a newer record that arrived while the node was not alive
 	// (or not yet known); it is applied when memberlist reports it alive.
-	pending *Record
+	pending       *Record
+	pendingSigned []byte
+	// leaveSigned is the node's signed leave intent, offered in push-pull
+	// while it is left.
+	leaveSigned []byte
 	// leaving is set by the node's leave intent, so that the following
 	// memberlist leave is reported as left, not failed.
 	leaving bool
@@ -220,6 +252,16 @@ func Create(conf *Config) (*Cluster, error) {
 		logger = discardLogger()
 	}
 	logger = logger.With("node", c.NodeName)
+	if c.Key == nil {
+		k, err := identity.Generate()
+		if err != nil {
+			return nil, fmt.Errorf("create cluster: %w", err)
+		}
+		c.Key = k
+	}
+	if c.Pins == nil {
+		c.Pins, _ = identity.OpenPins("") // in memory: cannot fail
+	}
 
 	m, err := encodeMeta(meta{Proto: protoVersion, Cluster: c.ClusterName, HTTPPort: c.HTTPPort})
 	if err != nil {
@@ -229,6 +271,11 @@ func Create(conf *Config) (*Cluster, error) {
 		conf:          c,
 		logger:        logger,
 		meta:          m,
+		key:           c.Key,
+		pub:           c.Key.Public(),
+		pins:          c.Pins,
+		warned:        make(map[warnKey]struct{}),
+		desiredSealed: make(map[string][]byte),
 		shutdownCh:    make(chan struct{}),
 		peers:         make(map[string]*peer),
 		subs:          make(map[*subscription]struct{}),
@@ -246,6 +293,7 @@ func Create(conf *Config) (*Cluster, error) {
 			Arch:         c.Arch,
 			Model:        c.Model,
 			Monitoring:   c.Monitoring,
+			IdentityKey:  c.Key.Public(),
 		},
 	}
 	cl.self = cl.self.Clone()
@@ -338,8 +386,9 @@ func (c *Cluster) Start() error {
 	c.self.GossipPort = int(local.Port)
 	c.self.Version = max(c.self.Version+1, nowVersion())
 	rec := c.self.Clone()
+	signed := c.signSelfLocked()
 	c.mu.Unlock()
-	c.queueRecord(rec)
+	c.queueRecord(rec.Name, signed)
 
 	c.wg.Add(3)
 	c.hbAddr = net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort))
@@ -431,6 +480,7 @@ func (c *Cluster) Stats() Stats {
 	s.SilenceVerdicts = c.silenceVerdicts.Load()
 	s.WatcherVerdicts = c.watcherVerdicts.Load()
 	s.Refutations = c.refutations.Load()
+	s.Rejected = c.rejectedStats()
 	return s
 }
 
@@ -450,8 +500,10 @@ func (c *Cluster) UpdateSelf(fn func(r *Record)) {
 	r := c.self.Clone()
 	fn(&r)
 	r.Name, r.Addr, r.GossipPort = c.self.Name, c.self.Addr, c.self.GossipPort
+	r.IdentityKey = c.self.IdentityKey
 	r.Version = max(c.self.Version+1, nowVersion())
 	c.self = r.Clone()
+	signed := c.signSelfLocked()
 	ev := Event{Type: EventUpdate, Member: c.selfMemberLocked(), Time: time.Now()}
 	c.mu.Unlock()
 
@@ -459,23 +511,36 @@ func (c *Cluster) UpdateSelf(fn func(r *Record)) {
 	running := c.started && !c.stopped
 	c.lifeMu.Unlock()
 	if running {
-		c.queueRecord(r)
+		c.queueRecord(r.Name, signed)
 	}
 	c.publish(ev)
 }
 
-// queueRecord broadcasts r, replacing any queued older record of its node.
-func (c *Cluster) queueRecord(r Record) {
-	msg, err := encodeRecord(r)
+// signSelfLocked signs the current self record, keeps it as selfSigned
+// and returns it: one ed25519 signature per change of the record.
+func (c *Cluster) signSelfLocked() []byte {
+	signed, err := signRecord(c.key, c.self)
 	if err != nil {
+		// Too large: peers keep the previous version.
 		c.logger.Error("cannot gossip record", "err", err)
+		return nil
+	}
+	c.selfSigned = signed
+	return signed
+}
+
+// queueRecord broadcasts a signed record of name, replacing any queued
+// older record of that node.
+func (c *Cluster) queueRecord(name string, signed []byte) {
+	if signed == nil {
 		return
 	}
+	msg := append([]byte{msgRecord}, signed...)
 	if len(msg) > maxGossipRecord {
 		c.logger.Warn("record too large for a gossip packet; it spreads by push-pull only",
 			"size", len(msg), "limit", maxGossipRecord)
 	}
-	c.broadcasts.QueueBroadcast(&namedBroadcast{key: recordKey(r.Name), msg: msg})
+	c.broadcasts.QueueBroadcast(&namedBroadcast{key: recordKey(name), msg: msg})
 }
 
 // maxGossipRecord is about what fits in one encrypted gossip packet

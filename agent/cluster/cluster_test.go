@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
 
@@ -67,6 +68,9 @@ func startNode(t *testing.T, name, ip string, opts ...nodeOpt) *Cluster {
 	for _, o := range opts {
 		o(conf)
 	}
+	if conf.Key == nil {
+		conf.Key = nodeKey(t, name)
+	}
 	c, err := Create(conf)
 	if err != nil {
 		t.Fatalf("create %s: %v", name, err)
@@ -76,6 +80,16 @@ func startNode(t *testing.T, name, ip string, opts ...nodeOpt) *Cluster {
 	}
 	t.Cleanup(func() { c.Shutdown() })
 	return c
+}
+
+// testKeys holds each test node's signing key, so a node restarted in a
+// test keeps its identity as an agent does with its data dir.
+var testKeys sync.Map
+
+func nodeKey(t *testing.T, name string) *identity.Key {
+	k, _ := identity.Generate()
+	got, _ := testKeys.LoadOrStore(t.Name()+"\x00"+name, k)
+	return got.(*identity.Key)
 }
 
 func addr(c *Cluster) string {
@@ -317,17 +331,14 @@ func TestRecordPropagationAndVersions(t *testing.T) {
 	stale := self.Record.Clone()
 	stale.Version = v0
 	stale.Services = []string{"stale"}
-	msg, err := encodeRecord(stale)
-	if err != nil {
-		t.Fatal(err)
-	}
+	msg := recordMsg(t, n1.key, stale)
 	n2.handleMsg(msg)
 	// A record for r1 from another address (an impostor) is ignored too.
 	imp := self.Record.Clone()
 	imp.Version = self.Version + 100
 	imp.Addr = "127.0.1.99"
 	imp.Services = []string{"impostor"}
-	msg, _ = encodeRecord(imp)
+	msg = recordMsg(t, n1.key, imp)
 	n2.handleMsg(msg)
 	if m, _ := n2.Member("r1"); !slices.Equal(m.Services, []string{"db", "web"}) || m.Version != self.Version {
 		t.Fatalf("after stale and foreign records r2 sees services %v version %d", m.Services, m.Version)
@@ -537,11 +548,7 @@ func TestStaleLeaveAfterRejoin(t *testing.T) {
 
 	c.handleNodeJoin(old)
 	intent := leaveIntent{Name: "st2"}
-	raw, err := encodeJSON(msgLeave, intent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.handleLeaveIntent(intent, raw)
+	c.handleLeaveIntent(intent, []byte("signed by st2"))
 	c.handleNodeLeave(old) // the graceful leave
 	c.handleNodeJoin(fresh)
 	c.handleNodeLeave(fresh) // the old leave, relayed after the restart

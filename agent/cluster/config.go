@@ -2,11 +2,13 @@ package cluster
 
 import (
 	"fmt"
-	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"log/slog"
 	"net"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
 // Config configures a Cluster. Create copies it; later changes have no
@@ -71,8 +73,8 @@ func (c *Config) Validate() error {
 	if c.NodeName == "" {
 		return fmt.Errorf("cluster config: node name is required")
 	}
-	if len(c.NodeName) > maxNameLen {
-		return fmt.Errorf("cluster config: node name is %d bytes, at most %d allowed", len(c.NodeName), maxNameLen)
+	if err := apitypes.ValidateNodeName(c.NodeName); err != nil {
+		return fmt.Errorf("cluster config: %w", err)
 	}
 	if c.ClusterName == "" {
 		return fmt.Errorf("cluster config: cluster name is required")

@@ -4,9 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
 // Desired is how many replicas of a service the cluster should run. Every
@@ -29,7 +33,23 @@ type Desired struct {
 	// two writes of the same version.
 	UpdatedBy string    `json:"b"`
 	UpdatedAt time.Time `json:"t"`
+	// WriterKey is the writer's public signing key, which signed the
+	// entry. It travels with the entry because entries outlive their
+	// writers: a node joining later checks it against the key pinned for
+	// UpdatedBy when it has one.
+	WriterKey []byte `json:"pk,omitempty"`
 }
+
+// maxDesiredAhead bounds how far ahead of the receiver's wall clock a
+// desired entry's version may be. Versions are clocks, so without a bound
+// one entry at 2^64-1 would outrank every later write for good (the
+// writer's signature proves who wrote it, not that the count is sane).
+// An entry beyond the bound is refused; push-pull offers it again, so an
+// honest entry from a node whose clock runs ahead is taken once the
+// receiver's clock has caught up. Ten minutes is far beyond the skew of
+// NTP-synchronised Pis, and a Pi without NTP yet runs behind, not ahead
+// (it has no RTC), which the hybrid clock of changeDesired already covers.
+const maxDesiredAhead = 10 * time.Minute
 
 // newer reports whether d wins over o: last writer wins, by Version and
 // then by UpdatedBy, so every node picks the same winner.
@@ -44,8 +64,6 @@ func (d Desired) newer(o Desired) bool {
 const (
 	// MaxReplicas bounds a desired replica count; anything larger is a typo.
 	MaxReplicas = 10000
-	// maxServiceLen bounds service names, as the API's name rule does.
-	maxServiceLen = 63
 	// maxDesired bounds the services held, tombstones included, so a
 	// misbehaving peer cannot grow the table without limit.
 	maxDesired = 4096
@@ -93,11 +111,18 @@ func (c *Cluster) changeDesired(op, service string, next func(cur int) int) (Des
 	}
 	now := time.Now()
 	c.desiredClock = max(c.desiredClock+1, uint64(now.UnixNano()))
-	d := Desired{Service: service, Replicas: replicas, Version: c.desiredClock, UpdatedBy: c.conf.NodeName, UpdatedAt: now.UTC()}
+	d := Desired{Service: service, Replicas: replicas, Version: c.desiredClock, UpdatedBy: c.conf.NodeName, UpdatedAt: now.UTC(), WriterKey: c.pub}
+	body, err := json.Marshal(d)
+	if err != nil {
+		c.desiredMu.Unlock()
+		return Desired{}, fmt.Errorf("%s %s: encode: %w", op, service, err)
+	}
+	signed := seal(c.key, identity.PurposeDesired, body)
 	c.desired[service] = d
+	c.desiredSealed[service] = signed
 	c.desiredMu.Unlock()
 
-	c.queueDesired(d)
+	c.queueDesired(service, signed)
 	c.logger.Info("desired state changed", "service", service, "replicas", replicas, "was", cur.Replicas, "version", d.Version)
 	c.publish(Event{Type: EventDesired, Desired: d, Time: now})
 	return d, nil
@@ -125,21 +150,64 @@ func (c *Cluster) DesiredFor(service string) (Desired, bool) {
 	return d, ok
 }
 
-// queueDesired broadcasts d, replacing any queued older entry of its
-// service. Entries queued before Start go out once gossip runs.
-func (c *Cluster) queueDesired(d Desired) {
-	msg, err := encodeJSON(msgDesired, d)
-	if err != nil {
-		c.logger.Error("cannot gossip desired state", "service", d.Service, "err", err)
-		return
-	}
-	c.broadcasts.QueueBroadcast(&namedBroadcast{key: desiredKey(d.Service), msg: msg})
+// queueDesired broadcasts a signed entry of service, replacing any queued
+// older entry of it. Entries queued before Start go out once gossip runs.
+func (c *Cluster) queueDesired(service string, signed []byte) {
+	c.broadcasts.QueueBroadcast(&namedBroadcast{key: desiredKey(service), msg: append([]byte{msgDesired}, signed...)})
 }
 
-// handleDesired applies an entry received by gossip (relay true: pass it
-// on when it was news) or push-pull. Older and duplicate entries are
-// ignored, which also ends their relaying.
-func (c *Cluster) handleDesired(d Desired, relay bool) {
+// handleSignedDesired checks a signed entry (signature ‖ JSON, kept as it
+// is) received by gossip (relay true: pass it on when it was news) or
+// push-pull, and applies it. An entry breaking the naming rules, versioned
+// more than maxDesiredAhead ahead of this node's clock, not signed by the
+// key it carries, or carrying another key than the one pinned for its
+// writer is dropped and counted. Older and duplicate entries are ignored
+// before their signature is checked, which also ends their relaying.
+func (c *Cluster) handleSignedDesired(signed []byte, relay bool) {
+	d, sig, body, err := decodeDesired(signed)
+	if err != nil {
+		c.dropMalformed(err)
+		return
+	}
+	if err := apitypes.ValidateServiceName(d.Service); err != nil {
+		c.dropRejected(d.UpdatedBy, reject(rejectInvalidService, "desired entry by %s: %w", apitypes.Quote(d.UpdatedBy), err))
+		return
+	}
+	if rj := checkNodeName("desired entry writer", d.UpdatedBy); rj != nil {
+		c.dropRejected(d.UpdatedBy, rj)
+		return
+	}
+	now := time.Now()
+	if limit := uint64(now.Add(maxDesiredAhead).UnixNano()); d.Version > limit {
+		c.dropRejected(d.UpdatedBy, reject(rejectClockAhead, "desired entry of %s by %s: version %d is %s past this node's clock, more than the %s allowed",
+			d.Service, d.UpdatedBy, d.Version, time.Duration(min(d.Version-uint64(now.UnixNano()), math.MaxInt64)).Round(time.Second), maxDesiredAhead))
+		return
+	}
+	c.desiredMu.Lock()
+	cur, exists := c.desired[d.Service]
+	c.desiredMu.Unlock()
+	if exists && !d.newer(cur) {
+		c.desiredMu.Lock()
+		c.desiredClock = max(c.desiredClock, d.Version)
+		c.desiredMu.Unlock()
+		return
+	}
+	if !identity.Verify(d.WriterKey, identity.PurposeDesired, body, sig) {
+		c.dropRejected(d.UpdatedBy, reject(rejectBadSignature, "desired entry of %s by %s: %w", d.Service, d.UpdatedBy, identity.ErrBadSignature))
+		return
+	}
+	c.mu.Lock()
+	rj := c.checkPinnedLocked(d.UpdatedBy, d.WriterKey, false, now)
+	c.mu.Unlock()
+	if rj != nil {
+		c.dropRejected(d.UpdatedBy, rj)
+		return
+	}
+	c.handleDesired(d, signed, relay)
+}
+
+// handleDesired applies a checked entry (see handleSignedDesired).
+func (c *Cluster) handleDesired(d Desired, signed []byte, relay bool) {
 	c.desiredMu.Lock()
 	// Whatever wins, this node has now seen the version: its next write
 	// must outrank it.
@@ -155,60 +223,55 @@ func (c *Cluster) handleDesired(d Desired, relay bool) {
 		return
 	}
 	c.desired[d.Service] = d
+	c.desiredSealed[d.Service] = signed
 	c.desiredMu.Unlock()
 
 	if relay {
-		c.queueDesired(d)
+		c.queueDesired(d.Service, signed)
 	}
 	c.logger.Debug("desired state learnt", "service", d.Service, "replicas", d.Replicas, "by", d.UpdatedBy, "version", d.Version)
 	c.publish(Event{Type: EventDesired, Desired: d, Time: time.Now()})
 }
 
-// desiredState returns the table for a push-pull exchange.
-func (c *Cluster) desiredState() []Desired {
+// desiredState returns the signed table for a push-pull exchange.
+func (c *Cluster) desiredState() [][]byte {
 	c.desiredMu.Lock()
 	defer c.desiredMu.Unlock()
-	out := make([]Desired, 0, len(c.desired))
-	for _, d := range c.desired {
-		out = append(out, d)
+	out := make([][]byte, 0, len(c.desiredSealed))
+	for _, signed := range c.desiredSealed {
+		out = append(out, signed)
 	}
 	return out
 }
 
 func desiredKey(service string) string { return "d/" + service }
 
-// checkServiceName is the shape check done here; the API applies the full
-// naming rule before calling in.
-func checkServiceName(s string) error {
-	if s == "" || len(s) > maxServiceLen {
-		return fmt.Errorf("service name %q: want 1 to %d characters", s, maxServiceLen)
-	}
-	return nil
-}
+// checkServiceName applies the one service name rule to a local write.
+func checkServiceName(s string) error { return apitypes.ValidateServiceName(s) }
 
-// decodeDesired parses the body of a msgDesired (without the type byte).
-func decodeDesired(body []byte) (Desired, error) {
-	var d Desired
-	if len(body) > maxRecordSize {
-		return d, fmt.Errorf("decode desired state: %d bytes: %w", len(body), errMalformed)
+// decodeDesired parses the body of a msgDesired (without the type byte):
+// signature ‖ JSON. It checks the shape, not the signature.
+func decodeDesired(signed []byte) (d Desired, sig, body []byte, err error) {
+	if len(signed) > maxRecordSize {
+		return d, nil, nil, fmt.Errorf("decode desired state: %d bytes: %w", len(signed), errMalformed)
+	}
+	if sig, body, err = unseal("desired state", signed); err != nil {
+		return d, nil, nil, err
 	}
 	if err := json.Unmarshal(body, &d); err != nil {
-		return d, fmt.Errorf("decode desired state: %w: %w", errMalformed, err)
+		return d, nil, nil, fmt.Errorf("decode desired state: %w: %w", errMalformed, err)
 	}
 	if err := checkDesired(d); err != nil {
-		return d, fmt.Errorf("decode desired state: %w", err)
+		return d, nil, nil, fmt.Errorf("decode desired state: %w", err)
 	}
-	return d, nil
+	return d, sig, body, nil
 }
 
 func checkDesired(d Desired) error {
-	if err := checkServiceName(d.Service); err != nil {
-		return fmt.Errorf("%w: %w", err, errMalformed)
-	}
 	if d.Replicas < 0 || d.Replicas > MaxReplicas {
 		return fmt.Errorf("desired state of %s: %d replicas: %w", d.Service, d.Replicas, errMalformed)
 	}
-	if d.Version == 0 || d.UpdatedBy == "" || len(d.UpdatedBy) > maxNameLen {
+	if d.Version == 0 || d.UpdatedBy == "" {
 		return fmt.Errorf("desired state of %s: no version or writer: %w", d.Service, errMalformed)
 	}
 	return nil

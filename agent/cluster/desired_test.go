@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
 
@@ -125,12 +126,12 @@ func TestConcurrentDesiredWritesConverge(t *testing.T) {
 func TestDesiredTieBreaksByWriter(t *testing.T) {
 	c := startNode(t, "a", "127.0.8.21")
 	at := time.Now().UTC()
-	c.handleDesired(Desired{Service: "web", Replicas: 1, Version: 100, UpdatedBy: "m", UpdatedAt: at}, false)
-	c.handleDesired(Desired{Service: "web", Replicas: 2, Version: 100, UpdatedBy: "b", UpdatedAt: at}, false)
+	c.handleDesired(Desired{Service: "web", Replicas: 1, Version: 100, UpdatedBy: "m", UpdatedAt: at}, nil, false)
+	c.handleDesired(Desired{Service: "web", Replicas: 2, Version: 100, UpdatedBy: "b", UpdatedAt: at}, nil, false)
 	if d, _ := c.DesiredFor("web"); d.Replicas != 1 || d.UpdatedBy != "m" {
 		t.Fatalf("same version: the greater writer name must win, got %+v", d)
 	}
-	c.handleDesired(Desired{Service: "web", Replicas: 3, Version: 100, UpdatedBy: "z", UpdatedAt: at}, false)
+	c.handleDesired(Desired{Service: "web", Replicas: 3, Version: 100, UpdatedBy: "z", UpdatedAt: at}, nil, false)
 	if d, _ := c.DesiredFor("web"); d.Replicas != 3 || d.UpdatedBy != "z" {
 		t.Fatalf("same version: the greater writer name must win, got %+v", d)
 	}
@@ -146,13 +147,11 @@ func TestStaleDesiredUpdatesAreIgnored(t *testing.T) {
 
 	// An older positive count still circulating must not resurrect the
 	// service, whether it arrives by gossip or by push-pull.
-	stale := Desired{Service: "web", Replicas: 4, Version: tomb.Version - 1, UpdatedBy: "zz", UpdatedAt: time.Now()}
-	msg, err := encodeJSON(msgDesired, stale)
-	if err != nil {
-		t.Fatal(err)
-	}
+	zz, _ := identity.Generate()
+	stale := Desired{Service: "web", Replicas: 4, Version: tomb.Version - 1, UpdatedBy: "zz", UpdatedAt: time.Now(), WriterKey: zz.Public()}
+	msg := desiredMsg(t, zz, stale)
 	c.handleMsg(msg)
-	state, err := encodeJSON(msgState, pushPullState{Cluster: "rpi", Desired: []Desired{stale}})
+	state, err := encodeJSON(msgState, pushPullState{Cluster: "rpi", Desired: [][]byte{msg[1:]}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,17 +164,26 @@ func TestStaleDesiredUpdatesAreIgnored(t *testing.T) {
 	// is not passing because messages are ignored altogether.
 	fresh := stale
 	fresh.Version = tomb.Version + 1
-	msg, _ = encodeJSON(msgDesired, fresh)
-	c.handleMsg(msg)
+	c.handleMsg(desiredMsg(t, zz, fresh))
 	if d, _ := c.DesiredFor("web"); d.Replicas != 4 || d.Version != fresh.Version {
 		t.Fatalf("a newer update was not applied: %+v", d)
+	}
+	// A version further ahead of this node's clock than maxDesiredAhead
+	// is refused: it would outrank later writes for that long.
+	far := fresh
+	far.Version = uint64(time.Now().Add(maxDesiredAhead + time.Minute).UnixNano())
+	c.handleMsg(desiredMsg(t, zz, far))
+	if d, _ := c.DesiredFor("web"); d.Version != fresh.Version {
+		t.Fatalf("an entry %v ahead was applied: %+v", maxDesiredAhead+time.Minute, d)
+	}
+	if got := c.Stats().Rejected["clock_ahead"]; got != 1 {
+		t.Fatalf("clock_ahead refusals: %d, want 1", got)
 	}
 	// And the next local write outranks what was learnt, even though the
 	// learnt version could be ahead of this node's clock.
 	ahead := fresh
-	ahead.Version = uint64(time.Now().Add(time.Hour).UnixNano())
-	msg, _ = encodeJSON(msgDesired, ahead)
-	c.handleMsg(msg)
+	ahead.Version = uint64(time.Now().Add(maxDesiredAhead / 2).UnixNano())
+	c.handleMsg(desiredMsg(t, zz, ahead))
 	next, err := c.AddDesired("web", -1)
 	if err != nil {
 		t.Fatal(err)
@@ -209,8 +217,7 @@ func TestStaleDesiredUpdatesAreIgnored(t *testing.T) {
 	if got := c.Stats().MalformedMessages; got != 0 {
 		t.Fatalf("%d messages counted malformed", got)
 	}
-	bad, _ := encodeJSON(msgDesired, Desired{Service: "web", Replicas: -1, Version: 1, UpdatedBy: "x"})
-	c.handleMsg(bad)
+	c.handleMsg(desiredMsg(t, zz, Desired{Service: "web", Replicas: -1, Version: 1, UpdatedBy: "x"}))
 	if got := c.Stats().MalformedMessages; got != 1 {
 		t.Fatalf("negative replicas: %d malformed, want 1", got)
 	}

@@ -1,10 +1,13 @@
 package cluster
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
 // ackQueue bounds the acknowledgements waiting to go to leaving peers.
@@ -58,11 +61,13 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 	c.acks = acks
 	c.mu.Unlock()
 
-	gossiped, err := encodeJSON(msgLeave, intent)
+	body, err := json.Marshal(intent)
 	if err != nil {
 		return fmt.Errorf("leave: encode intent: %w", err)
 	}
-	direct := append([]byte{msgLeaveDirect}, gossiped[1:]...)
+	signed := seal(c.key, identity.PurposeLeave, body)
+	gossiped := append([]byte{msgLeave}, signed...)
+	direct := append([]byte{msgLeaveDirect}, signed...)
 	c.broadcasts.QueueBroadcast(&namedBroadcast{key: leaveKey(intent.Name), msg: gossiped})
 	// lifeMu is held and the cluster is not stopped, so Shutdown's Wait
 	// cannot run concurrently with these Adds.
@@ -162,9 +167,42 @@ func (c *Cluster) handleLeaveAck(a leaveAck) {
 	}
 }
 
+// handleSignedLeave checks a signed leave intent (signature ‖ JSON, kept
+// as it is) and hands it to handleLeaveIntent. Only the leaver can sign
+// its intent, so it is checked against the key pinned for its name; an
+// intent for a name with no pin cannot be checked and is dropped. It
+// returns the leaver's name and whether the intent was accepted.
+func (c *Cluster) handleSignedLeave(signed []byte) (string, bool) {
+	l, sig, body, err := decodeLeave(signed)
+	if err != nil {
+		c.dropMalformed(err)
+		return "", false
+	}
+	if rj := checkNodeName("leave intent", l.Name); rj != nil {
+		c.dropRejected(l.Name, rj)
+		return "", false
+	}
+	if l.Name == c.conf.NodeName {
+		return "", false // this node's own, relayed back
+	}
+	pub, ok := c.pins.Lookup(l.Name)
+	if !ok {
+		c.dropRejected(l.Name, reject(rejectUnknownKey, "leave intent of %s: no key pinned for it to check the signature against", l.Name))
+		return "", false
+	}
+	if !identity.Verify(pub, identity.PurposeLeave, body, sig) {
+		c.dropRejected(l.Name, reject(rejectBadSignature, "leave intent of %s: %w (pinned key %s)", l.Name, identity.ErrBadSignature, identity.Fingerprint(pub)))
+		return "", false
+	}
+	c.handleLeaveIntent(l, signed)
+	return l.Name, true
+}
+
 // handleLeaveIntent marks a node as leaving, or turns its failure into a
-// leave when the intent arrives after memberlist's verdict.
-func (c *Cluster) handleLeaveIntent(l leaveIntent, raw []byte) {
+// leave when the intent arrives after memberlist's verdict. signed is the
+// intent as the leaver signed it, relayed and kept for push-pull. An
+// intent older than the node's record is from an earlier run: ignored.
+func (c *Cluster) handleLeaveIntent(l leaveIntent, signed []byte) {
 	now := time.Now()
 	c.mu.Lock()
 	p := c.peers[l.Name]
@@ -174,6 +212,7 @@ func (c *Cluster) handleLeaveIntent(l leaveIntent, raw []byte) {
 		return
 	}
 	p.leaving = true
+	p.leaveSigned = signed
 	var ev *Event
 	if p.status == StatusFailed {
 		p.status, p.left = StatusLeft, true
@@ -181,7 +220,7 @@ func (c *Cluster) handleLeaveIntent(l leaveIntent, raw []byte) {
 		ev = &Event{Type: EventLeave, Member: c.memberLocked(l.Name, p, now), Time: now}
 	}
 	c.mu.Unlock()
-	c.broadcasts.QueueBroadcast(&namedBroadcast{key: leaveKey(l.Name), msg: raw})
+	c.broadcasts.QueueBroadcast(&namedBroadcast{key: leaveKey(l.Name), msg: append([]byte{msgLeave}, signed...)})
 	if ev != nil {
 		c.logger.Info("node left", "peer", l.Name)
 		c.publish(*ev)

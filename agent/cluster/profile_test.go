@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
 func TestProfiles(t *testing.T) {
@@ -73,16 +75,18 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for field, mutate := range map[string]func(*Config){
-		"node name":    func(c *Config) { c.NodeName = "" },
-		"cluster name": func(c *Config) { c.ClusterName = "" },
-		"bind address": func(c *Config) { c.BindAddr = "pi.local" },
-		"advertise":    func(c *Config) { c.AdvertiseAddr = "x" },
-		"bind port":    func(c *Config) { c.BindPort = 70000 },
-		"http port":    func(c *Config) { c.HTTPPort = -1 },
-		"secret key":   func(c *Config) { c.SecretKey = make([]byte, 10) },
-		"heartbeat":    func(c *Config) { c.Profile, _ = ProfileByName("lan"); c.Profile.HeartbeatInterval = 0 },
-		"phi config":   func(c *Config) { c.Profile, _ = ProfileByName("lan"); c.Profile.Phi.Threshold = -1 },
-		"node name is": func(c *Config) { c.NodeName = strings.Repeat("a", 300) },
+		"node name":         func(c *Config) { c.NodeName = "" },
+		"cluster name":      func(c *Config) { c.ClusterName = "" },
+		"bind address":      func(c *Config) { c.BindAddr = "pi.local" },
+		"advertise":         func(c *Config) { c.AdvertiseAddr = "x" },
+		"bind port":         func(c *Config) { c.BindPort = 70000 },
+		"http port":         func(c *Config) { c.HTTPPort = -1 },
+		"secret key":        func(c *Config) { c.SecretKey = make([]byte, 10) },
+		"heartbeat":         func(c *Config) { c.Profile, _ = ProfileByName("lan"); c.Profile.HeartbeatInterval = 0 },
+		"phi config":        func(c *Config) { c.Profile, _ = ProfileByName("lan"); c.Profile.Phi.Threshold = -1 },
+		"invalid node name": func(c *Config) { c.NodeName = strings.Repeat("a", 300) },
+		"reserved":          func(c *Config) { c.NodeName = "all" },
+		"use letters":       func(c *Config) { c.NodeName = "evil ansible_connection=local" },
 	} {
 		c := ok
 		mutate(&c)
@@ -101,20 +105,22 @@ func TestCodecRoundTripAndLimits(t *testing.T) {
 	r := Record{Name: "pi1", Addr: "10.0.0.5", GossipPort: 7946, HTTPPort: 8080, Services: []string{"web"},
 		Monitoring:  Monitoring{CPUs: 4, Load1: 0.25, TempC: &temp, SampledAt: time.Unix(1700000000, 0).UTC()},
 		SSHHostKeys: []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ"}, Version: 42}
-	b, err := encodeRecord(r)
-	if err != nil || b[0] != msgRecord {
+	k, _ := identity.Generate()
+	r.IdentityKey = k.Public()
+	b, err := signRecord(k, r)
+	if err != nil {
 		t.Fatalf("encode: %v", err)
 	}
-	got, err := decodeRecord(b[1:])
-	if err != nil || !sameRecord(got, r) || *got.Monitoring.TempC != 48.5 {
+	got, sig, body, err := decodeRecord(b)
+	if err != nil || !sameRecord(got, r) || *got.Monitoring.TempC != 48.5 || !identity.Verify(k.Public(), identity.PurposeRecord, body, sig) {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
-	if len(b) > maxGossipRecord {
-		t.Errorf("a typical record is %d bytes, more than fits a gossip packet", len(b))
+	if len(b)+1 > maxGossipRecord {
+		t.Errorf("a typical record is %d bytes, more than fits a gossip packet", len(b)+1)
 	}
 	big := r
 	big.Services = []string{strings.Repeat("s", maxRecordSize)}
-	if _, err := encodeRecord(big); err == nil || !strings.Contains(err.Error(), "limit") {
+	if _, err := signRecord(k, big); err == nil || !strings.Contains(err.Error(), "limit") {
 		t.Errorf("oversized record: %v", err)
 	}
 	hb, err := decodeHeartbeat(encodeHeartbeat("pi1", "10.0.0.7:7946", 1<<62, 13*time.Second)[1:])
@@ -131,7 +137,7 @@ func TestCodecRoundTripAndLimits(t *testing.T) {
 			t.Errorf("heartbeat with %s accepted", what)
 		}
 	}
-	if _, err := decodeRecord([]byte(`{"n":"x"}`)); err == nil {
+	if _, _, _, err := decodeRecord(append(make([]byte, identity.SignatureSize), `{"n":"x"}`...)); err == nil {
 		t.Error("record with version 0 accepted")
 	}
 	c := r.Clone()

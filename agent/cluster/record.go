@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
 // Member statuses. They mirror SWIM's states, with suspect derived from phi
@@ -54,6 +56,9 @@ type Record struct {
 	AgentVersion string   `json:"av,omitempty"`
 	Arch         string   `json:"ar,omitempty"`
 	Model        string   `json:"mo,omitempty"`
+	// IdentityKey is the owner's public signing key (ed25519), which
+	// signed the record (see trust.go).
+	IdentityKey []byte `json:"pk"`
 	// Version orders the owner's records. It starts from the wall clock in
 	// nanoseconds when the agent starts, so a restarted node always
 	// outranks the records of its previous run (see Cluster.Start).
@@ -64,6 +69,7 @@ type Record struct {
 func (r Record) Clone() Record {
 	r.Services = slices.Clone(r.Services)
 	r.SSHHostKeys = slices.Clone(r.SSHHostKeys)
+	r.IdentityKey = slices.Clone(r.IdentityKey)
 	if r.Monitoring.TempC != nil {
 		t := *r.Monitoring.TempC
 		r.Monitoring.TempC = &t
@@ -85,15 +91,28 @@ type Member struct {
 	PhiThreshold float64
 	// Self is true for this node's own entry.
 	Self bool
+	// Signed is the record as its owner signed it: the 64-byte signature
+	// followed by the exact JSON signed (see SignedRecord). Nil when no
+	// record is held. Shared: never modify it.
+	Signed []byte
+}
+
+// SignedRecord splits Signed into the record's JSON body and its owner's
+// signature (identity.PurposeRecord), as identity.OpenRecord takes them.
+func (m Member) SignedRecord() (body, sig []byte, ok bool) {
+	if len(m.Signed) <= identity.SignatureSize {
+		return nil, nil, false
+	}
+	return m.Signed[identity.SignatureSize:], m.Signed[:identity.SignatureSize], true
 }
 
 // Message types: the first byte of every user message and push-pull state.
 const (
-	msgRecord    byte = 1 // a Record as JSON
+	msgRecord    byte = 1 // signature ‖ a Record as JSON, signed by its owner
 	msgHeartbeat byte = 2 // uvarint sequence number + node name
-	msgLeave     byte = 3 // a leaveIntent as JSON
+	msgLeave     byte = 3 // signature ‖ a leaveIntent as JSON, signed by the leaver
 	msgState     byte = 4 // a pushPullState as JSON
-	msgDesired   byte = 5 // a Desired as JSON
+	msgDesired   byte = 5 // signature ‖ a Desired as JSON, signed by its writer
 	// msgLeaveDirect is a leaveIntent sent straight to one peer, which
 	// answers with msgLeaveAck.
 	msgLeaveDirect byte = 6
@@ -115,8 +134,6 @@ const (
 	// fits in a gossip packet are still exchanged by push-pull and direct
 	// TCP sends, but nothing legitimate approaches this.
 	maxRecordSize = 32 << 10
-	// maxNameLen bounds node names, as DNS labels do.
-	maxNameLen = 253
 	// maxStateSize bounds a push-pull state: 10,000 nodes of 1 KB each
 	// with plenty of room.
 	maxStateSize = 16 << 20
@@ -136,16 +153,18 @@ type leaveAck struct {
 	From string `json:"f"`
 }
 
-// pushPullState is the user state of a push-pull exchange.
+// pushPullState is the user state of a push-pull exchange. Everything in
+// it is carried as its author signed it (signature ‖ JSON; base64 in this
+// JSON), so a push-pull cannot say more than the authors did.
 type pushPullState struct {
 	Cluster string   `json:"c"`
-	Records []Record `json:"r"`
+	Records [][]byte `json:"r"`
 	// Desired is the whole desired table (see Desired).
-	Desired []Desired `json:"d,omitempty"`
+	Desired [][]byte `json:"d,omitempty"`
 	// Left holds the leave intents of nodes this node knows left, so a
 	// peer that missed an intent's gossip still tells a leave from a
 	// failure after the next push-pull.
-	Left []leaveIntent `json:"l,omitempty"`
+	Left [][]byte `json:"l,omitempty"`
 }
 
 func encodeJSON(t byte, v any) ([]byte, error) {
@@ -157,34 +176,40 @@ func encodeJSON(t byte, v any) ([]byte, error) {
 	return bytes.TrimRight(buf.Bytes(), "\n"), nil
 }
 
-func encodeRecord(r Record) ([]byte, error) {
-	b, err := encodeJSON(msgRecord, r)
+// signRecord encodes r and signs it with k: the body of a msgRecord
+// (signature ‖ JSON).
+func signRecord(k *identity.Key, r Record) ([]byte, error) {
+	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("encode record of %s: %w", r.Name, err)
 	}
-	if len(b) > maxRecordSize {
-		return nil, fmt.Errorf("encode record of %s: %d bytes exceeds the %d byte limit: gossip fewer services or keys", r.Name, len(b), maxRecordSize)
+	if n := 1 + identity.SignatureSize + len(b); n > maxRecordSize {
+		return nil, fmt.Errorf("encode record of %s: %d bytes exceeds the %d byte limit: gossip fewer services or keys", r.Name, n, maxRecordSize)
 	}
-	return b, nil
+	return seal(k, identity.PurposeRecord, b), nil
 }
 
-// decodeRecord parses the body of a msgRecord (without the type byte).
-func decodeRecord(body []byte) (Record, error) {
-	var r Record
-	if len(body) > maxRecordSize {
-		return r, fmt.Errorf("decode record: %d bytes: %w", len(body), errMalformed)
+// decodeRecord parses the body of a msgRecord (without the type byte):
+// the signature and the record. It checks the shape, not the signature.
+func decodeRecord(signed []byte) (r Record, sig, body []byte, err error) {
+	if len(signed) > maxRecordSize {
+		return r, nil, nil, fmt.Errorf("decode record: %d bytes: %w", len(signed), errMalformed)
+	}
+	sig, body, err = unseal("record", signed)
+	if err != nil {
+		return r, nil, nil, err
 	}
 	if err := json.Unmarshal(body, &r); err != nil {
-		return r, fmt.Errorf("decode record: %w: %w", errMalformed, err)
+		return r, nil, nil, fmt.Errorf("decode record: %w: %w", errMalformed, err)
 	}
 	if err := checkRecord(r); err != nil {
-		return r, fmt.Errorf("decode record: %w", err)
+		return r, nil, nil, fmt.Errorf("decode record: %w", err)
 	}
-	return r, nil
+	return r, sig, body, nil
 }
 
 func checkRecord(r Record) error {
-	if r.Name == "" || len(r.Name) > maxNameLen {
+	if r.Name == "" {
 		return fmt.Errorf("record name %q: %w", r.Name, errMalformed)
 	}
 	if r.Version == 0 {
@@ -225,7 +250,7 @@ func decodeHeartbeat(body []byte) (hb heartbeat, err error) {
 	body = body[n:]
 	addr := string(body[:alen])
 	name := string(body[alen:])
-	if name == "" || len(name) > maxNameLen {
+	if name == "" {
 		return hb, fmt.Errorf("decode heartbeat: bad node name: %w", errMalformed)
 	}
 	return heartbeat{name: name, addr: addr, seq: seq, period: time.Duration(ms) * time.Millisecond}, nil
@@ -252,18 +277,30 @@ func decodeLeaveAck(body []byte) (leaveAck, error) {
 	if err := json.Unmarshal(body, &a); err != nil {
 		return a, fmt.Errorf("decode leave ack: %w: %w", errMalformed, err)
 	}
-	if a.From == "" || len(a.From) > maxNameLen {
+	if a.From == "" {
 		return a, fmt.Errorf("decode leave ack: bad node name: %w", errMalformed)
 	}
 	return a, nil
 }
 
-func decodeLeave(body []byte) (leaveIntent, error) {
+// decodeLeave parses a signed leave intent: signature ‖ JSON.
+func decodeLeave(signed []byte) (l leaveIntent, sig, body []byte, err error) {
+	if len(signed) > maxRecordSize {
+		return l, nil, nil, fmt.Errorf("decode leave intent: %d bytes: %w", len(signed), errMalformed)
+	}
+	if sig, body, err = unseal("leave intent", signed); err != nil {
+		return l, nil, nil, err
+	}
+	l, err = decodeLeaveBody(body)
+	return l, sig, body, err
+}
+
+func decodeLeaveBody(body []byte) (leaveIntent, error) {
 	var l leaveIntent
 	if err := json.Unmarshal(body, &l); err != nil {
 		return l, fmt.Errorf("decode leave intent: %w: %w", errMalformed, err)
 	}
-	if l.Name == "" || len(l.Name) > maxNameLen {
+	if l.Name == "" {
 		return l, fmt.Errorf("decode leave intent: bad node name: %w", errMalformed)
 	}
 	return l, nil

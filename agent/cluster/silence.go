@@ -194,8 +194,8 @@ func (c *Cluster) reviveLocked(p *peer, hb heartbeat, now time.Time) Event {
 	c.resetDetectorLocked(p, hb.period)
 	p.det.Heartbeat(now)
 	if r := p.pending; r != nil {
-		p.pending = nil
-		c.applyLocked(p, *r)
+		c.applyLocked(p, *r, p.pendingSigned, now)
+		p.pending, p.pendingSigned = nil, nil
 	}
 	c.recountLocked()
 	return Event{Type: EventJoin, Member: c.memberLocked(hb.name, p, now), Time: now}
@@ -221,7 +221,7 @@ func encodeNames(typ byte, from string, names []string) []byte {
 func decodeNames(body []byte) (from string, names []string, err error) {
 	for len(body) > 0 {
 		n, k := binary.Uvarint(body)
-		if k <= 0 || n == 0 || n > maxNameLen || n > uint64(len(body)-k) {
+		if k <= 0 || n == 0 || n > uint64(len(body)-k) {
 			return "", nil, fmt.Errorf("decode names: bad name: %w", errMalformed)
 		}
 		name := string(body[k : k+int(n)])

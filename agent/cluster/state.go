@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"slices"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"github.com/rpi-cluster/rpi-cluster/agent/phi"
 )
 
@@ -40,6 +42,9 @@ func (c *Cluster) handleNodeMeta(limit int) []byte {
 
 // handleAlive refuses nodes of another cluster or without our metadata.
 func (c *Cluster) handleAlive(n *memberlist.Node) error {
+	if err := c.checkMemberName(n); err != nil {
+		return err
+	}
 	// memberlist asks on every alive message. Metadata byte for byte our
 	// own (same cluster and protocol, and the same HTTP port, as agents
 	// usually have) passes as ours does, without decoding.
@@ -52,9 +57,22 @@ func (c *Cluster) handleAlive(n *memberlist.Node) error {
 // handleMerge refuses a join with a peer that knows nodes of another cluster.
 func (c *Cluster) handleMerge(peers []*memberlist.Node) error {
 	for _, n := range peers {
+		if err := c.checkMemberName(n); err != nil {
+			return err
+		}
 		if err := c.checkMeta(n); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkMemberName refuses a member whose name breaks the node name rule:
+// memberlist itself takes any string.
+func (c *Cluster) checkMemberName(n *memberlist.Node) error {
+	if rj := checkNodeName("member at "+n.Address(), n.Name); rj != nil {
+		c.dropRejected(n.Name, rj)
+		return rj
 	}
 	return nil
 }
@@ -128,8 +146,8 @@ func (c *Cluster) handleNodeJoin(n *memberlist.Node) {
 	// heartbeat, so phi rises even for a node that dies before sending one.
 	p.det.Heartbeat(now)
 	if r := p.pending; r != nil {
-		p.pending = nil
-		c.applyLocked(p, *r)
+		c.applyLocked(p, *r, p.pendingSigned, now)
+		p.pending, p.pendingSigned = nil, nil
 	}
 	ev := Event{Type: EventJoin, Member: c.memberLocked(n.Name, p, now), Time: now}
 	c.mu.Unlock()
@@ -265,34 +283,28 @@ func (c *Cluster) handleMsg(buf []byte) {
 			c.dropMalformed(err)
 			return
 		}
+		if rj := checkHeartbeat(hb); rj != nil {
+			c.dropRejected(hb.name, rj)
+			return
+		}
 		c.handleHeartbeat(hb, time.Now())
 	case msgRecord:
-		r, err := decodeRecord(body)
-		if err != nil {
-			c.dropMalformed(err)
-			return
-		}
-		c.handleRecord(r, true)
+		c.handleSignedRecord(slices.Clone(body), true)
 	case msgLeave:
-		l, err := decodeLeave(body)
-		if err != nil {
-			c.dropMalformed(err)
-			return
-		}
-		c.handleLeaveIntent(l, slices.Clone(buf))
+		c.handleSignedLeave(slices.Clone(body))
 	case msgLeaveDirect:
-		l, err := decodeLeave(body)
-		if err != nil {
-			c.dropMalformed(err)
-			return
-		}
 		// Relays go out as ordinary gossip: only the leaver asks for acks.
-		c.handleLeaveIntent(l, append([]byte{msgLeave}, body...))
-		c.ackLeave(l.Name)
+		if name, ok := c.handleSignedLeave(slices.Clone(body)); ok {
+			c.ackLeave(name)
+		}
 	case msgLeaveAck:
 		a, err := decodeLeaveAck(body)
 		if err != nil {
 			c.dropMalformed(err)
+			return
+		}
+		if rj := checkNodeName("leave acknowledgement", a.From); rj != nil {
+			c.dropRejected(a.From, rj)
 			return
 		}
 		c.handleLeaveAck(a)
@@ -302,11 +314,19 @@ func (c *Cluster) handleMsg(buf []byte) {
 			c.dropMalformed(err)
 			return
 		}
+		if rj := checkNames("silence report", from, names); rj != nil {
+			c.dropRejected(from, rj)
+			return
+		}
 		c.handleSilent(from, names, time.Now())
 	case msgVerdict:
 		from, names, err := decodeNames(body)
 		if err != nil {
 			c.dropMalformed(err)
+			return
+		}
+		if rj := checkNames("verdict", from, names); rj != nil {
+			c.dropRejected(from, rj)
 			return
 		}
 		for _, name := range names {
@@ -318,12 +338,7 @@ func (c *Cluster) handleMsg(buf []byte) {
 		default: // one is already queued
 		}
 	case msgDesired:
-		d, err := decodeDesired(body)
-		if err != nil {
-			c.dropMalformed(err)
-			return
-		}
-		c.handleDesired(d, true)
+		c.handleSignedDesired(slices.Clone(body), true)
 	default:
 		c.dropMalformed(fmt.Errorf("unknown message type %d", buf[0]))
 	}
@@ -384,8 +399,49 @@ func (c *Cluster) resetDetectorLocked(p *peer, period time.Duration) {
 	p.period = period
 }
 
-// handleRecord applies a record received by gossip (relay true: pass it
-// on when it was news) or push-pull.
+// handleSignedRecord checks a signed record received by gossip (relay
+// true) or push-pull and hands it to handleRecord. signed is signature ‖
+// JSON, owned by the caller's copy: it is kept as it is. A record that is
+// malformed, breaks a naming or field rule, is not signed by the key it
+// carries or carries another key than the one pinned for its name is
+// dropped and counted. Stale records are dropped before their signature is
+// checked, so duplicates cost a JSON decode, not a verification.
+func (c *Cluster) handleSignedRecord(signed []byte, relay bool) {
+	r, sig, body, err := decodeRecord(signed)
+	if err != nil {
+		c.dropMalformed(err)
+		return
+	}
+	if rj := checkNodeName("record", r.Name); rj != nil {
+		c.dropRejected(r.Name, rj)
+		return
+	}
+	if c.staleRecord(r) {
+		return
+	}
+	if rj := checkRecordFields(r); rj != nil {
+		c.dropRejected(r.Name, rj)
+		return
+	}
+	if !identity.Verify(r.IdentityKey, identity.PurposeRecord, body, sig) {
+		c.dropRejected(r.Name, reject(rejectBadSignature, "record of %s: %w", r.Name, identity.ErrBadSignature))
+		return
+	}
+	c.handleRecord(r, signed, relay)
+}
+
+// staleRecord reports whether this node already holds r's version or a
+// newer one of an alive peer at r's address.
+func (c *Cluster) staleRecord(r Record) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.peers[r.Name]
+	return p != nil && p.status == StatusAlive && p.rec != nil && p.rec.Addr == r.Addr &&
+		p.rec.GossipPort == r.GossipPort && r.Addr == p.addr && r.GossipPort == p.port && r.Version <= p.rec.Version
+}
+
+// handleRecord applies a verified record (see handleSignedRecord); relay
+// true: pass it on when it was news.
 //
 // A record is applied only if memberlist currently knows its node alive at
 // the record's address, and it is newer than what is held — or what is held
@@ -393,8 +449,11 @@ func (c *Cluster) resetDetectorLocked(p *peer, period time.Duration) {
 // DHCP lease). Records of nodes that are not alive wait as pending and are
 // applied if the node comes back; they never bring a node back by
 // themselves. Records from a second node using an existing name carry the
-// wrong address and are dropped.
-func (c *Cluster) handleRecord(r Record, relay bool) {
+// wrong address and are dropped. The record's key must be the one pinned
+// for its name; a name seen for the first time is pinned when its record
+// is first applied, that is when memberlist knows the node alive at the
+// record's address.
+func (c *Cluster) handleRecord(r Record, signed []byte, relay bool) {
 	now := time.Now()
 	c.mu.Lock()
 	if r.Name == c.self.Name {
@@ -412,14 +471,19 @@ func (c *Cluster) handleRecord(r Record, relay bool) {
 		c.unknown++
 	}
 	if p.status != StatusAlive {
+		if rj := c.checkPinnedLocked(r.Name, r.IdentityKey, false, now); rj != nil {
+			c.mu.Unlock()
+			c.dropRejected(r.Name, rj)
+			return
+		}
 		if p.pending == nil || r.Version > p.pending.Version {
-			p.pending = &r
+			p.pending, p.pendingSigned = &r, signed
 		}
 		c.mu.Unlock()
 		return
 	}
 	prev := p.rec
-	if !c.applyLocked(p, r) {
+	if !c.applyLocked(p, r, signed, now) {
 		c.mu.Unlock()
 		return
 	}
@@ -434,7 +498,7 @@ func (c *Cluster) handleRecord(r Record, relay bool) {
 	ev := Event{Type: EventUpdate, Member: c.memberLocked(r.Name, p, now), Time: now}
 	c.mu.Unlock()
 	if relay {
-		c.queueRecord(r)
+		c.queueRecord(r.Name, signed)
 	}
 	c.publish(ev)
 }
@@ -444,11 +508,13 @@ func (c *Cluster) handleRecord(r Record, relay bool) {
 func onlyMonitoringDiffers(a, b Record) bool {
 	return a.Name == b.Name && a.Addr == b.Addr && a.GossipPort == b.GossipPort && a.HTTPPort == b.HTTPPort &&
 		slices.Equal(a.Services, b.Services) && slices.Equal(a.SSHHostKeys, b.SSHHostKeys) &&
-		a.AgentVersion == b.AgentVersion && a.Arch == b.Arch && a.Model == b.Model
+		a.AgentVersion == b.AgentVersion && a.Arch == b.Arch && a.Model == b.Model && identity.Equal(a.IdentityKey, b.IdentityKey)
 }
 
-// applyLocked stores r as p's record if it is newer and matches p's address.
-func (c *Cluster) applyLocked(p *peer, r Record) bool {
+// applyLocked stores r, verified and signed as signed, as p's record if it
+// is newer, matches p's address and its key is the one pinned for its name
+// (pinning it on first sight).
+func (c *Cluster) applyLocked(p *peer, r Record, signed []byte, now time.Time) bool {
 	if r.Addr != p.addr || r.GossipPort != p.port {
 		c.logger.Debug("ignored record for another address", "peer", r.Name,
 			"record_addr", hostPort(r.Addr, r.GossipPort), "member_addr", hostPort(p.addr, p.port))
@@ -457,27 +523,46 @@ func (c *Cluster) applyLocked(p *peer, r Record) bool {
 	if p.rec != nil && p.rec.Addr == p.addr && p.rec.GossipPort == p.port && r.Version <= p.rec.Version {
 		return false // stale or duplicate
 	}
+	if rj := c.checkPinnedLocked(r.Name, r.IdentityKey, true, now); rj != nil {
+		c.dropRejected(r.Name, rj)
+		return false
+	}
 	rc := r.Clone()
-	p.rec = &rc
+	p.rec, p.recSigned = &rc, signed
 	return true
 }
 
-// handleOwnRecordLocked deals with a record carrying this node's name. If it
-// is from this address and not older than the current record, it is from a
-// previous run whose clock was ahead: jump past it and rebroadcast. Anything
-// else (another address) is an old incarnation or a name conflict, which
-// memberlist reports. Unlocks c.mu.
+// handleOwnRecordLocked deals with a verified record carrying this node's
+// name. Signed by another key, it is another member speaking for this
+// node: refused and listed as a key conflict. Signed by this node's key,
+// from this address and not older than the current record, it is from a
+// previous run whose clock was ahead: jump past it and rebroadcast.
+// Anything else (another address) is an old incarnation or a name
+// conflict, which memberlist reports. Unlocks c.mu.
 func (c *Cluster) handleOwnRecordLocked(r Record) {
+	if rj := c.checkPinnedLocked(r.Name, r.IdentityKey, false, time.Now()); rj != nil {
+		c.mu.Unlock()
+		c.dropRejected(r.Name, rj)
+		return
+	}
 	if r.Addr != c.self.Addr || r.GossipPort != c.self.GossipPort || r.Version < c.self.Version ||
 		(r.Version == c.self.Version && sameRecord(r, c.self)) {
 		c.mu.Unlock()
 		return
 	}
+	if r.Version == math.MaxUint64 {
+		// Only this node's key could have signed it, so only a run of
+		// this node with a broken clock: nothing can outrank it.
+		c.mu.Unlock()
+		c.logger.Error("found own record from a previous run at the last possible version; peers keep it until they forget this node: remove it with `rpi-agent force-leave` once it is stopped, or reinstall its key", "version", r.Version)
+		return
+	}
 	c.self.Version = r.Version + 1
 	rec := c.self.Clone()
+	signed := c.signSelfLocked()
 	c.mu.Unlock()
 	c.logger.Info("found own record from a previous run with a newer version; superseding it", "version", rec.Version)
-	c.queueRecord(rec)
+	c.queueRecord(rec.Name, signed)
 }
 
 func sameRecord(a, b Record) bool {
@@ -493,13 +578,16 @@ func sameRecord(a, b Record) bool {
 func (c *Cluster) handleLocalState(join bool) []byte {
 	desired := c.desiredState()
 	c.mu.Lock()
-	s := pushPullState{Cluster: c.conf.ClusterName, Records: []Record{c.self.Clone()}, Desired: desired}
+	s := pushPullState{Cluster: c.conf.ClusterName, Desired: desired}
+	if c.selfSigned != nil {
+		s.Records = append(s.Records, c.selfSigned)
+	}
 	for _, p := range c.peers {
-		if p.status == StatusAlive && p.rec != nil {
-			s.Records = append(s.Records, p.rec.Clone())
+		if p.status == StatusAlive && p.recSigned != nil {
+			s.Records = append(s.Records, p.recSigned)
 		}
-		if p.status == StatusLeft && p.rec != nil {
-			s.Left = append(s.Left, leaveIntent{Name: p.rec.Name, Version: p.rec.Version})
+		if p.status == StatusLeft && p.leaveSigned != nil {
+			s.Left = append(s.Left, p.leaveSigned)
 		}
 	}
 	c.mu.Unlock()
@@ -521,27 +609,17 @@ func (c *Cluster) handleRemoteState(buf []byte, join bool) {
 		c.dropMalformed(fmt.Errorf("push-pull state of cluster %q", s.Cluster))
 		return
 	}
+	// Records first: they pin the keys that leave intents are checked
+	// against. Each slice was allocated by the decoder, so it is kept as
+	// it is.
 	for _, r := range s.Records {
-		if err := checkRecord(r); err != nil {
-			c.dropMalformed(err)
-			continue
-		}
-		c.handleRecord(r, false)
+		c.handleSignedRecord(r, false)
 	}
 	for _, d := range s.Desired {
-		if err := checkDesired(d); err != nil {
-			c.dropMalformed(err)
-			continue
-		}
-		c.handleDesired(d, false)
+		c.handleSignedDesired(d, false)
 	}
 	for _, l := range s.Left {
-		raw, err := encodeJSON(msgLeave, l)
-		if err != nil || l.Name == "" {
-			c.dropMalformed(fmt.Errorf("push-pull leave intent %q", l.Name))
-			continue
-		}
-		c.handleLeaveIntent(l, raw)
+		c.handleSignedLeave(l)
 	}
 }
 
@@ -553,7 +631,7 @@ func (c *Cluster) Self() Member {
 }
 
 func (c *Cluster) selfMemberLocked() Member {
-	return Member{Record: c.self.Clone(), Status: StatusAlive, PhiThreshold: c.conf.Profile.Phi.Threshold, Self: true}
+	return Member{Record: c.self.Clone(), Status: StatusAlive, PhiThreshold: c.conf.Profile.Phi.Threshold, Self: true, Signed: c.selfSigned}
 }
 
 // Members returns every node known, this one included, failed and left
@@ -591,14 +669,15 @@ func (c *Cluster) Member(name string) (Member, bool) {
 // over the record's; a record from an old address is not shown as current.
 func (c *Cluster) memberLocked(name string, p *peer, now time.Time) Member {
 	var r Record
+	var signed []byte
 	if p.rec != nil && p.rec.Addr == p.addr && p.rec.GossipPort == p.port {
-		r = p.rec.Clone()
+		r, signed = p.rec.Clone(), p.recSigned
 	}
 	r.Name, r.Addr, r.GossipPort = name, p.addr, p.port
 	if r.HTTPPort == 0 {
 		r.HTTPPort = p.httpPort
 	}
-	m := Member{Record: r, Status: p.status, PhiThreshold: c.conf.Profile.Phi.Threshold}
+	m := Member{Record: r, Status: p.status, PhiThreshold: c.conf.Profile.Phi.Threshold, Signed: signed}
 	if p.det != nil {
 		m.Phi = p.det.Phi(now)
 	}

@@ -40,6 +40,11 @@ type Stats struct {
 	// Refutations counts watchers' verdicts about this node that it
 	// answered with a heartbeat to every peer (see watch.go).
 	Refutations uint64
+	// Rejected counts gossip refused by validation or signature checks,
+	// by reason (RejectReasons): invalid names, services and fields, bad
+	// signatures, key conflicts, leave intents with no pinned key to check
+	// them, desired entries versioned too far ahead (see validate.go).
+	Rejected map[string]uint64
 }
 
 // CountingTransport wraps a memberlist transport and counts its traffic. It

@@ -55,6 +55,7 @@ func App() *cli.App {
 		Action:  run,
 		Commands: []*cli.Command{
 			membersCommand(),
+			rekeyCommand(),
 			{
 				Name:  "keygen",
 				Usage: "print a new gossip encryption key (base64, 32 bytes) for --encrypt",

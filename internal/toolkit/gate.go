@@ -70,7 +70,16 @@ func (g *Gate) say(format string, args ...any) {
 }
 
 func (g *Gate) leaveOut(name string, why error) {
-	g.say("warning: node %s left out: %v", apitypes.Quote(name), why)
+	g.say("warning: node %s left out: %v", quoteShort(name), why)
+}
+
+// quoteShort is apitypes.Quote of s, cut short when s is longer than any
+// valid name: a warning about a 64 KiB name need not print it.
+func quoteShort(s string) string {
+	if len(s) <= 64 {
+		return apitypes.Quote(s)
+	}
+	return fmt.Sprintf("%s... (%d bytes)", apitypes.Quote(s[:40]), len(s))
 }
 
 // Nodes returns the nodes the tools may use, in their order. The error is
@@ -201,7 +210,7 @@ func (g *Gate) Desired(ds []apitypes.DesiredService) []apitypes.DesiredService {
 	out := make([]apitypes.DesiredService, 0, len(ds))
 	for _, d := range ds {
 		if err := apitypes.ValidateServiceName(d.Service); err != nil {
-			g.say("warning: desired state of %s left out: %v", apitypes.Quote(d.Service), err)
+			g.say("warning: desired state of %s left out: %v", quoteShort(d.Service), err)
 			continue
 		}
 		d.UpdatedBy = apitypes.Printable(d.UpdatedBy)

@@ -60,6 +60,9 @@ func checkTerminalSafe(t *testing.T, what, out string) {
 		if line != "" && !strings.HasPrefix(line, "warning: ") && !strings.HasPrefix(line, "note: ") {
 			t.Errorf("%s has a line the tool did not start: %q", what, line)
 		}
+		if len(line) > 400 {
+			t.Errorf("%s has a %d-byte line: a long gossiped name is printed whole", what, len(line))
+		}
 	}
 }
 

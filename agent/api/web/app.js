@@ -7,7 +7,7 @@
 
 (function () {
   const STATUSES = ['alive', 'suspect', 'failed', 'left'];
-  const EVENT_KINDS = ['join', 'leave', 'fail', 'update'];
+  const EVENT_KINDS = ['join', 'leave', 'fail', 'update', 'conflict'];
   const COALESCE_MS = 250;   // events arriving together cause one fetch
   const PERIODIC_MS = 5000;  // phi moves without events: refresh anyway
 
@@ -156,6 +156,32 @@
     $('updated').textContent = 'updated ' + clock(new Date());
   }
 
+  // renderWarnings shows what /healthz says is open to the LAN, so a token
+  // set or dropped by a reload shows without reloading the page.
+  function renderWarnings(warnings) {
+    if (!Array.isArray(warnings)) return;
+    $('warnings').replaceChildren(...warnings.map((w) => {
+      const d = el('div', 'notice insecure');
+      d.setAttribute('role', 'alert');
+      d.append(el('strong', '', 'Open to the LAN'), ' ' + String(w));
+      return d;
+    }));
+  }
+
+  // renderConflicts shows the node names offered with another signing key
+  // than the one this agent pinned (GET /v1/conflicts).
+  function renderConflicts(list) {
+    if (!Array.isArray(list)) return;
+    $('conflicts').replaceChildren(...list.map((k) => {
+      const d = el('div', 'notice insecure');
+      d.setAttribute('role', 'alert');
+      d.append(el('strong', '', 'Key conflict: ' + String(k.node)),
+        'pinned ' + String(k.pinned_fingerprint) + ', offered ' + String(k.offered_fingerprint) + ' (' + String(k.count) +
+        ' messages refused). Another member speaks for this node, or its card was reinstalled: then run `rpi-agent rekey ' + String(k.node) + '`.');
+      return d;
+    }));
+  }
+
   function clock(d) {
     return [d.getHours(), d.getMinutes(), d.getSeconds()].map((v) => String(v).padStart(2, '0')).join(':');
   }
@@ -184,6 +210,10 @@
       const res = await fetch('/v1/nodes', { cache: 'no-store', headers: { Accept: 'application/json' } });
       if (!res.ok) throw new Error('HTTP ' + res.status);
       render(await res.json());
+      const health = await fetch('/healthz', { cache: 'no-store', headers: { Accept: 'application/json' } });
+      if (health.ok) renderWarnings((await health.json()).warnings);
+      const conflicts = await fetch('/v1/conflicts', { cache: 'no-store', headers: { Accept: 'application/json' } });
+      if (conflicts.ok) renderConflicts(await conflicts.json());
       showError('');
     } catch (err) {
       showError('Cannot reach this agent (' + err.message + '); showing the last known state.');
@@ -200,13 +230,44 @@
     l.title = '';
   }
 
+  // The event stream. EventSource reconnects by itself after a dropped
+  // connection, sending the last event id it saw so the agent replays what
+  // was missed (or sends "reset" when it no longer has it). It gives up for
+  // good on an HTTP error, such as the 503 of a refused stream: then the page
+  // opens a new one after a growing, jittered delay, passing the last id it
+  // saw in the query.
+  const BACKOFF_MIN_MS = 1000;
+  const BACKOFF_MAX_MS = 60000;
+  let lastEventId = '';
+  let backoff = BACKOFF_MIN_MS;
+
+  function connect() {
+    const resuming = lastEventId !== '';
+    const es = new EventSource('/v1/events' + (resuming ? '?last_event_id=' + encodeURIComponent(lastEventId) : ''));
+    let opened = false;
+    es.onopen = () => {
+      live('live', 'live');
+      backoff = BACKOFF_MIN_MS;
+      // Nothing to resume from: load the table. Later opens resume.
+      if (!opened && !resuming) schedule(0);
+      opened = true;
+    };
+    es.onerror = () => {
+      live('reconnecting', 'reconnecting…');
+      if (es.readyState !== EventSource.CLOSED) return; // it retries by itself
+      const delay = backoff / 2 + Math.random() * backoff / 2;
+      backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+      setTimeout(connect, delay);
+    };
+    const seen = (e) => { if (e.lastEventId) lastEventId = e.lastEventId; };
+    for (const kind of EVENT_KINDS) es.addEventListener(kind, (e) => { seen(e); schedule(COALESCE_MS); });
+    es.addEventListener('reset', (e) => { seen(e); schedule(0); });
+  }
+
   function start() {
     live('reconnecting', 'connecting…');
     if (typeof EventSource === 'function') {
-      const es = new EventSource('/v1/events');
-      es.onopen = () => { live('live', 'live'); schedule(0); };
-      es.onerror = () => live('reconnecting', 'reconnecting…');
-      for (const kind of EVENT_KINDS) es.addEventListener(kind, () => schedule(COALESCE_MS));
+      connect();
     } else {
       live('static', 'polling');
     }

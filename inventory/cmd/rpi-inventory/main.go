@@ -1,6 +1,7 @@
 // Command rpi-inventory presents the live rpi-cluster to Ansible: a dynamic
 // inventory (--list, --host), INI hosts files for a playbook's groups and a
-// known_hosts file from the nodes' gossiped SSH host keys.
+// known_hosts file from the SSH host keys the nodes signed. It pins node
+// identity keys on first sight; forget drops a pin.
 package main
 
 import (
