@@ -23,7 +23,8 @@ import (
 // failed unit, and the agent finds its peer by mDNS under its sandbox. The
 // sandbox is checked from outside, on the running agent: / read-only, the
 // state directory writable, /tmp its own, no new privileges, no
-// capabilities; systemd-analyze rates it at most 2.0. Then a hung agent
+// capabilities; systemd-analyze verifies the units clean and rates the
+// agent's exposure at most 2.0. Then a hung agent
 // (SIGSTOP) is restarted by the watchdog and rejoins.
 func TestNodesBootSystemd(t *testing.T) {
 	c, _ := newCluster(t, 2)
@@ -82,6 +83,11 @@ func TestNodesBootSystemd(t *testing.T) {
 		t.Errorf("the agent shares the node's /tmp: ls -A /tmp: %v %q", err, out)
 	}
 
+	// Where the binaries are installed, verify has nothing to forgive.
+	if out, err := c.Exec(ctx, a, "systemd-analyze", "verify", "/etc/systemd/system/rpi-agent.service",
+		"/etc/systemd/system/rpi-firstboot.service"); err != nil || out != "" {
+		t.Errorf("systemd-analyze verify on the image's units in %s: %v\n%s", a, err, out)
+	}
 	sec, err := c.Exec(ctx, a, "systemd-analyze", "security", "--no-pager", "rpi-agent.service")
 	if err != nil {
 		t.Fatal(err)
