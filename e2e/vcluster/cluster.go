@@ -1,9 +1,12 @@
 // Package vcluster runs a virtual Raspberry Pi cluster on Docker: one
 // container per Pi, imported from the same node root filesystem the image
-// part puts on SD cards, on a private network with fixed addresses. It is
-// the harness behind `rpi-vcluster up/down` and the e2e suite, and offers
-// the faults those tests need: kill, pause, network disconnect, partitions
-// and netem.
+// part puts on SD cards, booting systemd with the image's units, on a
+// private network with fixed addresses. It is the harness behind
+// `rpi-vcluster up/down` and the e2e suite. Its parts: the node image
+// (image.go, prepare.go), the cluster's lifecycle (this file, network.go),
+// the faults the tests need (faults.go: kill, pause, network disconnect,
+// partitions, netem) and observing the nodes (observe.go: views,
+// convergence, boot state, units, logs).
 //
 // Everything it creates carries the label LabelRun=<run id>, so Down (and
 // DownRun after a crashed test) removes exactly what one run made.
@@ -64,7 +67,8 @@ type Options struct {
 	// factory name of a freshly flashed card, so nodes name themselves the
 	// way real ones do.
 	Hostname string
-	// AgentArgs are extra rpi-agent arguments for every node.
+	// AgentArgs are extra rpi-agent arguments for every node, added to
+	// rpi-agent.service's command by a drop-in.
 	AgentArgs []string
 	// Token is the agents' API token (see ImageAgentConfig), sent by the
 	// clients Client returns.
