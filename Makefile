@@ -54,13 +54,19 @@ lint:
 
 # The Pis' architectures: arm with GOARM=6 is the Pi Zero/1 (32-bit atomics
 # need 64-bit alignment there), arm64 the Pi 3/4/5. No race detector under
-# emulation; the profiles' timings are the tests' own.
+# emulation. Left out there, and run natively by `make test`: the mDNS tests
+# (qemu-user 7.2 answers MCAST_JOIN_GROUP with ENOPROTOOPT, so no multicast
+# group can be joined; seen with QEMU_STRACE=1) and the HTTP exhaustion test,
+# whose 1 s latency bound measures the emulator, not the agent. One package
+# at a time (-p 1): emulated, the cluster tests' timing profile leaves no room
+# for another package's tests on the same two cores.
 ARM_TEST_PKGS ?= ./agent/...
+ARM_TEST_SKIP ?= ^(TestAgentsFindEachOtherOverMDNS|TestMDNSBetweenNamespaces|TestMDNSSurvivesRelink|TestHTTPExhaustion)$$
 test-arm:
 	@for f in qemu-arm qemu-aarch64; do [ -e /proc/sys/fs/binfmt_misc/$$f ] || { \
 		echo "binfmt_misc has no $$f: run .ci/run, or register it (apt-get install qemu-user-static binfmt-support)"; exit 1; }; done
-	GOOS=linux GOARCH=arm GOARM=6 $(GO) test -count=1 -timeout 15m $(ARM_TEST_PKGS)
-	GOOS=linux GOARCH=arm64       $(GO) test -count=1 -timeout 15m $(ARM_TEST_PKGS)
+	GOOS=linux GOARCH=arm GOARM=6 $(GO) test -p 1 -count=1 -timeout 15m -skip '$(ARM_TEST_SKIP)' $(ARM_TEST_PKGS)
+	GOOS=linux GOARCH=arm64       $(GO) test -p 1 -count=1 -timeout 15m -skip '$(ARM_TEST_SKIP)' $(ARM_TEST_PKGS)
 
 # Debian packages the full test run needs (installed by `make deps`, as root).
 TEST_DEPS := debootstrap ansible-core ansible-lint chromium mtools dosfstools fdisk e2fsprogs \
