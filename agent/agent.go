@@ -75,6 +75,9 @@ type Agent struct {
 	// so the gossiped services always match the file.
 	svcMu sync.Mutex
 
+	// watchdog tells systemd the agent is ready and alive.
+	watchdog *watchdog
+
 	ctx          context.Context
 	cancel       context.CancelFunc
 	wg           sync.WaitGroup
@@ -244,6 +247,7 @@ func Create(conf *Config, logger *slog.Logger, opts ...Option) (_ *Agent, err er
 // background.
 func (a *Agent) Start() error {
 	a.ctx, a.cancel = context.WithCancel(context.Background())
+	a.watchdog = newWatchdog(a.conf.MonitorInterval, a.logger.With("part", "watchdog"))
 	// Subscribe before gossip starts, so hooks see the first joins.
 	var hookEvents <-chan cluster.Event
 	if a.hooks != nil {
@@ -332,6 +336,7 @@ func (a *Agent) Start() error {
 			}
 		}()
 	}
+	a.watchdog.start(a.ctx, &a.wg)
 	return nil
 }
 
@@ -397,6 +402,7 @@ func (a *Agent) isMember(gossipAddr string) bool {
 
 // recordSample puts a monitoring sample into this node's gossiped record.
 func (a *Agent) recordSample(s monitor.Sample) {
+	defer a.watchdog.beat()
 	a.cluster.UpdateSelf(func(r *cluster.Record) {
 		r.Monitoring = cluster.Monitoring{
 			CPUs:            s.CPUs,

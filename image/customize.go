@@ -45,6 +45,7 @@ const (
 	FirstbootMarker  = "/var/lib/rpi-cluster/firstboot.done"
 	SSHDDropInPath   = "/etc/ssh/sshd_config.d/10-rpi-cluster.conf"
 	SudoersPath      = "/etc/sudoers.d/010-rpi-cluster"
+	WatchdogConfPath = "/etc/systemd/system.conf.d/10-rpi-watchdog.conf"
 	WiFiNMConnection = "/etc/NetworkManager/system-connections/rpi-cluster-wifi.nmconnection"
 	multiUserWants   = "/etc/systemd/system/multi-user.target.wants/"
 	sysinitWants     = "/etc/systemd/system/sysinit.target.wants/"
@@ -260,7 +261,7 @@ func Customize(fsys FS, boot BootFS, o Options) (*Report, error) {
 	}
 
 	steps := []func(FS, BootFS, Options, *Report, []byte) error{
-		installAgent, installLoginUser, installSSH, installFirstboot, installWiFi,
+		installAgent, installLoginUser, installSSH, installFirstboot, installWatchdog, installWiFi,
 	}
 	for _, step := range steps {
 		if err := step(fsys, boot, o, r, agent); err != nil {
@@ -478,6 +479,21 @@ func installFirstboot(fsys FS, _ BootFS, _ Options, r *Report, _ []byte) error {
 		return err
 	}
 	r.wroteAll(FirstbootPath, FirstbootUnit, sysinitWants+"rpi-firstboot.service")
+	return nil
+}
+
+// installWatchdog turns on the board's hardware watchdog through systemd,
+// so that a hung Pi reboots itself.
+func installWatchdog(fsys FS, _ BootFS, _ Options, r *Report, _ []byte) error {
+	if ok, _ := exists(fsys, path.Dir(WatchdogConfPath)); !ok {
+		if err := fsys.Mkdir(path.Dir(WatchdogConfPath), 0o755, 0, 0); err != nil {
+			return err
+		}
+	}
+	if err := fsys.WriteFile(WatchdogConfPath, embedded("rpi-watchdog.conf"), 0o644, 0, 0); err != nil {
+		return err
+	}
+	r.wrote(WatchdogConfPath)
 	return nil
 }
 

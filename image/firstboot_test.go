@@ -115,7 +115,8 @@ func TestSystemdUnits(t *testing.T) {
 	for _, want := range []string{"User=rpi-agent", "StateDirectory=rpi-agent", "ConfigurationDirectory=rpi-cluster", "NoNewPrivileges=yes",
 		"ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "Restart=on-failure", "RestartSec=2",
 		"After=network-online.target rpi-firstboot.service", "ExecStart=/usr/local/bin/rpi-agent --config /etc/rpi-cluster/agent.yaml",
-		"ExecReload=/bin/kill -HUP $MAINPID"} {
+		"ExecReload=/bin/kill -HUP $MAINPID", "Type=notify", "WatchdogSec=30s", "CapabilityBoundingSet=",
+		"PrivateDevices=yes", "SystemCallFilter=@system-service"} {
 		if !strings.Contains(unit, "\n"+want+"\n") {
 			t.Errorf("rpi-agent.service lacks %q", want)
 		}
@@ -126,6 +127,18 @@ func TestSystemdUnits(t *testing.T) {
 	dir := t.TempDir()
 	for _, u := range []string{"rpi-agent.service", "rpi-firstboot.service"} {
 		writeFile(t, filepath.Join(dir, u), string(embedded(u)), 0o644)
+	}
+	// Exposure at most 2.0 (threshold 20 on the 0-100 scale): systemd
+	// fails the command above it. The same figure holds inside a node
+	// (e2e/vcluster TestNodeBootsUnits), where the unit really runs.
+	sec, err := exec.Command("systemd-analyze", "security", "--offline=yes", "--threshold=20", "--no-pager",
+		filepath.Join(dir, "rpi-agent.service")).CombinedOutput()
+	if err != nil {
+		t.Errorf("systemd-analyze security rpi-agent.service: %v, want exposure at most 2.0:\n%s", err, sec)
+	} else if m := regexp.MustCompile(`Overall exposure level for rpi-agent.service: ([0-9.]+)`).FindSubmatch(sec); m == nil {
+		t.Errorf("systemd-analyze security printed no exposure level:\n%s", sec)
+	} else {
+		t.Logf("rpi-agent.service exposure %s", m[1])
 	}
 	out, _ := exec.Command("systemd-analyze", "verify", filepath.Join(dir, "rpi-agent.service"), filepath.Join(dir, "rpi-firstboot.service")).CombinedOutput()
 	// The binaries are installed by rpi-image, not on this machine: that is

@@ -178,6 +178,7 @@ func checkCustomised(t *testing.T, v view, o Options, wantAgent string, owners b
 		{"/home/" + o.User + "/.ssh", "directory", "0700", uid, gid},
 		{"/home/" + o.User + "/.ssh/authorized_keys", "regular", "0600", uid, gid},
 		{"/etc/shadow", "regular", "0640", 0, 42},
+		{"/etc/systemd/system.conf.d/10-rpi-watchdog.conf", "regular", "0644", 0, 0},
 	}
 	for _, w := range files {
 		s, ok := v.stat(t, w.path)
@@ -198,6 +199,9 @@ func checkCustomised(t *testing.T, v view, o Options, wantAgent string, owners b
 		if s, ok := v.stat(t, p); !ok || s.Type != "symlink" || s.Link != target {
 			t.Errorf("%s: %+v, want a link to %s", p, s, target)
 		}
+	}
+	if got := v.cat(t, WatchdogConfPath); !strings.Contains(got, "\nRuntimeWatchdogSec=15s\n") {
+		t.Errorf("%s does not turn the hardware watchdog on:\n%s", WatchdogConfPath, got)
 	}
 	if got := v.cat(t, "/usr/local/bin/rpi-agent"); !strings.HasSuffix(got, "agent-"+wantAgent) {
 		t.Errorf("installed agent is not the %s build (ends %q)", wantAgent, got[max(0, len(got)-12):])

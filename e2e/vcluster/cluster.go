@@ -1,15 +1,20 @@
 // Package vcluster runs a virtual Raspberry Pi cluster on Docker: one
 // container per Pi, imported from the same node root filesystem the image
-// part puts on SD cards, on a private network with fixed addresses. It is
-// the harness behind `rpi-vcluster up/down` and the e2e suite, and offers
-// the faults those tests need: kill, pause, network disconnect, partitions
-// and netem.
+// part puts on SD cards, booting systemd with the image's units, on a
+// private network with fixed addresses. It is the harness behind
+// `rpi-vcluster up/down` and the e2e suite. Its parts: the node image
+// (image.go, prepare.go), the cluster's lifecycle (this file, network.go),
+// the faults the tests need (faults.go: kill, pause, network disconnect,
+// partitions, netem) and observing the nodes (observe.go: views,
+// convergence, boot state, units, logs).
 //
 // Everything it creates carries the label LabelRun=<run id>, so Down (and
 // DownRun after a crashed test) removes exactly what one run made.
 package vcluster
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -19,13 +24,13 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 )
 
@@ -62,7 +67,8 @@ type Options struct {
 	// factory name of a freshly flashed card, so nodes name themselves the
 	// way real ones do.
 	Hostname string
-	// AgentArgs are extra rpi-agent arguments for every node.
+	// AgentArgs are extra rpi-agent arguments for every node, added to
+	// rpi-agent.service's command by a drop-in.
 	AgentArgs []string
 	// Token is the agents' API token (see ImageAgentConfig), sent by the
 	// clients Client returns.
@@ -171,71 +177,6 @@ func Create(ctx context.Context, opts Options) (*Cluster, error) {
 	return c, nil
 }
 
-func (c *Cluster) createNetwork(ctx context.Context) error {
-	if out, err := c.d.Run(ctx, "network", "inspect", "--format",
-		`{{index .Labels "`+LabelRun+`"}} {{range .IPAM.Config}}{{.Subnet}}{{end}}`, c.Network); err == nil {
-		f := strings.Fields(out)
-		if len(f) != 2 || f[0] != c.RunID {
-			return fmt.Errorf("create network %s: a network of that name exists and is not this run's: remove it (docker network rm %s)", c.Network, c.Network)
-		}
-		p, err := netip.ParsePrefix(f[1])
-		if err != nil {
-			return fmt.Errorf("create network %s: existing subnet %q: %w", c.Network, f[1], err)
-		}
-		c.Subnet = p
-		c.log.Info("reusing network", "network", c.Network, "subnet", p)
-		return nil
-	}
-	routes, err := HostRoutes()
-	if err != nil {
-		return fmt.Errorf("create network: %w", err)
-	}
-	var candidates []netip.Prefix
-	if c.opts.Subnet != "" {
-		p, err := netip.ParsePrefix(c.opts.Subnet)
-		if err != nil || !p.Addr().Is4() || p.Bits() > 24 {
-			return fmt.Errorf("create network: subnet %q: want an IPv4 prefix of /24 or larger, e.g. %s", c.opts.Subnet, DefaultSubnet)
-		}
-		if r, ok := overlappingRoute(routes, p); ok {
-			return fmt.Errorf("create network: subnet %s overlaps the host route %s on %s: pick another with --subnet", p, r.Dst, r.Iface)
-		}
-		candidates = []netip.Prefix{p.Masked()}
-	} else {
-		for _, p := range autoSubnets() {
-			if _, ok := overlappingRoute(routes, p); !ok {
-				candidates = append(candidates, p)
-			}
-		}
-	}
-	var lastErr error
-	for _, p := range candidates {
-		gw := p.Addr().Next()
-		// Not --internal: Docker's isolation rules for internal networks
-		// drop every packet not addressed to the subnet, multicast (mDNS)
-		// included. Without masquerading, nothing from the nodes gets a
-		// usable route out; link-local multicast is never routed anyway.
-		_, err := c.d.Run(ctx, "network", "create", "--driver", "bridge",
-			"--opt", "com.docker.network.bridge.enable_ip_masquerade=false",
-			"--subnet", p.String(), "--gateway", gw.String(),
-			"--label", LabelRun+"="+c.RunID, "--label", LabelSession+"="+c.opts.Session, c.Network)
-		if err == nil {
-			c.Subnet = p
-			c.log.Info("network created", "network", c.Network, "subnet", p)
-			return nil
-		}
-		lastErr = err
-		var ce *CommandError
-		if errors.As(err, &ce) && strings.Contains(ce.Stderr, "overlaps") && c.opts.Subnet == "" {
-			continue // another run holds it: try the next
-		}
-		break
-	}
-	if lastErr == nil {
-		lastErr = errors.New("no free subnet in 10.213.8.0-10.213.249.0")
-	}
-	return fmt.Errorf("create network %s: %w", c.Network, lastErr)
-}
-
 // AddNodes starts n more nodes and returns them. It does not wait for the
 // agents: see WaitConverged.
 func (c *Cluster) AddNodes(ctx context.Context, n int) ([]*Node, error) {
@@ -285,22 +226,90 @@ func (c *Cluster) runNode(ctx context.Context, n *Node, container string) error 
 		"--label", LabelSession+"="+c.opts.Session, n.Volume); err != nil {
 		return fmt.Errorf("start node %d: %w", n.Index, err)
 	}
-	args := []string{"run", "-d",
+	args := []string{"create",
 		"--name", container,
 		"--hostname", c.opts.Hostname,
 		"--network", c.Network, "--ip", n.IP.String(),
-		"--cap-add", "NET_ADMIN",
 		"--label", LabelRun + "=" + c.RunID,
 		"--label", LabelNode + "=" + strconv.Itoa(n.Index),
 		"--label", LabelSession + "=" + c.opts.Session,
 		"--volume", n.Volume + ":" + DataDir,
-		"--stop-timeout", "15",
+		// systemd's shutdown stops every unit (the agent leaves) before
+		// docker's SIGKILL.
+		"--stop-timeout", "30",
 	}
+	args = append(args, systemdFlags...)
 	args = append(args, lxcfsMounts()...)
 	args = append(args, c.Image)
-	args = append(args, c.opts.AgentArgs...)
 	if _, err := c.d.Run(ctx, args...); err != nil {
 		return fmt.Errorf("start node %d: %w", n.Index, err)
+	}
+	if len(c.opts.AgentArgs) > 0 {
+		if err := c.installDropIn(ctx, container, agentArgsDropIn(c.opts.AgentArgs)); err != nil {
+			return fmt.Errorf("start node %d: %w", n.Index, err)
+		}
+	}
+	if _, err := c.d.Run(ctx, "start", container); err != nil {
+		return fmt.Errorf("start node %d: %w", n.Index, err)
+	}
+	return nil
+}
+
+// systemdFlags let systemd be process 1 with the image's units as written:
+// it needs to mount (/run, the units' private /tmp and read-only views)
+// and to manage its own cgroups, and seccomp must let the units' sandboxes
+// be built. Docker's default flags make systemd silently skip the units'
+// hardening; --privileged would hand the node the host's devices. NET_ADMIN
+// is for the fault injection (netem, blackhole routes).
+var systemdFlags = []string{
+	"--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
+	"--security-opt", "seccomp=unconfined",
+	"--volume", "/sys/fs/cgroup:/sys/fs/cgroup",
+	"--tmpfs", "/run", "--tmpfs", "/run/lock",
+	// systemd halts cleanly on SIGRTMIN+3; SIGTERM would re-execute it.
+	"--stop-signal", "SIGRTMIN+3",
+}
+
+// agentArgsPath is the drop-in that adds AgentArgs to rpi-agent's command.
+const agentArgsPath = "/etc/systemd/system/rpi-agent.service.d/10-vcluster-args.conf"
+
+// agentArgsDropIn replaces the unit's ExecStart by one with args appended,
+// each quoted for systemd.
+func agentArgsDropIn(args []string) string {
+	var b strings.Builder
+	b.WriteString("# Written by the virtual cluster harness: extra agent arguments.\n[Service]\nExecStart=\nExecStart=/usr/local/bin/rpi-agent --config /etc/rpi-cluster/agent.yaml")
+	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "%", "%%", "$", "$$", "\n", `\n`)
+	for _, a := range args {
+		b.WriteString(` "` + r.Replace(a) + `"`)
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+// installDropIn copies unit text into the created, not yet started
+// container at agentArgsPath, as a tar stream (docker cp -).
+func (c *Cluster) installDropIn(ctx context.Context, container, text string) error {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	dir := path.Dir(agentArgsPath)
+	hdrs := []*tar.Header{
+		{Typeflag: tar.TypeDir, Name: path.Base(dir) + "/", Mode: 0o755},
+		{Typeflag: tar.TypeReg, Name: path.Base(dir) + "/" + path.Base(agentArgsPath), Mode: 0o644, Size: int64(len(text))},
+	}
+	for _, h := range hdrs {
+		h.ModTime = time.Now()
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+	}
+	if _, err := tw.Write([]byte(text)); err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	if _, err := c.d.RunInput(ctx, &buf, "cp", "-", container+":"+path.Dir(dir)); err != nil {
+		return fmt.Errorf("install %s: %w", agentArgsPath, err)
 	}
 	return nil
 }
@@ -368,339 +377,6 @@ next:
 		out = append(out, n)
 	}
 	return out
-}
-
-// Exec runs a command in the node and returns its trimmed output.
-func (c *Cluster) Exec(ctx context.Context, n *Node, cmd ...string) (string, error) {
-	out, err := c.d.Run(ctx, append([]string{"exec", n.Container}, cmd...)...)
-	if err != nil {
-		return out, fmt.Errorf("exec in %s: %w", n, err)
-	}
-	return out, nil
-}
-
-func (c *Cluster) docker(ctx context.Context, op string, n *Node, args ...string) error {
-	if _, err := c.d.Run(ctx, args...); err != nil {
-		return fmt.Errorf("%s %s: %w", op, n, err)
-	}
-	c.log.Info(op, "node", n.String())
-	return nil
-}
-
-// Kill sends SIGKILL to the node: the agent gets no chance to leave.
-func (c *Cluster) Kill(ctx context.Context, n *Node) error {
-	return c.docker(ctx, "kill", n, "kill", n.Container)
-}
-
-// Stop stops the node gracefully (SIGTERM: the agent leaves).
-func (c *Cluster) Stop(ctx context.Context, n *Node) error {
-	return c.docker(ctx, "stop", n, "stop", n.Container)
-}
-
-// Start starts a stopped or killed node again, same container and volume.
-func (c *Cluster) Start(ctx context.Context, n *Node) error {
-	return c.docker(ctx, "start", n, "start", n.Container)
-}
-
-// Restart stops the node gracefully and starts it again.
-func (c *Cluster) Restart(ctx context.Context, n *Node) error {
-	return c.docker(ctx, "restart", n, "restart", n.Container)
-}
-
-// Pause freezes every process of the node (cgroup freezer).
-func (c *Cluster) Pause(ctx context.Context, n *Node) error {
-	return c.docker(ctx, "pause", n, "pause", n.Container)
-}
-
-// Unpause thaws a paused node.
-func (c *Cluster) Unpause(ctx context.Context, n *Node) error {
-	return c.docker(ctx, "unpause", n, "unpause", n.Container)
-}
-
-// Disconnect takes the node off the cluster network: it loses its
-// interface and reaches nobody.
-func (c *Cluster) Disconnect(ctx context.Context, n *Node) error {
-	return c.docker(ctx, "disconnect", n, "network", "disconnect", c.Network, n.Container)
-}
-
-// Reconnect puts a disconnected node back on the network at its address.
-func (c *Cluster) Reconnect(ctx context.Context, n *Node) error {
-	return c.docker(ctx, "reconnect", n, "network", "connect", "--ip", n.IP.String(), c.Network, n.Container)
-}
-
-// Partition splits the network into the given groups: nodes of different
-// groups drop each other's packets (blackhole routes), nodes of one group
-// still talk. Heal undoes it.
-func (c *Cluster) Partition(ctx context.Context, groups ...[]*Node) error {
-	return c.partition(ctx, "add", groups)
-}
-
-// Heal removes the routes a Partition added.
-func (c *Cluster) Heal(ctx context.Context, groups ...[]*Node) error {
-	return c.partition(ctx, "del", groups)
-}
-
-func (c *Cluster) partition(ctx context.Context, verb string, groups [][]*Node) error {
-	var errs []error
-	for gi, g := range groups {
-		for _, n := range g {
-			for gj, other := range groups {
-				if gi == gj {
-					continue
-				}
-				for _, o := range other {
-					if _, err := c.Exec(ctx, n, "ip", "route", verb, "blackhole", o.IP.String()+"/32"); err != nil {
-						errs = append(errs, err)
-					}
-				}
-			}
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("partition %s: %w", verb, err)
-	}
-	return nil
-}
-
-// Netem applies a netem discipline to the node's eth0, e.g.
-// Netem(ctx, n, "delay", "100ms", "20ms"). Kernels built without netem
-// answer "Specified qdisc kind is unknown"; PacketLoss works on those too.
-func (c *Cluster) Netem(ctx context.Context, n *Node, spec ...string) error {
-	args := append([]string{"tc", "qdisc", "replace", "dev", "eth0", "root", "netem"}, spec...)
-	if _, err := c.Exec(ctx, n, args...); err != nil {
-		return fmt.Errorf("netem: %w", err)
-	}
-	return nil
-}
-
-// ClearNetem removes the node's netem discipline. Removing none is fine.
-func (c *Cluster) ClearNetem(ctx context.Context, n *Node) error {
-	out, err := c.Exec(ctx, n, "sh", "-c", "tc qdisc del dev eth0 root 2>&1 || true")
-	if err != nil {
-		return fmt.Errorf("clear netem: %w: %s", err, out)
-	}
-	return nil
-}
-
-// PacketLoss drops percent of the packets the node sends on eth0, or stops
-// dropping when percent is 0. It uses `tc netem loss` where the kernel has
-// netem, and otherwise an nftables rule (numgen random) in the node's own
-// network namespace, run from the host with nsenter; either disappears with
-// the container. It returns which mechanism it used.
-func (c *Cluster) PacketLoss(ctx context.Context, n *Node, percent float64) (string, error) {
-	if percent < 0 || percent >= 100 {
-		return "", fmt.Errorf("packet loss %v%%: want 0 <= percent < 100", percent)
-	}
-	if percent == 0 {
-		errNetem := c.ClearNetem(ctx, n)
-		errNft := c.nft(ctx, n, "delete table inet rpi_e2e_loss", true)
-		return "", errors.Join(errNetem, errNft)
-	}
-	if err := c.Netem(ctx, n, "loss", strconv.FormatFloat(percent, 'f', -1, 64)+"%"); err == nil {
-		return "netem", nil
-	} else if !strings.Contains(err.Error(), "qdisc kind is unknown") {
-		return "", err
-	}
-	perMille := int(percent * 10)
-	script := fmt.Sprintf(`table inet rpi_e2e_loss {
-	chain out {
-		type filter hook output priority 0; policy accept;
-		oifname "eth0" numgen random mod 1000 < %d drop
-	}
-}
-`, perMille)
-	_ = c.nft(ctx, n, "delete table inet rpi_e2e_loss", true)
-	if err := c.nftScript(ctx, n, script); err != nil {
-		return "", fmt.Errorf("packet loss on %s: %w", n, err)
-	}
-	return "nftables", nil
-}
-
-func (c *Cluster) pid(ctx context.Context, n *Node) (string, error) {
-	pid, err := c.d.Run(ctx, "inspect", "--format", "{{.State.Pid}}", n.Container)
-	if err != nil {
-		return "", err
-	}
-	if pid == "0" || pid == "" {
-		return "", fmt.Errorf("%s is not running", n)
-	}
-	return pid, nil
-}
-
-func (c *Cluster) nft(ctx context.Context, n *Node, cmd string, ignoreErr bool) error {
-	pid, err := c.pid(ctx, n)
-	if err != nil {
-		return err
-	}
-	args := append([]string{"-t", pid, "-n", "nft"}, strings.Fields(cmd)...)
-	if _, err := run(ctx, nil, "nsenter", args...); err != nil && !ignoreErr {
-		return err
-	}
-	return nil
-}
-
-func (c *Cluster) nftScript(ctx context.Context, n *Node, script string) error {
-	pid, err := c.pid(ctx, n)
-	if err != nil {
-		return err
-	}
-	_, err = run(ctx, strings.NewReader(script), "nsenter", "-t", pid, "-n", "nft", "-f", "-")
-	return err
-}
-
-// Logs returns the node's container output (the entrypoint and the agent).
-func (c *Cluster) Logs(ctx context.Context, n *Node, tail int) (string, error) {
-	out, err := run(ctx, nil, "sh", "-c", `"$0" logs --tail "$1" "$2" 2>&1`, c.d.bin(), strconv.Itoa(tail), n.Container)
-	if err != nil {
-		return out, fmt.Errorf("logs of %s: %w", n, err)
-	}
-	return out, nil
-}
-
-// Views asks every node in observers for its /v1/nodes. A node that does not
-// answer has no entry and an error in the joined error.
-func (c *Cluster) Views(ctx context.Context, observers []*Node) (map[*Node][]apitypes.Node, error) {
-	type result struct {
-		n     *Node
-		nodes []apitypes.Node
-		err   error
-	}
-	ch := make(chan result, len(observers))
-	for _, o := range observers {
-		go func() {
-			rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			defer cancel()
-			nodes, err := o.Client().Nodes(rctx)
-			ch <- result{o, nodes, err}
-		}()
-	}
-	views := make(map[*Node][]apitypes.Node, len(observers))
-	var errs []error
-	for range observers {
-		r := <-ch
-		if r.err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", r.n, r.err))
-			continue
-		}
-		views[r.n] = r.nodes
-	}
-	return views, errors.Join(errs...)
-}
-
-// StatusOf returns the status of the node at ip in view, or "" if absent.
-func StatusOf(view []apitypes.Node, ip netip.Addr) string {
-	for _, n := range view {
-		if n.Address == ip.String() {
-			return n.Status
-		}
-	}
-	return ""
-}
-
-// ExpectStatus checks that every observer sees every target with status.
-// It returns what is still missing, nil when all agree.
-func (c *Cluster) ExpectStatus(ctx context.Context, observers, targets []*Node, status string) error {
-	views, err := c.Views(ctx, observers)
-	if err != nil {
-		return err
-	}
-	var missing []string
-	for _, o := range observers {
-		for _, t := range targets {
-			if got := StatusOf(views[o], t.IP); got != status {
-				missing = append(missing, fmt.Sprintf("%s sees %s as %q", o, t, got))
-			}
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("want %s: %s", status, strings.Join(missing, "; "))
-	}
-	return nil
-}
-
-// Converged returns nil when every node in nodes sees exactly nodes alive,
-// each with its gossiped record (monitoring, SSH host keys), else what is
-// still missing.
-func (c *Cluster) Converged(ctx context.Context, nodes []*Node) error {
-	views, err := c.Views(ctx, nodes)
-	if err != nil {
-		return err
-	}
-	want := make(map[string]bool, len(nodes))
-	for _, n := range nodes {
-		want[n.IP.String()] = true
-	}
-	var missing []string
-	for _, o := range nodes {
-		for _, m := range views[o] {
-			if m.Status == apitypes.StatusAlive && !want[m.Address] {
-				missing = append(missing, fmt.Sprintf("%s sees unexpected %s(%s) alive", o, m.Name, m.Address))
-			}
-			// Membership travels ahead of the node record (monitoring,
-			// host keys); converged means the records arrived too.
-			if want[m.Address] && m.Monitoring.SampledAt.IsZero() {
-				missing = append(missing, fmt.Sprintf("%s has no record of %s(%s) yet", o, m.Name, m.Address))
-			}
-		}
-		for _, t := range nodes {
-			if s := StatusOf(views[o], t.IP); s != apitypes.StatusAlive {
-				missing = append(missing, fmt.Sprintf("%s sees %s as %q", o, t, s))
-			}
-		}
-	}
-	if len(missing) > 0 {
-		return errors.New(strings.Join(missing, "; "))
-	}
-	return nil
-}
-
-// WaitConverged waits until every node sees all of nodes (nil: every node
-// of the cluster) alive, then records each node's name. It returns the
-// time it took.
-func (c *Cluster) WaitConverged(ctx context.Context, nodes []*Node, timeout time.Duration) (time.Duration, error) {
-	if nodes == nil {
-		nodes = c.Nodes()
-	}
-	start := time.Now()
-	if err := Poll(ctx, timeout, 250*time.Millisecond, func() error { return c.Converged(ctx, nodes) }); err != nil {
-		return time.Since(start), fmt.Errorf("wait for %d nodes to converge: %w", len(nodes), err)
-	}
-	took := time.Since(start)
-	return took, c.Refresh(ctx, nodes)
-}
-
-// Refresh reads each node's name from its agent.
-func (c *Cluster) Refresh(ctx context.Context, nodes []*Node) error {
-	for _, n := range nodes {
-		self, err := n.Client().Self(ctx)
-		if err != nil {
-			return fmt.Errorf("refresh %s: %w", n.Container, err)
-		}
-		c.mu.Lock()
-		n.Name = self.Name
-		c.mu.Unlock()
-	}
-	return nil
-}
-
-// Poll calls cond every interval until it returns nil, ctx ends or timeout
-// passes, and returns the last error (what was still missing).
-func Poll(ctx context.Context, timeout, interval time.Duration, cond func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
-		case <-time.After(interval):
-		}
-	}
 }
 
 // Down removes the cluster: its containers, volumes and network.

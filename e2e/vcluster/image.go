@@ -19,8 +19,6 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/rpi-cluster/rpi-cluster/e2e/node"
 )
 
 // DefaultSuite is the Debian release the node root filesystem is built from.
@@ -32,23 +30,29 @@ const ImageRepo = "rpi-cluster/node"
 // DefaultPackages are installed at bootstrap time. Containers have no route to
 // a package mirror, so everything a node needs must be here. python3-apt is
 // what Ansible's apt module runs on (Raspberry Pi OS ships it too); without it
-// Ansible tries to install it from the network.
+// Ansible tries to install it from the network. systemd is process 1 of every
+// node, as on a Pi, and runs the image's units.
 var DefaultPackages = []string{
-	"ca-certificates", "curl", "iproute2", "iputils-ping", "nginx",
+	"ca-certificates", "curl", "dbus", "iproute2", "iputils-ping", "nginx",
 	"openssh-server", "procps", "python3", "python3-apt", "sudo",
+	"systemd", "systemd-sysv",
 }
 
-// EntrypointPath is where the container entrypoint is installed in the image.
-const EntrypointPath = "/usr/local/sbin/rpi-node-entrypoint"
+// InitPath is the container's process 1: systemd, as on a real Pi.
+const InitPath = "/sbin/init"
 
 // baseFormat is bumped whenever the way the base is made changes, so that
 // stale cached tarballs are not reused.
-const baseFormat = "1"
+const baseFormat = "2"
+
+// nodeFormat is bumped whenever what the harness changes in a node image
+// (see bootable) changes, so that stale images are not reused.
+const nodeFormat = "systemd-1"
 
 // ImageOptions says how to build the node image.
 type ImageOptions struct {
 	// CacheDir holds the cached base root filesystems (rootfs/) and scratch
-	// space. Required.
+	// space, outside the checkout (see DefaultCacheDir). Required.
 	CacheDir string
 	// Mirror is the Debian mirror for debootstrap. Empty: the one this
 	// machine's apt is configured with (see AptMirror).
@@ -59,7 +63,8 @@ type ImageOptions struct {
 	Packages []string
 	// RPIImage is the rpi-image executable that applies the project's
 	// customisation (`rpi-image rootfs DIR`). Empty builds a bare image: the
-	// base plus the entrypoint, useful only to test the harness itself.
+	// base booting systemd with no unit of ours, useful only to test the
+	// harness itself.
 	RPIImage string
 	// AgentBinary is the linux rpi-agent binary baked into the image.
 	// Required when RPIImage is set.
@@ -103,6 +108,22 @@ func (o *ImageOptions) defaults() error {
 	return nil
 }
 
+// DefaultCacheDir is where base root filesystems are cached: $RPI_CACHE_DIR,
+// else rpi-cluster in the user's cache directory ($XDG_CACHE_HOME, or
+// ~/.cache). It is outside the checkout so that every clone and every CI run
+// on the machine share it; its entries are named by what goes into them
+// (BaseKey), so a changed package list or mirror never reuses a stale one.
+func DefaultCacheDir() (string, error) {
+	if d := os.Getenv("RPI_CACHE_DIR"); d != "" {
+		return d, nil
+	}
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("cache directory: %w: set RPI_CACHE_DIR", err)
+	}
+	return filepath.Join(d, "rpi-cluster"), nil
+}
+
 // BaseKey identifies a base root filesystem by what goes into it.
 func (o *ImageOptions) BaseKey() string {
 	pkgs := append([]string(nil), o.Packages...)
@@ -116,7 +137,7 @@ func (o *ImageOptions) BaseKey() string {
 // BuildImage returns the tag of the node image for opts, building it only
 // when the engine does not hold it yet. The tag is a hash of everything that
 // goes into the image: the base key, the agent binary, the customisation tool,
-// the SSH key and the entrypoint.
+// the SSH key and the harness's own changes (nodeFormat).
 func BuildImage(ctx context.Context, d *Docker, opts ImageOptions) (string, error) {
 	if err := opts.defaults(); err != nil {
 		return "", err
@@ -155,14 +176,36 @@ func BuildImage(ctx context.Context, d *Docker, opts ImageOptions) (string, erro
 			return "", err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(root, EntrypointPath), node.Entrypoint, 0o755); err != nil {
-		return "", fmt.Errorf("build image: install entrypoint: %w", err)
+	if err := bootable(root); err != nil {
+		return "", err
 	}
 	if err := importRootfs(ctx, d, root, tag); err != nil {
 		return "", err
 	}
 	opts.Logger.Info("node image built", "image", tag, "took", time.Since(start).Round(time.Millisecond))
 	return tag, nil
+}
+
+// bootable adapts root to booting in a container and to nothing else: the
+// units of the image (rpi-firstboot, rpi-agent, ssh) stay exactly as
+// rpi-image wrote them. The base carries nginx and apt only because nodes
+// cannot reach a mirror; a Pi gets nginx from the playbook, which enables
+// and starts it, so here it is installed but not enabled. apt's daily
+// timers would take dpkg's lock from under a playbook with nothing to
+// fetch, so they are masked.
+func bootable(root string) error {
+	for _, unit := range []string{"multi-user.target.wants/nginx.service", "timers.target.wants/apt-daily.timer",
+		"timers.target.wants/apt-daily-upgrade.timer"} {
+		if err := os.Remove(filepath.Join(root, "etc/systemd/system", unit)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("build image: disable %s: %w", filepath.Base(unit), err)
+		}
+	}
+	for _, unit := range []string{"apt-daily.timer", "apt-daily-upgrade.timer"} {
+		if err := os.Symlink("/dev/null", filepath.Join(root, "etc/systemd/system", unit)); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("build image: mask %s: %w", unit, err)
+		}
+	}
+	return nil
 }
 
 // customise runs `rpi-image rootfs` over root, the same code that prepares
@@ -203,7 +246,11 @@ func importRootfs(ctx context.Context, d *Docker, root, tag string) error {
 		return fmt.Errorf("import image: start tar: %w", err)
 	}
 	_, importErr := d.RunInput(ctx, pipe, "import",
-		"--change", fmt.Sprintf(`ENTRYPOINT ["%s"]`, EntrypointPath),
+		"--change", fmt.Sprintf(`ENTRYPOINT ["%s"]`, InitPath),
+		// "container" tells systemd where it runs, as every container
+		// manager does. The stop signal is set per container (systemdFlags):
+		// import cannot.
+		"--change", "ENV container=docker",
 		"--change", "LABEL "+LabelImage+"=1",
 		"-", tag)
 	// Drain whatever import left unread so tar can exit.
@@ -272,8 +319,7 @@ func EnsureBase(ctx context.Context, opts ImageOptions) (string, error) {
 // imageTag hashes everything that goes into the image.
 func imageTag(o *ImageOptions) (string, error) {
 	h := sha256.New()
-	fmt.Fprintf(h, "base=%s\n", o.BaseKey())
-	h.Write(node.Entrypoint)
+	fmt.Fprintf(h, "base=%s\nnode=%s\n", o.BaseKey(), nodeFormat)
 	if o.RPIImage != "" {
 		for _, f := range []string{o.RPIImage, o.AgentBinary, o.SSHPublicKey} {
 			if err := hashFile(h, f); err != nil {

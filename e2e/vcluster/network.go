@@ -2,8 +2,10 @@ package vcluster
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -111,4 +113,69 @@ func nodeIP(subnet netip.Prefix, i int) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("node %d does not fit in %s", i, subnet)
 	}
 	return ip, nil
+}
+
+func (c *Cluster) createNetwork(ctx context.Context) error {
+	if out, err := c.d.Run(ctx, "network", "inspect", "--format",
+		`{{index .Labels "`+LabelRun+`"}} {{range .IPAM.Config}}{{.Subnet}}{{end}}`, c.Network); err == nil {
+		f := strings.Fields(out)
+		if len(f) != 2 || f[0] != c.RunID {
+			return fmt.Errorf("create network %s: a network of that name exists and is not this run's: remove it (docker network rm %s)", c.Network, c.Network)
+		}
+		p, err := netip.ParsePrefix(f[1])
+		if err != nil {
+			return fmt.Errorf("create network %s: existing subnet %q: %w", c.Network, f[1], err)
+		}
+		c.Subnet = p
+		c.log.Info("reusing network", "network", c.Network, "subnet", p)
+		return nil
+	}
+	routes, err := HostRoutes()
+	if err != nil {
+		return fmt.Errorf("create network: %w", err)
+	}
+	var candidates []netip.Prefix
+	if c.opts.Subnet != "" {
+		p, err := netip.ParsePrefix(c.opts.Subnet)
+		if err != nil || !p.Addr().Is4() || p.Bits() > 24 {
+			return fmt.Errorf("create network: subnet %q: want an IPv4 prefix of /24 or larger, e.g. %s", c.opts.Subnet, DefaultSubnet)
+		}
+		if r, ok := overlappingRoute(routes, p); ok {
+			return fmt.Errorf("create network: subnet %s overlaps the host route %s on %s: pick another with --subnet", p, r.Dst, r.Iface)
+		}
+		candidates = []netip.Prefix{p.Masked()}
+	} else {
+		for _, p := range autoSubnets() {
+			if _, ok := overlappingRoute(routes, p); !ok {
+				candidates = append(candidates, p)
+			}
+		}
+	}
+	var lastErr error
+	for _, p := range candidates {
+		gw := p.Addr().Next()
+		// Not --internal: Docker's isolation rules for internal networks
+		// drop every packet not addressed to the subnet, multicast (mDNS)
+		// included. Without masquerading, nothing from the nodes gets a
+		// usable route out; link-local multicast is never routed anyway.
+		_, err := c.d.Run(ctx, "network", "create", "--driver", "bridge",
+			"--opt", "com.docker.network.bridge.enable_ip_masquerade=false",
+			"--subnet", p.String(), "--gateway", gw.String(),
+			"--label", LabelRun+"="+c.RunID, "--label", LabelSession+"="+c.opts.Session, c.Network)
+		if err == nil {
+			c.Subnet = p
+			c.log.Info("network created", "network", c.Network, "subnet", p)
+			return nil
+		}
+		lastErr = err
+		var ce *CommandError
+		if errors.As(err, &ce) && strings.Contains(ce.Stderr, "overlaps") && c.opts.Subnet == "" {
+			continue // another run holds it: try the next
+		}
+		break
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no free subnet in 10.213.8.0-10.213.249.0")
+	}
+	return fmt.Errorf("create network %s: %w", c.Network, lastErr)
 }

@@ -10,9 +10,12 @@ import (
 
 // PrepareOptions says where the repository is and what image to make.
 type PrepareOptions struct {
-	// RepoRoot is the repository; the cache lives in RepoRoot/.cache.
+	// RepoRoot is the repository; the cluster's SSH key and workstation
+	// files live in RepoRoot/.cache/vcluster.
 	RepoRoot string
-	// Bare builds the base plus entrypoint only: no agent, no
+	// CacheDir holds the base root filesystems; empty: DefaultCacheDir.
+	CacheDir string
+	// Bare builds the base booting systemd only: no agent, no
 	// customisation. For testing the harness itself.
 	Bare bool
 	// Mirror overrides the Debian mirror (default: this machine's apt's).
@@ -43,14 +46,20 @@ func Prepare(ctx context.Context, o PrepareOptions) (*Prepared, error) {
 	if err := o.Docker.Available(ctx); err != nil {
 		return nil, err
 	}
-	cache := filepath.Join(o.RepoRoot, ".cache")
-	p := &Prepared{Dir: filepath.Join(cache, "vcluster")}
+	if o.CacheDir == "" {
+		d, err := DefaultCacheDir()
+		if err != nil {
+			return nil, fmt.Errorf("prepare: %w", err)
+		}
+		o.CacheDir = d
+	}
+	p := &Prepared{Dir: filepath.Join(o.RepoRoot, ".cache", "vcluster")}
 	key, err := EnsureSSHKey(p.Dir)
 	if err != nil {
 		return nil, err
 	}
 	p.Key = key
-	imgOpts := ImageOptions{CacheDir: cache, Mirror: o.Mirror, Logger: o.Logger}
+	imgOpts := ImageOptions{CacheDir: o.CacheDir, Mirror: o.Mirror, Logger: o.Logger}
 	if !o.Bare {
 		o.Logger.Info("building binaries")
 		bins, err := BuildBinaries(ctx, o.RepoRoot, filepath.Join(p.Dir, "bin"))

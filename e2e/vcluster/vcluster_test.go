@@ -176,3 +176,13 @@ type netipAddr struct{ s string }
 
 func (a *netipAddr) Network() string { return "tcp" }
 func (a *netipAddr) String() string  { return a.s }
+
+// Extra agent arguments reach systemd quoted, so spaces, quotes, '%' and
+// '$' arrive at the agent as given rather than as specifiers or variables.
+func TestAgentArgsDropIn(t *testing.T) {
+	got := agentArgsDropIn([]string{"--log-level", "debug", `a "b" c`, "100%", "$HOME", `back\slash`})
+	want := `ExecStart=/usr/local/bin/rpi-agent --config /etc/rpi-cluster/agent.yaml "--log-level" "debug" "a \"b\" c" "100%%" "$$HOME" "back\\slash"` + "\n"
+	if !strings.Contains(got, "[Service]\nExecStart=\n") || !strings.HasSuffix(got, want) {
+		t.Errorf("drop-in:\n%s\nwant it to reset ExecStart and end with:\n%s", got, want)
+	}
+}

@@ -28,7 +28,7 @@ func main() {
 
 func app() *cli.App {
 	runID := &cli.StringFlag{Name: "run-id", Value: "cluster", Usage: "name of the cluster; everything it makes is labelled " + vcluster.LabelRun + "=<run-id>"}
-	repo := &cli.StringFlag{Name: "repo", Value: ".", Usage: "the rpi-cluster repository (its .cache holds the image cache and the SSH key)"}
+	repo := &cli.StringFlag{Name: "repo", Value: ".", Usage: "the rpi-cluster repository (its .cache/vcluster holds the cluster's SSH key and workstation files; base root filesystems are cached in $RPI_CACHE_DIR, else ~/.cache/rpi-cluster)"}
 	mirror := &cli.StringFlag{Name: "mirror", EnvVars: []string{"RPI_VCLUSTER_MIRROR"}, Usage: "Debian mirror for debootstrap (default: this machine's apt mirror)"}
 	return &cli.App{
 		Name:  "rpi-vcluster",
