@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,11 +21,6 @@ import (
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
 	"github.com/rpi-cluster/rpi-cluster/e2e/vcluster"
 )
-
-// bareExtraPackages make a bare node a stand-in for a Pi running Raspberry
-// Pi OS: systemd as process 1, so the role's unit is really installed,
-// enabled and started, and its hardening applied.
-var bareExtraPackages = []string{"systemd", "systemd-sysv", "dbus"}
 
 // Acceptance (issue 18): the rpi_cluster.pi.agent role, run against bare
 // virtual nodes (no agent) listed by address, makes them join the cluster
@@ -44,9 +38,14 @@ func TestRoleJoinsBareNodes(t *testing.T) {
 	d := &vcluster.Docker{}
 
 	key, cluster := imageSecrets(t, d)
+	// The nodes' own base, booting systemd as a Pi running Raspberry Pi OS
+	// does, without the project's customisation: no agent, no unit of ours.
+	cache, err := vcluster.DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
 	image, err := vcluster.BuildImage(ctx, d, vcluster.ImageOptions{
-		CacheDir: filepath.Join(suite.root, ".cache"),
-		Packages: append(slices.Clone(vcluster.DefaultPackages), bareExtraPackages...),
+		CacheDir: cache,
 		Logger:   slog.New(slog.NewTextHandler(os.Stderr, nil)),
 	})
 	if err != nil {
@@ -214,18 +213,17 @@ func startBareNode(t *testing.T, c *vcluster.Cluster, d *vcluster.Docker, image 
 	a := c.Subnet.Masked().Addr().As4()
 	a[3] = byte(230 + i)
 	n := &vcluster.Node{Index: 230 + i, Container: fmt.Sprintf("rpi-vc-%s-bare%d", c.RunID, i), IP: netip.AddrFrom4(a)}
-	_, err := d.Run(context.Background(), "run", "-d",
+	args := []string{"run", "-d",
 		"--name", n.Container,
 		"--hostname", fmt.Sprintf("bare-%d", i),
 		"--network", c.Network, "--ip", n.IP.String(),
-		"--label", vcluster.LabelRun+"="+c.RunID,
-		"--label", vcluster.LabelSession+"="+os.Getenv("RPI_E2E_SESSION"),
-		"--privileged", "--cgroupns=private",
-		"--tmpfs", "/run", "--tmpfs", "/run/lock",
+		"--label", vcluster.LabelRun + "=" + c.RunID,
+		"--label", vcluster.LabelSession + "=" + os.Getenv("RPI_E2E_SESSION"),
 		"--env", "container=docker",
-		"--stop-signal", "SIGRTMIN+3",
-		"--entrypoint", "/sbin/init",
-		image)
+		"--entrypoint", vcluster.InitPath,
+	}
+	args = append(args, vcluster.SystemdFlags...)
+	_, err := d.Run(context.Background(), append(args, image)...)
 	if err != nil {
 		t.Fatalf("start bare node %d: %v", i, err)
 	}

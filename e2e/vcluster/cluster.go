@@ -238,7 +238,7 @@ func (c *Cluster) runNode(ctx context.Context, n *Node, container string) error 
 		// docker's SIGKILL.
 		"--stop-timeout", "30",
 	}
-	args = append(args, systemdFlags...)
+	args = append(args, SystemdFlags...)
 	args = append(args, lxcfsMounts()...)
 	args = append(args, c.Image)
 	if _, err := c.d.Run(ctx, args...); err != nil {
@@ -255,13 +255,13 @@ func (c *Cluster) runNode(ctx context.Context, n *Node, container string) error 
 	return nil
 }
 
-// systemdFlags let systemd be process 1 with the image's units as written:
+// SystemdFlags let systemd be process 1 with the image's units as written:
 // it needs to mount (/run, the units' private /tmp and read-only views)
 // and to manage its own cgroups, and seccomp must let the units' sandboxes
 // be built. Docker's default flags make systemd silently skip the units'
 // hardening; --privileged would hand the node the host's devices. NET_ADMIN
 // is for the fault injection (netem, blackhole routes).
-var systemdFlags = []string{
+var SystemdFlags = []string{
 	"--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN",
 	"--security-opt", "seccomp=unconfined",
 	"--volume", "/sys/fs/cgroup:/sys/fs/cgroup",

@@ -248,7 +248,7 @@ func importRootfs(ctx context.Context, d *Docker, root, tag string) error {
 	_, importErr := d.RunInput(ctx, pipe, "import",
 		"--change", fmt.Sprintf(`ENTRYPOINT ["%s"]`, InitPath),
 		// "container" tells systemd where it runs, as every container
-		// manager does. The stop signal is set per container (systemdFlags):
+		// manager does. The stop signal is set per container (SystemdFlags):
 		// import cannot.
 		"--change", "ENV container=docker",
 		"--change", "LABEL "+LabelImage+"=1",
