@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"io/fs"
 	"os"
 	"path"
@@ -35,10 +36,12 @@ func embedded(name string) []byte {
 
 // Paths inside the root filesystem.
 const (
-	agentUser        = "rpi-agent"
-	AgentBinaryPath  = "/usr/local/bin/rpi-agent"
-	AgentConfigPath  = "/etc/rpi-cluster/agent.yaml"
-	AgentDataDir     = "/var/lib/rpi-agent"
+	agentUser       = "rpi-agent"
+	AgentBinaryPath = "/usr/local/bin/rpi-agent"
+	AgentConfigPath = "/etc/rpi-cluster/agent.yaml"
+	AgentDataDir    = "/var/lib/rpi-agent"
+	// NodeKeyPath is the agent's own signing key in its data dir.
+	NodeKeyPath      = AgentDataDir + "/" + identity.KeyFile
 	AgentUnitPath    = "/etc/systemd/system/rpi-agent.service"
 	FirstbootPath    = "/usr/local/sbin/rpi-firstboot"
 	FirstbootUnit    = "/etc/systemd/system/rpi-firstboot.service"
@@ -499,8 +502,9 @@ func installWatchdog(fsys FS, _ BootFS, _ Options, r *Report, _ []byte) error {
 
 // ResetIdentity makes the root filesystem fsys forget the identity of the
 // node it came from, so that every copy is born unique at its first boot:
-// empty machine-id, no SSH host keys, hostname raspberrypi, no first-boot
-// marker. r, when not nil, records what was written.
+// empty machine-id, no SSH host keys, no node key (the agent makes its own
+// on its first start), hostname raspberrypi, no first-boot marker. r, when
+// not nil, records what was written.
 func ResetIdentity(fsys FS, r *Report) error {
 	if r == nil {
 		r = &Report{}
@@ -551,6 +555,14 @@ func ResetIdentity(fsys FS, r *Report) error {
 	r.wrote("/etc/hosts")
 	if err := fsys.Remove(FirstbootMarker); err != nil {
 		return err
+	}
+	// A card cloned after it booted carries its node key: two nodes signing
+	// with one key would be one identity to every peer.
+	if ok, _ := exists(fsys, NodeKeyPath); ok {
+		if err := fsys.Remove(NodeKeyPath); err != nil {
+			return err
+		}
+		r.wrote(NodeKeyPath + " (removed)")
 	}
 	if ok, _ := exists(fsys, FirstbootPath); !ok {
 		r.warn("%s is not installed: nothing will regenerate the identity at boot (build the image with rpi-image build)", FirstbootPath)

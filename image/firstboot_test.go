@@ -87,7 +87,11 @@ func TestFirstbootKeepsChosenHostname(t *testing.T) {
 	root := resetRoot(t)
 	writeFile(t, root+"/etc/hostname", "kitchen-pi\n", 0o644)
 	writeFile(t, root+"/etc/ssh/ssh_host_rsa_key", "cloned key", 0o600)
+	writeFile(t, root+"/var/lib/rpi-agent/node.key", "cloned node key", 0o600)
 	runFirstboot(t, root, map[string]string{"eth0": "b8:27:eb:a1:b2:c3"})
+	if _, err := os.Stat(root + "/var/lib/rpi-agent/node.key"); err == nil {
+		t.Error("a cloned node key survived first boot: two cards would speak with one identity")
+	}
 	if got := string(mustRead(t, root+"/etc/hostname")); got != "kitchen-pi\n" {
 		t.Errorf("hostname = %q, want the chosen kitchen-pi kept", got)
 	}

@@ -148,6 +148,7 @@ func makeRootDir(t *testing.T, machine elf.Machine, attrs []byte) string {
 	writeFile(t, root+"/etc/skel/.bashrc", "# bashrc\n", 0o644)
 	writeFile(t, root+"/usr/lib/systemd/system/ssh.service", "[Service]\nExecStart=/usr/sbin/sshd -D\n", 0o644)
 	writeFile(t, root+"/var/lib/rpi-cluster/firstboot.done", "2015-01-01", 0o644)
+	writeFile(t, root+"/var/lib/rpi-agent/node.key", "the booted card's own node key", 0o600)
 	if os.Geteuid() == 0 {
 		for _, f := range []string{"/etc/shadow", "/etc/gshadow"} {
 			if err := os.Chown(root+f, 0, 42); err != nil {

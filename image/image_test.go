@@ -238,7 +238,7 @@ func checkCustomised(t *testing.T, v view, o Options, wantAgent string, owners b
 	if got := v.cat(t, "/etc/machine-id"); got != "" {
 		t.Errorf("machine-id = %q, want empty", got)
 	}
-	for _, p := range []string{"/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ed25519_key.pub", "/var/lib/rpi-cluster/firstboot.done"} {
+	for _, p := range []string{"/etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ed25519_key.pub", "/var/lib/rpi-cluster/firstboot.done", "/var/lib/rpi-agent/node.key"} {
 		if _, ok := v.stat(t, p); ok {
 			t.Errorf("%s still there", p)
 		}
