@@ -79,7 +79,7 @@ test-arm:
 
 # Debian packages the full test run needs (installed by `make deps`, as root).
 TEST_DEPS := debootstrap ansible-core ansible-lint chromium mtools dosfstools fdisk e2fsprogs \
-	xz-utils iproute2 openssh-client curl systemd lxcfs prometheus qemu-user-static
+	xz-utils iproute2 openssh-client curl systemd lxcfs prometheus qemu-user-static zsh
 
 deps:
 	./scripts/deps.sh $(TEST_DEPS)

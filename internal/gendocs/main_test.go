@@ -112,3 +112,50 @@ func TestBashCompletion(t *testing.T) {
 		}
 	}
 }
+
+// TestZshCompletion runs each generated zsh completion in a real zsh: it
+// must parse, and, with zsh's completion helpers replaced by stubs that
+// print what they are given, offer every subcommand of its tool.
+func TestZshCompletion(t *testing.T) {
+	zsh, err := exec.LookPath("zsh")
+	if err != nil {
+		t.Skip("zsh not installed (apt-get install zsh)")
+	}
+	files, err := Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tool, want := range map[string][]string{
+		"rpi-meta":      {"add-service", "remove-service", "list"},
+		"rpi-inventory": {"hosts", "known-hosts", "forget"},
+		"rpi-agent":     {"members", "keygen", "rekey", "force-leave"},
+		"rpi-launch":    {"status", "reconcile"},
+		"rpi-image":     {"build", "rootfs", "reset-identity"},
+	} {
+		f := filepath.Join(t.TempDir(), "_"+tool)
+		if err := os.WriteFile(f, files[filepath.Join("completion", "zsh", "_"+tool)], 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(zsh, "-n", f).CombinedOutput(); err != nil {
+			t.Fatalf("%s: zsh -n: %v\n%s", tool, err, out)
+		}
+		prog := `_arguments() { state=command; return 0 }
+_describe() { print -l -- "${(@P)2}" }
+words=(` + tool + ` ""); CURRENT=2
+source ` + f + "\n"
+		out, err := exec.Command(zsh, "-f", "-c", prog).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: zsh: %v\n%s", tool, err, out)
+		}
+		var offered []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			name, _, _ := strings.Cut(l, ":")
+			offered = append(offered, name)
+		}
+		for _, w := range want {
+			if !slices.Contains(offered, w) {
+				t.Errorf("%s: zsh completion offers %q, want %q among them", tool, offered, w)
+			}
+		}
+	}
+}
