@@ -19,6 +19,8 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/rpi-cluster/rpi-cluster/agent"
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/agent/client"
 	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
 	"github.com/rpi-cluster/rpi-cluster/internal/secretfile"
 	"github.com/rpi-cluster/rpi-cluster/internal/version"
@@ -127,6 +129,38 @@ func tokenFileFlag() cli.Flag {
 // clientToken is --token, else the content of --token-file.
 func clientToken(c *cli.Context) (string, error) {
 	return secretfile.Value("--token", "--token-file", c.String("token"), c.String("token-file"))
+}
+
+// writeFlags are the flags of a subcommand that writes through an agent's
+// API: the agent to ask (agentUsage says what it is asked for) and the
+// token.
+func writeFlags(agentUsage string) []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "agent", Usage: agentUsage, Value: "http://127.0.0.1:8080", EnvVars: []string{"RPI_AGENT"}},
+		&cli.StringFlag{Name: "token", Usage: "API `TOKEN` the agents require for writes (visible to ps: prefer --token-file)", EnvVars: []string{"RPI_TOKEN"}},
+		tokenFileFlag(),
+	}
+}
+
+// nodeArgAndClient checks the subcommand's one NAME argument against the
+// node-name rule and returns it with a client of --agent carrying the token.
+func nodeArgAndClient(c *cli.Context, op string) (string, *client.Client, error) {
+	if c.NArg() != 1 {
+		return "", nil, cliapp.Usagef("%s: give exactly one node name: rpi-agent %s NAME", op, op)
+	}
+	name := c.Args().First()
+	if err := apitypes.ValidateNodeName(name); err != nil {
+		return "", nil, cli.Exit(op+": "+err.Error(), 2)
+	}
+	token, err := clientToken(c)
+	if err != nil {
+		return "", nil, err
+	}
+	cl, err := client.New(c.String("agent"), token)
+	if err != nil {
+		return "", nil, err
+	}
+	return name, cl, nil
 }
 
 // loadConfig layers DefaultConfig, the config file, then the environment and

@@ -9,7 +9,6 @@ import (
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
-	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
 )
 
 // forceLeaveCommand removes a failed or left node from the cluster's views
@@ -23,24 +22,9 @@ func forceLeaveCommand() *cli.Command {
 			"reap_left_after (1h). This removes NAME at once from the agent asked, which tells its peers to\n" +
 			"remove it too. Only a node failed or left everywhere goes: an agent that holds NAME alive keeps it,\n" +
 			"and a node alive at the agent asked is refused (stop it first). If it comes back it simply joins again.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "agent", Usage: "agent `URL` to ask", Value: "http://127.0.0.1:8080", EnvVars: []string{"RPI_AGENT"}},
-			&cli.StringFlag{Name: "token", Usage: "API `TOKEN` the agent requires for writes (visible to ps: prefer --token-file)", EnvVars: []string{"RPI_TOKEN"}},
-			tokenFileFlag(),
-		},
+		Flags: writeFlags("agent `URL` to ask"),
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return cliapp.Usagef("force-leave: give exactly one node name: rpi-agent force-leave NAME")
-			}
-			name := c.Args().First()
-			if err := apitypes.ValidateNodeName(name); err != nil {
-				return cli.Exit("force-leave: "+err.Error(), 2)
-			}
-			token, err := clientToken(c)
-			if err != nil {
-				return err
-			}
-			cl, err := client.New(c.String("agent"), token)
+			name, cl, err := nodeArgAndClient(c, "force-leave")
 			if err != nil {
 				return err
 			}

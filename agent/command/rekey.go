@@ -9,7 +9,6 @@ import (
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
-	"github.com/rpi-cluster/rpi-cluster/internal/cliapp"
 	"github.com/rpi-cluster/rpi-cluster/internal/toolkit"
 )
 
@@ -27,24 +26,9 @@ func rekeyCommand() *cli.Command {
 			"signed by another key (GET /v1/conflicts lists them). After a node's card is reinstalled its key is new:\n" +
 			"start it, wait until the agents list the conflict, then run this to pin NAME to the key it now offers.\n" +
 			"It asks each agent listed by --agent's /v1/nodes; agents that see no other key for NAME are left as they are.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "agent", Usage: "agent `URL` whose member list says which agents to ask", Value: "http://127.0.0.1:8080", EnvVars: []string{"RPI_AGENT"}},
-			&cli.StringFlag{Name: "token", Usage: "API `TOKEN` the agents require for writes (visible to ps: prefer --token-file)", EnvVars: []string{"RPI_TOKEN"}},
-			tokenFileFlag(),
-		},
+		Flags: writeFlags("agent `URL` whose member list says which agents to ask"),
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return cliapp.Usagef("rekey: give exactly one node name: rpi-agent rekey NAME")
-			}
-			name := c.Args().First()
-			if err := apitypes.ValidateNodeName(name); err != nil {
-				return cli.Exit("rekey: "+err.Error(), 2)
-			}
-			token, err := clientToken(c)
-			if err != nil {
-				return err
-			}
-			base, err := client.New(c.String("agent"), token)
+			name, base, err := nodeArgAndClient(c, "rekey")
 			if err != nil {
 				return err
 			}
