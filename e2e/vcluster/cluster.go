@@ -245,7 +245,12 @@ func (c *Cluster) runNode(ctx context.Context, n *Node, container string) error 
 		return fmt.Errorf("start node %d: %w", n.Index, err)
 	}
 	if len(c.opts.AgentArgs) > 0 {
-		if err := c.installDropIn(ctx, container, agentArgsDropIn(c.opts.AgentArgs)); err != nil {
+		if err := c.installDropIn(ctx, container, agentArgsPath, agentArgsDropIn(c.opts.AgentArgs)); err != nil {
+			return fmt.Errorf("start node %d: %w", n.Index, err)
+		}
+	}
+	if LXCFSActive() {
+		if err := c.installDropIn(ctx, container, lxcfsDropInPath, lxcfsDropIn()); err != nil {
 			return fmt.Errorf("start node %d: %w", n.Index, err)
 		}
 	}
@@ -287,14 +292,15 @@ func agentArgsDropIn(args []string) string {
 }
 
 // installDropIn copies unit text into the created, not yet started
-// container at agentArgsPath, as a tar stream (docker cp -).
-func (c *Cluster) installDropIn(ctx context.Context, container, text string) error {
+// container at dropIn, a file of rpi-agent.service.d, as a tar stream
+// (docker cp -).
+func (c *Cluster) installDropIn(ctx context.Context, container, dropIn, text string) error {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	dir := path.Dir(agentArgsPath)
+	dir := path.Dir(dropIn)
 	hdrs := []*tar.Header{
 		{Typeflag: tar.TypeDir, Name: path.Base(dir) + "/", Mode: 0o755},
-		{Typeflag: tar.TypeReg, Name: path.Base(dir) + "/" + path.Base(agentArgsPath), Mode: 0o644, Size: int64(len(text))},
+		{Typeflag: tar.TypeReg, Name: path.Base(dir) + "/" + path.Base(dropIn), Mode: 0o644, Size: int64(len(text))},
 	}
 	for _, h := range hdrs {
 		h.ModTime = time.Now()
@@ -309,7 +315,7 @@ func (c *Cluster) installDropIn(ctx context.Context, container, text string) err
 		return err
 	}
 	if _, err := c.d.RunInput(ctx, &buf, "cp", "-", container+":"+path.Dir(dir)); err != nil {
-		return fmt.Errorf("install %s: %w", agentArgsPath, err)
+		return fmt.Errorf("install %s: %w", dropIn, err)
 	}
 	return nil
 }
@@ -332,9 +338,30 @@ func lxcfsMounts() []string {
 	}
 	var args []string
 	for _, f := range lxcfsProcFiles {
-		args = append(args, "--volume", LXCFSRoot+"/proc/"+f+":/proc/"+f+":rw")
+		args = append(args, "--volume", LXCFSRoot+"/proc/"+f+":/proc/"+f+":rw",
+			"--volume", LXCFSRoot+"/proc/"+f+":"+lxcfsNodeDir+"/"+f+":ro")
 	}
 	return args
+}
+
+// lxcfsNodeDir is where a node sees lxcfs's files a second time: the
+// agent's unit mounts a fresh /proc (ProtectKernelTunables= and
+// ProtectControlGroups= imply it), which hides the copies mounted over
+// /proc, so lxcfsDropIn binds these back over the fresh one. The unit as
+// the image ships it stays unchanged; a real Pi has its own kernel.
+const lxcfsNodeDir = "/var/lib/lxcfs-proc"
+
+// lxcfsDropInPath is the drop-in giving the agent its node's /proc figures.
+const lxcfsDropInPath = "/etc/systemd/system/rpi-agent.service.d/20-vcluster-lxcfs.conf"
+
+// lxcfsDropIn binds lxcfsNodeDir's files over the agent's /proc.
+func lxcfsDropIn() string {
+	var b strings.Builder
+	b.WriteString("# Written by the virtual cluster harness: this node's own /proc figures (lxcfs).\n[Service]\n")
+	for _, f := range lxcfsProcFiles {
+		fmt.Fprintf(&b, "BindReadOnlyPaths=%s/%s:/proc/%s\n", lxcfsNodeDir, f, f)
+	}
+	return b.String()
 }
 
 // LXCFSActive reports whether lxcfs serves per-container /proc files.

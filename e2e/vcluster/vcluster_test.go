@@ -186,3 +186,19 @@ func TestAgentArgsDropIn(t *testing.T) {
 		t.Errorf("drop-in:\n%s\nwant it to reset ExecStart and end with:\n%s", got, want)
 	}
 }
+
+// The agent's unit mounts a fresh /proc; the lxcfs drop-in binds each file
+// the monitor reads back over it, from where the node sees lxcfs a second
+// time.
+func TestLXCFSDropIn(t *testing.T) {
+	got := lxcfsDropIn()
+	for _, f := range lxcfsProcFiles {
+		want := "BindReadOnlyPaths=" + lxcfsNodeDir + "/" + f + ":/proc/" + f + "\n"
+		if !strings.Contains(got, want) {
+			t.Errorf("drop-in lacks %q:\n%s", want, got)
+		}
+	}
+	if !strings.HasPrefix(got, "# ") || !strings.Contains(got, "\n[Service]\n") {
+		t.Errorf("drop-in is not a [Service] section:\n%s", got)
+	}
+}
