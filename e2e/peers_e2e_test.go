@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/e2e/vcluster"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 	"github.com/rpi-cluster/rpi-cluster/launcher"
@@ -35,18 +37,44 @@ func (h *healWS) setGrace(t *testing.T, service, grace string) {
 	}
 }
 
-// checkPeerFiles reads /etc/kvstore/peers.conf on every node the cluster
-// lists as running kvstore and checks it names exactly those nodes.
-func checkPeerFiles(t *testing.T, c *vcluster.Cluster, from *vcluster.Node, step string) []*vcluster.Node {
-	t.Helper()
-	ctx := context.Background()
-	running := healServiceNodes(t, c, from, "kvstore")
+// liveServiceNodes returns the nodes from's agent lists as running service
+// and alive. A killed replica stays listed (status failed) until it is
+// reaped; it runs nothing and its files cannot be read.
+func liveServiceNodes(ctx context.Context, c *vcluster.Cluster, from *vcluster.Node, service string) ([]*vcluster.Node, error) {
+	nodes, err := c.Client(from).ServiceNodes(ctx, service)
+	if err != nil {
+		return nil, err
+	}
+	var out []*vcluster.Node
+	for _, n := range nodes {
+		if n.Status != apitypes.StatusAlive {
+			continue
+		}
+		for _, vn := range c.Nodes() {
+			if vn.IP.String() == n.Address {
+				vn.Name = n.Name
+				out = append(out, vn)
+			}
+		}
+	}
+	return out, nil
+}
+
+// peerFiles reads /etc/kvstore/peers.conf on every alive node the cluster
+// lists as running kvstore and returns those nodes, with an error naming
+// each file that does not list exactly them.
+func peerFiles(ctx context.Context, c *vcluster.Cluster, from *vcluster.Node) ([]*vcluster.Node, error) {
+	running, err := liveServiceNodes(ctx, c, from, "kvstore")
+	if err != nil {
+		return nil, err
+	}
 	want := nodeNamesOf(running)
 	slices.Sort(want)
+	var errs []error
 	for _, n := range running {
 		out, err := c.Exec(ctx, n, "cat", "/etc/kvstore/peers.conf")
 		if err != nil {
-			t.Errorf("%s: %s runs kvstore but has no peers file: %v", step, n, err)
+			errs = append(errs, fmt.Errorf("%s runs kvstore but has no peers file: %w", n, err))
 			continue
 		}
 		var got []string
@@ -57,8 +85,40 @@ func checkPeerFiles(t *testing.T, c *vcluster.Cluster, from *vcluster.Node, step
 		}
 		slices.Sort(got)
 		if !slices.Equal(got, want) {
-			t.Errorf("%s: %s lists peers %v, want %v", step, n, got, want)
+			errs = append(errs, fmt.Errorf("%s lists peers %v, want %v", n, got, want))
 		}
+	}
+	return running, errors.Join(errs...)
+}
+
+// checkPeerFiles is peerFiles after a step that has returned: every file
+// must already be right.
+func checkPeerFiles(t *testing.T, c *vcluster.Cluster, from *vcluster.Node, step string) []*vcluster.Node {
+	t.Helper()
+	running, err := peerFiles(context.Background(), c, from)
+	if err != nil {
+		t.Errorf("%s: %v", step, err)
+	}
+	return running
+}
+
+// waitPeerFiles waits for reconcile --watch to converge: want alive
+// kvstore replicas, none of them in without, every peers file right.
+func waitPeerFiles(t *testing.T, c *vcluster.Cluster, from *vcluster.Node, want int, without *vcluster.Node, step string) []*vcluster.Node {
+	t.Helper()
+	var running []*vcluster.Node
+	if err := vcluster.Poll(context.Background(), 3*time.Minute, 2*time.Second, func() error {
+		now, err := peerFiles(context.Background(), c, from)
+		if err != nil {
+			return err
+		}
+		if len(now) != want || without != nil && slices.Contains(now, without) {
+			return fmt.Errorf("kvstore alive on %v, want %d nodes without %v", now, want, without)
+		}
+		running = now
+		return nil
+	}); err != nil {
+		t.Fatalf("%s: %v", step, err)
 	}
 	return running
 }
@@ -136,16 +196,21 @@ func TestKVStorePeersStayRight(t *testing.T) {
 			t.Logf("reconcile --watch output:\n%s", watchOut.String())
 		}
 	})
-	// The watch first converges what the partial launch left missing.
-	if err := vcluster.Poll(ctx, 3*time.Minute, time.Second, func() error {
-		if strings.Contains(watchOut.String(), "relaunching") && !strings.Contains(watchOut.String(), "relaunched") {
-			return fmt.Errorf("relaunch in progress")
+	// The watch first converges what the partial launch left missing: the
+	// launch recorded the two replicas asked for as desired.
+	desired, err := first.Client().DesiredFor(ctx, "kvstore")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := vcluster.Poll(ctx, 30*time.Second, 100*time.Millisecond, func() error {
+		if !strings.Contains(watchOut.String(), "following events") {
+			return errors.New("reconcile --watch not following events yet")
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	running = checkPeerFiles(t, c, first, "reconcile after the partial failure")
+	running = waitPeerFiles(t, c, first, desired.Replicas, nil, "reconcile after the partial failure")
 	victim := running[0]
 	observer := c.Others(running...)
 	if len(observer) == 0 {
@@ -154,16 +219,7 @@ func TestKVStorePeersStayRight(t *testing.T) {
 	if err := c.Kill(ctx, victim); err != nil {
 		t.Fatal(err)
 	}
-	if err := vcluster.Poll(ctx, 3*time.Minute, 2*time.Second, func() error {
-		now := healServiceNodes(t, c, observer[0], "kvstore")
-		if len(now) != len(running) || slices.Contains(now, victim) {
-			return fmt.Errorf("kvstore on %v, want %d nodes without %s", now, len(running), victim)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	checkPeerFiles(t, c, observer[0], "replica killed under reconcile --watch")
+	waitPeerFiles(t, c, observer[0], len(running), victim, "replica killed under reconcile --watch")
 }
 
 // TestDriftShownAndRepaired is issue 17's second acceptance item, both
