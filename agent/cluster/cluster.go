@@ -463,12 +463,14 @@ func (c *Cluster) Shutdown() error {
 	close(c.shutdownCh)
 	var err error
 	if ml := c.ml.Load(); ml != nil {
-		if e := ml.Shutdown(); e != nil {
-			err = fmt.Errorf("shutdown memberlist: %w", e)
-		}
-		// memberlist leaves the transport open (keptTransport).
-		if e := c.transport.Shutdown(); e != nil && err == nil {
+		// The transport first, while memberlist still takes what it
+		// hands on (memberlist's own order; it leaves our transport
+		// open, see keptTransport), then memberlist's loops.
+		if e := c.transport.Shutdown(); e != nil {
 			err = fmt.Errorf("shutdown transport: %w", e)
+		}
+		if e := ml.Shutdown(); e != nil && err == nil {
+			err = fmt.Errorf("shutdown memberlist: %w", e)
 		}
 	}
 	c.wg.Wait()
