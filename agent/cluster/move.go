@@ -212,6 +212,29 @@ func (c *Cluster) checkMoving(n *memberlist.Node) error {
 	return fmt.Errorf("%s is moving to %s; refusing it at %s", n.Name, to, a)
 }
 
+// moveTimedOut fails a node that left its old address for a move
+// announced at movedAt and has not shown up at the new one since: it died
+// on the way.
+func (c *Cluster) moveTimedOut(name string, movedAt time.Time) {
+	select {
+	case <-c.shutdownCh:
+		return
+	default:
+	}
+	now := time.Now()
+	c.mu.Lock()
+	p := c.peers[name]
+	if p == nil || p.status != StatusAlive || !p.movedAt.Equal(movedAt) || hostPort(p.addr, p.port) == p.movingTo {
+		c.mu.Unlock()
+		return
+	}
+	p.movingTo = ""
+	ev := c.goneLocked(name, p, false, now)
+	c.mu.Unlock()
+	c.logger.Warn("node announced a move and never showed up at its new address", "peer", name)
+	c.reportGone(ev)
+}
+
 // movingLocked reports whether p announced a move less than moveGrace
 // ago.
 func movingLocked(p *peer, now time.Time) bool {

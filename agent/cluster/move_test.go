@@ -156,3 +156,34 @@ func TestReaddressRefusesImpostor(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A node that announces a move and dies on the way is failed once the
+// move's grace is over, not held alive for good.
+func TestMoveThatNeverArrivesFails(t *testing.T) {
+	a := startNode(t, "a", "127.0.1.75")
+	m := startNode(t, "mover", "", advertising("127.0.1.76"))
+	formCluster(t, a, m)
+	testutil.WaitFor(t, waitTimeout, expect([]*Cluster{a}, "mover", atAddr("127.0.1.76")))
+
+	_, port := m.LocalAddr()
+	m.mu.Lock()
+	body, _ := json.Marshal(leaveIntent{Name: "mover", Version: m.self.Version, To: hostPort("127.0.1.77", port)})
+	m.mu.Unlock()
+	a.handleMsg(append([]byte{msgMove}, seal(m.key, identity.PurposeLeave, body)...))
+	if err := m.ml.Load().Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	m.Shutdown()
+	// Held alive through the move's leave...
+	testutil.WaitFor(t, waitTimeout, func() error {
+		if n := a.ml.Load().NumMembers(); n != 1 {
+			return fmt.Errorf("memberlist of a lists %d alive, want 1 once the mover's leave arrived", n)
+		}
+		return nil
+	})
+	if err := expect([]*Cluster{a}, "mover", status(StatusAlive))(); err != nil {
+		t.Fatalf("during the move: %v", err)
+	}
+	// ...and failed when it does not arrive within the grace.
+	testutil.WaitFor(t, moveGrace+waitTimeout, expect([]*Cluster{a}, "mover", status(StatusFailed)))
+}

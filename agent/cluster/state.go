@@ -201,6 +201,9 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 		if hostPort(p.addr, p.port) == p.movingTo {
 			p.staleLeave = true
 			c.askReadvertiseLocked(n.Name)
+		} else {
+			movedAt := p.movedAt
+			time.AfterFunc(moveGrace-now.Sub(movedAt), func() { c.moveTimedOut(n.Name, movedAt) })
 		}
 		c.mu.Unlock()
 		return
