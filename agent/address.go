@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/rpi-cluster/rpi-cluster/internal/sdnotify"
@@ -26,6 +27,8 @@ const addressPoll = 3 * time.Second
 type HostInterface struct {
 	net.Interface
 	Addrs []net.IP
+	// Default is set on the interface of the IPv4 default route.
+	Default bool
 }
 
 // Interfaces lists the host's network interfaces with their addresses.
@@ -43,9 +46,10 @@ func systemInterfaces() ([]HostInterface, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list network interfaces: %w", err)
 	}
+	def := defaultRouteInterface("/proc/net/route")
 	out := make([]HostInterface, 0, len(ifaces))
 	for _, ifi := range ifaces {
-		hi := HostInterface{Interface: ifi}
+		hi := HostInterface{Interface: ifi, Default: ifi.Name == def}
 		addrs, err := ifi.Addrs()
 		if err != nil {
 			return nil, fmt.Errorf("list addresses of %s: %w", ifi.Name, err)
@@ -58,6 +62,24 @@ func systemInterfaces() ([]HostInterface, error) {
 		out = append(out, hi)
 	}
 	return out, nil
+}
+
+// defaultRouteInterface names the interface of the IPv4 default route in
+// routes (Linux's /proc/net/route); "" when there is none or it cannot be
+// read.
+func defaultRouteInterface(routes string) string {
+	data, err := os.ReadFile(routes)
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(data), "\n")[1:] {
+		// Iface Destination Gateway Flags ... Mask ...
+		f := strings.Fields(line)
+		if len(f) >= 8 && f[1] == "00000000" && f[7] == "00000000" {
+			return f[0]
+		}
+	}
+	return ""
 }
 
 // followsAddress reports whether conf leaves the advertised address to the
@@ -75,15 +97,17 @@ func followsAddress(conf *Config) bool {
 	return host == "" || ip != nil && ip.IsUnspecified()
 }
 
-// ChooseAddress returns the IPv4 address to advertise: on an interface
-// that is up and not the loopback, a private address (RFC 1918) first,
-// else any other unicast address but link-local ones; the order of the
-// interfaces breaks ties. nil when there is none: the network is not up
-// yet.
+// ChooseAddress returns the IPv4 address to advertise, from interfaces
+// that are up, running (a link) and not the loopback: the interface of the
+// default route before the others (a bridge such as docker0 has private
+// addresses too), and on each a private address (RFC 1918) before any other
+// unicast address but link-local ones; the order of the interfaces breaks
+// ties. nil when there is none: the network is not up yet.
 func ChooseAddress(ifaces []HostInterface) net.IP {
-	var other net.IP
+	var best net.IP
+	bestRank := 4
 	for _, ifi := range ifaces {
-		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagLoopback != 0 {
+		if ifi.Flags&(net.FlagUp|net.FlagRunning) != net.FlagUp|net.FlagRunning || ifi.Flags&net.FlagLoopback != 0 {
 			continue
 		}
 		for _, ip := range ifi.Addrs {
@@ -91,15 +115,19 @@ func ChooseAddress(ifaces []HostInterface) net.IP {
 			if ip4 == nil || ip4.IsUnspecified() || ip4.IsLinkLocalUnicast() || ip4.IsMulticast() {
 				continue
 			}
-			if ip4.IsPrivate() {
-				return ip4
+			rank := 0 // private, on the default route's interface
+			if !ip4.IsPrivate() {
+				rank++
 			}
-			if other == nil {
-				other = ip4
+			if !ifi.Default {
+				rank += 2
+			}
+			if rank < bestRank {
+				best, bestRank = ip4, rank
 			}
 		}
 	}
-	return other
+	return best
 }
 
 // hasAddress reports whether ip is still on an interface that is up.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -37,8 +38,8 @@ func (f *fakeNet) list() ([]HostInterface, error) {
 	defer f.mu.Unlock()
 	f.reads++
 	lo := HostInterface{Interface: net.Interface{Index: 1, Name: "lo", Flags: net.FlagUp | net.FlagLoopback}, Addrs: []net.IP{net.ParseIP("127.0.0.1")}}
-	eth := HostInterface{Interface: net.Interface{Index: 2, Name: "eth0", Flags: net.FlagUp | net.FlagMulticast,
-		HardwareAddr: net.HardwareAddr{0xb8, 0x27, 0xeb, 1, 2, 3}}}
+	eth := HostInterface{Interface: net.Interface{Index: 2, Name: "eth0", Flags: net.FlagUp | net.FlagRunning | net.FlagMulticast,
+		HardwareAddr: net.HardwareAddr{0xb8, 0x27, 0xeb, 1, 2, 3}}, Default: true}
 	if f.addr != nil {
 		eth.Addrs = []net.IP{f.addr}
 	}
@@ -215,5 +216,50 @@ func TestAgentFollowsItsAddress(t *testing.T) {
 	defer mu.Unlock()
 	if len(bad) > 0 {
 		t.Fatalf("peers reported the moving node gone: %v", bad)
+	}
+}
+
+func TestChooseAddress(t *testing.T) {
+	up := net.FlagUp | net.FlagRunning | net.FlagMulticast
+	iface := func(i int, name string, flags net.Flags, def bool, addrs ...string) HostInterface {
+		hi := HostInterface{Interface: net.Interface{Index: i, Name: name, Flags: flags}, Default: def}
+		for _, a := range addrs {
+			hi.Addrs = append(hi.Addrs, net.ParseIP(a))
+		}
+		return hi
+	}
+	lo := iface(1, "lo", up|net.FlagLoopback, false, "127.0.0.1", "::1")
+	for _, tc := range []struct {
+		name   string
+		ifaces []HostInterface
+		want   string
+	}{
+		{"nothing up yet", []HostInterface{lo, iface(2, "eth0", up, false)}, "<nil>"},
+		{"link-local only", []HostInterface{lo, iface(2, "eth0", up, false, "169.254.3.4", "fe80::1")}, "<nil>"},
+		{"no carrier", []HostInterface{lo, iface(2, "eth0", net.FlagUp, true, "192.168.1.20")}, "<nil>"},
+		{"dhcp lease", []HostInterface{lo, iface(2, "eth0", up, true, "192.168.1.20")}, "192.168.1.20"},
+		{"default route before a bridge", []HostInterface{lo, iface(2, "docker0", up, false, "172.17.0.1"), iface(3, "wlan0", up, true, "10.0.0.7")}, "10.0.0.7"},
+		{"private before public", []HostInterface{lo, iface(2, "eth0", up, true, "203.0.113.5", "192.168.1.20")}, "192.168.1.20"},
+		{"public when alone", []HostInterface{lo, iface(2, "eth0", up, true, "203.0.113.5")}, "203.0.113.5"},
+	} {
+		if got := ChooseAddress(tc.ifaces).String(); got != tc.want {
+			t.Errorf("%s: ChooseAddress = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestDefaultRouteInterface(t *testing.T) {
+	routes := filepath.Join(t.TempDir(), "route")
+	table := "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n" +
+		"docker0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n" +
+		"wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0\n"
+	if err := os.WriteFile(routes, []byte(table), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := defaultRouteInterface(routes); got != "wlan0" {
+		t.Fatalf("default route via %q, want wlan0", got)
+	}
+	if got := defaultRouteInterface(filepath.Join(t.TempDir(), "missing")); got != "" {
+		t.Fatalf("no route table: %q, want empty", got)
 	}
 }
