@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"sync"
@@ -20,11 +21,21 @@ import (
 )
 
 // TestNodeMoves: a node reconnected at another address (docker network
-// disconnect, then connect --ip, as a DHCP renewal to a new lease) is
-// listed by every peer under its name at the new address within seconds,
-// never failed for longer than one detection period; the inventory gives
-// the new ansible_host and Ansible reaches the node there.
+// disconnect, then connect --ip) or renumbered in place (ip addr add the
+// new, del the old, as a DHCP renewal to a new lease does) is listed by
+// every peer under its name at the new address within seconds, never
+// failed for longer than one detection period; the inventory gives the new
+// ansible_host and Ansible reaches the node there.
 func TestNodeMoves(t *testing.T) {
+	t.Run("reconnect", func(t *testing.T) {
+		testNodeMoves(t, "reconnected (disconnect, connect --ip)", (*vcluster.Cluster).Move)
+	})
+	t.Run("renumber", func(t *testing.T) {
+		testNodeMoves(t, "renumbered in place (ip addr)", (*vcluster.Cluster).Renumber)
+	})
+}
+
+func testNodeMoves(t *testing.T, how string, move func(*vcluster.Cluster, context.Context, *vcluster.Node) (netip.Addr, error)) {
 	c, _ := newCluster(t, 4)
 	ctx := context.Background()
 	if _, err := c.WaitConverged(ctx, nil, 2*time.Minute); err != nil {
@@ -80,7 +91,7 @@ func TestNodeMoves(t *testing.T) {
 
 	start := time.Now()
 	old := n.IP
-	ip, err := c.Move(ctx, n)
+	ip, err := move(c, ctx, n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,7 +117,7 @@ func TestNodeMoves(t *testing.T) {
 		}
 		return nil
 	})
-	figure(t, "node moved to a new address (disconnect, connect --ip) → every peer lists it there", "%.1f s", time.Since(start).Seconds())
+	figure(t, "node "+how+" → every peer lists it at the new address", "%.1f s", time.Since(start).Seconds())
 
 	// No peer saw it failed for longer than one detection period, now or
 	// in the next ones.
@@ -120,7 +131,7 @@ func TestNodeMoves(t *testing.T) {
 	close(stop)
 	<-done
 	mu.Lock()
-	figure(t, "node moved: longest time any peer held it not alive", "%.1f s", longest.Seconds())
+	figure(t, "node "+how+": longest time any peer held it not alive", "%.1f s", longest.Seconds())
 	if longest > detection {
 		t.Fatalf("a peer held the moved node not alive for %v, more than one detection period (%v):\n%s",
 			longest, detection, strings.Join(sightings, "\n"))
