@@ -135,8 +135,11 @@ type Cluster struct {
 
 	// lifeMu serialises Start, Readdress, Leave and Shutdown.
 	lifeMu sync.Mutex
-	// ml is the running memberlist; Readdress replaces it.
+	// ml is the running memberlist; Readdress replaces it. mlGen
+	// numbers the memberlists made, to tell the running one's events
+	// from a replaced one's (see eventDelegate).
 	ml         atomic.Pointer[memberlist.Memberlist]
+	mlGen      atomic.Uint64
 	transport  *CountingTransport
 	started    bool
 	stopped    bool
@@ -404,7 +407,7 @@ func (c *Cluster) memberlistConfig(advertise string) *memberlist.Config {
 	mc.DeadNodeReclaimTime = p.DeadNodeReclaimTime
 	mc.EnableCompression = p.Compress
 	mc.Delegate = &delegate{c}
-	mc.Events = &eventDelegate{c}
+	mc.Events = &eventDelegate{c: c, gen: c.mlGen.Add(1)}
 	mc.Conflict = &conflictDelegate{c}
 	mc.Alive = &aliveDelegate{c}
 	mc.Merge = &mergeDelegate{c}
