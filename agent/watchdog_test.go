@@ -3,43 +3,19 @@ package agent
 import (
 	"context"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-// notifySocket stands in for systemd: it sets NOTIFY_SOCKET to a socket in
-// a temporary directory and returns a function reading the next message.
-func notifySocket(t *testing.T) func() string {
-	t.Helper()
-	name := filepath.Join(t.TempDir(), "notify")
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	t.Setenv("NOTIFY_SOCKET", name)
-	return func() string {
-		t.Helper()
-		buf := make([]byte, 4096)
-		if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
-			t.Fatal(err)
-		}
-		n, err := conn.Read(buf)
-		if err != nil {
-			t.Fatalf("no notification: %v", err)
-		}
-		return string(buf[:n])
-	}
-}
+	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
+)
 
 // A stuck monitor loop or cluster lock stops the beats; the watchdog then
 // sends systemd the reason instead of the ping, and pings again once the
 // beats resume.
 func TestWatchdogFeedsOnlyWhileHealthy(t *testing.T) {
-	next := notifySocket(t)
+	next := testutil.NotifySocket(t, filepath.Join(t.TempDir(), "notify"))
 	w := newWatchdog(time.Second, slog.New(slog.NewTextHandler(tlogWriter{t}, nil)))
 	tick := make(chan time.Time)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -74,7 +50,7 @@ func TestWatchdogStaleLimit(t *testing.T) {
 // Under systemd the agent says READY=1 once it listens, then feeds the
 // watchdog at a third of WATCHDOG_USEC.
 func TestAgentNotifiesSystemd(t *testing.T) {
-	next := notifySocket(t)
+	next := testutil.NotifySocket(t, filepath.Join(t.TempDir(), "notify"))
 	t.Setenv("WATCHDOG_USEC", "300000")
 	t.Setenv("WATCHDOG_PID", "")
 	a := startAgent(t, 61, nil)

@@ -1,7 +1,6 @@
 package command
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/urfave/cli/v2"
 
 	"github.com/rpi-cluster/rpi-cluster/agent"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
@@ -46,20 +43,6 @@ func startForceLeaveAgent(t *testing.T, i int, join string) *agent.Agent {
 	}
 	t.Cleanup(func() { a.Shutdown() })
 	return a
-}
-
-// runForceLeave runs `rpi-agent force-leave` against the agent at url.
-func runForceLeave(url, token, name string) (string, error) {
-	app := App()
-	var out bytes.Buffer
-	app.Writer, app.ErrWriter = &out, io.Discard
-	app.ExitErrHandler = func(*cli.Context, error) {} // keep the test process
-	args := []string{"rpi-agent", "force-leave", "--agent", url}
-	if token != "" {
-		args = append(args, "--token", token)
-	}
-	err := app.Run(append(args, name))
-	return out.String(), err
 }
 
 // force-leave through the real API and the CLI: refused without the token
@@ -103,22 +86,22 @@ func TestForceLeaveCommand(t *testing.T) {
 		t.Fatalf("force-leave without the token: %v, want 401", err)
 	}
 	// The CLI turns that into a hint.
-	out, err := runForceLeave(url, "", "fl-3")
+	out, err := runWrite(t, "force-leave", url, "", "fl-3")
 	if err == nil || !strings.Contains(err.Error(), "needs the API token") || !strings.Contains(err.Error(), "RPI_TOKEN") {
 		t.Fatalf("force-leave without the token: %q, %v; want a refusal naming --token and RPI_TOKEN", out, err)
 	}
 	// A live node is refused, and says what to do.
-	if _, err := runForceLeave(url, forceLeaveToken, "fl-2"); err == nil || !strings.Contains(err.Error(), "stop it first") {
+	if _, err := runWrite(t, "force-leave", url, forceLeaveToken, "fl-2"); err == nil || !strings.Contains(err.Error(), "stop it first") {
 		t.Fatalf("force-leave of the live fl-2: %v", err)
 	}
-	if _, err := runForceLeave(url, forceLeaveToken, "fl-9"); err == nil || !strings.Contains(err.Error(), "does not list") {
+	if _, err := runWrite(t, "force-leave", url, forceLeaveToken, "fl-9"); err == nil || !strings.Contains(err.Error(), "does not list") {
 		t.Fatalf("force-leave of the unknown fl-9: %v", err)
 	}
 	if s := status(a, "fl-3"); s != cluster.StatusFailed {
 		t.Fatalf("refused force-leaves changed fl-3 to %s", s)
 	}
 
-	out, err = runForceLeave(url, forceLeaveToken, "fl-3")
+	out, err = runWrite(t, "force-leave", url, forceLeaveToken, "fl-3")
 	if err != nil || !strings.Contains(out, "fl-1: removed fl-3 (failed at 127.0.73.3)") {
 		t.Fatalf("force-leave with the token: %q, %v", out, err)
 	}

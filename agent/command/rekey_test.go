@@ -54,14 +54,15 @@ func gossipAddr(a *agent.Agent) string {
 	return fmt.Sprintf("%s:%d", ip, port)
 }
 
-// runRekey runs `rpi-agent rekey` against the agent at url.
-func runRekey(t *testing.T, url, token, name string) (string, error) {
+// runWrite runs `rpi-agent SUBCOMMAND NAME` (force-leave, rekey) against
+// the agent at url, with the token when one is given.
+func runWrite(t *testing.T, subcommand, url, token, name string) (string, error) {
 	t.Helper()
 	app := App()
 	var out bytes.Buffer
 	app.Writer, app.ErrWriter = &out, io.Discard
 	app.ExitErrHandler = func(*cli.Context, error) {} // keep the test process
-	args := []string{"rpi-agent", "rekey", "--agent", url}
+	args := []string{"rpi-agent", subcommand, "--agent", url}
 	if token != "" {
 		args = append(args, "--token", token)
 	}
@@ -125,7 +126,7 @@ func TestRekeyAcceptsAReinstalledNode(t *testing.T) {
 	}
 
 	// Without the token nothing changes.
-	out, err := runRekey(t, url, "", "rk-2")
+	out, err := runWrite(t, "rekey", url, "", "rk-2")
 	if err == nil || !strings.Contains(out, "needs the API token") {
 		t.Fatalf("rekey without the token: %v\n%s", err, out)
 	}
@@ -133,11 +134,11 @@ func TestRekeyAcceptsAReinstalledNode(t *testing.T) {
 		t.Fatalf("rekey without the token changed the conflicts: %+v", ks)
 	}
 	// A name nobody offers another key for is refused.
-	if out, err := runRekey(t, url, rekeyToken, "rk-9"); err == nil || !strings.Contains(err.Error(), "no agent sees another key") {
+	if out, err := runWrite(t, "rekey", url, rekeyToken, "rk-9"); err == nil || !strings.Contains(err.Error(), "no agent sees another key") {
 		t.Fatalf("rekey of a name without a conflict: %v\n%s", err, out)
 	}
 
-	out, err = runRekey(t, url, rekeyToken, "rk-2")
+	out, err = runWrite(t, "rekey", url, rekeyToken, "rk-2")
 	if err != nil || !strings.Contains(out, "rk-1: rk-2 now pinned to "+identity.Fingerprint(newKey)) {
 		t.Fatalf("rekey: %v\n%s", err, out)
 	}

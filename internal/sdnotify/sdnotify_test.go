@@ -2,41 +2,18 @@ package sdnotify
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
 
-// listen opens a notification socket named name (a path, or @abstract) and
-// returns a function reading the next datagram.
-func listen(t *testing.T, name string) func() string {
-	t.Helper()
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	t.Setenv("NOTIFY_SOCKET", name)
-	return func() string {
-		t.Helper()
-		buf := make([]byte, 4096)
-		if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
-			t.Fatal(err)
-		}
-		n, err := conn.Read(buf)
-		if err != nil {
-			t.Fatalf("read notification: %v", err)
-		}
-		return string(buf[:n])
-	}
-}
-
 func TestNotifyPathSocket(t *testing.T) {
-	next := listen(t, filepath.Join(t.TempDir(), "notify"))
+	next := testutil.NotifySocket(t, filepath.Join(t.TempDir(), "notify"))
 	ok, err := Notify(Ready)
 	if !ok || err != nil {
 		t.Fatalf("Notify = %v, %v; want true, nil", ok, err)
@@ -47,7 +24,7 @@ func TestNotifyPathSocket(t *testing.T) {
 }
 
 func TestNotifyAbstractSocket(t *testing.T) {
-	next := listen(t, fmt.Sprintf("@rpi-sdnotify-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	next := testutil.NotifySocket(t, fmt.Sprintf("@rpi-sdnotify-test-%d-%d", os.Getpid(), time.Now().UnixNano()))
 	if ok, err := Notify(Watchdog); !ok || err != nil {
 		t.Fatalf("Notify = %v, %v; want true, nil", ok, err)
 	}
