@@ -56,6 +56,10 @@ type Agent struct {
 	profile *cluster.Profile
 	// sysfsRoot replaces /sys for the monitor (tests give a thermal zone).
 	sysfsRoot string
+	// interfaces lists the host's interfaces (tests replace it); nil:
+	// the system's. addressPoll replaces the package's (tests).
+	interfaces  Interfaces
+	addressPoll time.Duration
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -113,11 +117,12 @@ func Create(conf *Config, logger *slog.Logger, opts ...Option) (_ *Agent, err er
 		o(a)
 	}
 
+	// Both need the network up: WaitForNetwork waits for it.
+	ifaces, _ := a.listInterfaces()()
 	name := conf.Name
 	if name == "" {
 		hostname, _ := os.Hostname()
-		ifaces, _ := net.Interfaces()
-		n, err := DefaultNodeName(hostname, ifaces)
+		n, err := DefaultNodeName(hostname, netIfaces(ifaces))
 		if err != nil {
 			return nil, err
 		}
@@ -164,6 +169,12 @@ func Create(conf *Config, logger *slog.Logger, opts ...Option) (_ *Agent, err er
 	var advPort int
 	if conf.Advertise != "" {
 		advHost, advPort, _ = splitHostPort(conf.Advertise, 0)
+	} else if followsAddress(conf) {
+		ip := ChooseAddress(ifaces)
+		if ip == nil {
+			return nil, errors.New("create agent: no network interface that is up has an IPv4 address to advertise: wait for the network (rpi-agent does) or set advertise")
+		}
+		advHost = ip.String()
 	}
 	key, _ := conf.SecretKey()
 	hostKeys, err := readHostKeys(conf.SSHHostKeys)
@@ -334,6 +345,13 @@ func (a *Agent) Start() error {
 			if err != nil && a.ctx.Err() == nil {
 				a.logger.Error("could not join any of the configured peers", "join", a.conf.Join, "err", err)
 			}
+		}()
+	}
+	if followsAddress(a.conf) {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.followAddress(a.ctx)
 		}()
 	}
 	a.watchdog.start(a.ctx, &a.wg)

@@ -47,7 +47,9 @@ type Config struct {
 
 	// Advertise is the address peers use to reach this node, when it differs
 	// from what Bind would give (NAT, several interfaces). Empty: derived
-	// from Bind, or the first private address when Bind is 0.0.0.0.
+	// from Bind, or, when Bind is 0.0.0.0, a private IPv4 of an interface
+	// that is up, waited for at start and followed when it changes (see
+	// address.go).
 	Advertise string `yaml:"advertise"`
 
 	// HTTP is the API and status page address, HOST:PORT or :PORT.

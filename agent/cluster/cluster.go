@@ -131,11 +131,15 @@ type Cluster struct {
 	// hbSeq numbers this node's heartbeats; hbAddr is the address they
 	// carry. Both are set before the heartbeat loop starts.
 	hbSeq  atomic.Uint64
-	hbAddr string
+	hbAddr atomic.Pointer[string]
 
-	// lifeMu serialises Start, Leave and Shutdown.
-	lifeMu     sync.Mutex
-	ml         *memberlist.Memberlist
+	// lifeMu serialises Start, Readdress, Leave and Shutdown.
+	lifeMu sync.Mutex
+	// ml is the running memberlist; Readdress replaces it. mlGen
+	// numbers the memberlists made, to tell the running one's events
+	// from a replaced one's (see eventDelegate).
+	ml         atomic.Pointer[memberlist.Memberlist]
+	mlGen      atomic.Uint64
 	transport  *CountingTransport
 	started    bool
 	stopped    bool
@@ -232,6 +236,14 @@ type peer struct {
 	hbKey, ringKey uint64
 	// sentPeriod is the period this node last announced to the peer.
 	sentPeriod time.Duration
+	// movingTo is the "ip:port" the node announced it is moving to, at
+	// movedAt (see move.go).
+	movingTo string
+	movedAt  time.Time
+	// staleLeave is set when the leave of the node's old address reached
+	// memberlist after the node had moved; the node is asked to
+	// re-advertise itself.
+	staleLeave bool
 }
 
 // Create validates conf and builds a Cluster. Nothing listens until Start.
@@ -337,13 +349,49 @@ func (c *Cluster) Start() error {
 	}
 	c.transport = NewCountingTransport(inner)
 
+	ml, err := memberlist.Create(c.memberlistConfig(c.conf.AdvertiseAddr))
+	if err != nil {
+		c.transport.Shutdown()
+		return fmt.Errorf("start cluster: create memberlist: %w", err)
+	}
+	c.ml.Store(ml)
+	c.started = true
+	local := ml.LocalNode()
+
+	c.mu.Lock()
+	c.self.Addr = local.Addr.String()
+	c.self.GossipPort = int(local.Port)
+	c.self.Version = max(c.self.Version+1, nowVersion())
+	rec := c.self.Clone()
+	signed := c.signSelfLocked()
+	c.mu.Unlock()
+	c.queueRecord(rec.Name, signed)
+
+	c.wg.Add(4)
+	hbAddr := net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort))
+	c.hbAddr.Store(&hbAddr)
+	c.hbSeq.Store(nowVersion())
+	go c.heartbeatLoop()
+	go c.introduceLoop()
+	go c.replyLoop()
+	go c.reapLoop()
+	c.logger.Info("cluster started", "addr", net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort)),
+		"cluster", c.conf.ClusterName, "profile", c.conf.Profile.Name, "encrypted", len(c.conf.SecretKey) > 0)
+	return nil
+}
+
+// memberlistConfig is the memberlist configuration of this node, over
+// c.transport, advertising advertise (empty: what the transport finds).
+// The transport is handed over as a keptTransport: a memberlist shut
+// down by Readdress must leave it open for the next one.
+func (c *Cluster) memberlistConfig(advertise string) *memberlist.Config {
 	mc := memberlist.DefaultLANConfig()
 	p := c.conf.Profile
 	mc.Name = c.conf.NodeName
-	mc.Transport = c.transport
+	mc.Transport = keptTransport{c.transport}
 	mc.BindAddr = c.conf.BindAddr
 	mc.BindPort = c.conf.BindPort
-	mc.AdvertiseAddr = c.conf.AdvertiseAddr
+	mc.AdvertiseAddr = advertise
 	mc.AdvertisePort = c.conf.AdvertisePort
 	mc.ProbeInterval = p.ProbeInterval
 	mc.ProbeTimeout = p.ProbeTimeout
@@ -359,50 +407,19 @@ func (c *Cluster) Start() error {
 	mc.DeadNodeReclaimTime = p.DeadNodeReclaimTime
 	mc.EnableCompression = p.Compress
 	mc.Delegate = &delegate{c}
-	mc.Events = &eventDelegate{c}
+	mc.Events = &eventDelegate{c: c, gen: c.mlGen.Add(1)}
 	mc.Conflict = &conflictDelegate{c}
 	mc.Alive = &aliveDelegate{c}
 	mc.Merge = &mergeDelegate{c}
 	mc.Logger = newMemberlistLogger(c.logger)
 	if len(c.conf.SecretKey) > 0 {
-		kr, err := memberlist.NewKeyring(nil, c.conf.SecretKey)
-		if err != nil {
-			c.transport.Shutdown()
-			return fmt.Errorf("start cluster: keyring: %w", err)
-		}
+		// The key was checked by Validate: NewKeyring cannot fail.
+		kr, _ := memberlist.NewKeyring(nil, c.conf.SecretKey)
 		mc.Keyring = kr
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
 	}
-
-	ml, err := memberlist.Create(mc)
-	if err != nil {
-		c.transport.Shutdown()
-		return fmt.Errorf("start cluster: create memberlist: %w", err)
-	}
-	c.ml = ml
-	c.started = true
-	local := ml.LocalNode()
-
-	c.mu.Lock()
-	c.self.Addr = local.Addr.String()
-	c.self.GossipPort = int(local.Port)
-	c.self.Version = max(c.self.Version+1, nowVersion())
-	rec := c.self.Clone()
-	signed := c.signSelfLocked()
-	c.mu.Unlock()
-	c.queueRecord(rec.Name, signed)
-
-	c.wg.Add(4)
-	c.hbAddr = net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort))
-	c.hbSeq.Store(nowVersion())
-	go c.heartbeatLoop()
-	go c.introduceLoop()
-	go c.replyLoop()
-	go c.reapLoop()
-	c.logger.Info("cluster started", "addr", net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort)),
-		"cluster", c.conf.ClusterName, "profile", p.Name, "encrypted", len(c.conf.SecretKey) > 0)
-	return nil
+	return mc
 }
 
 // nowVersion is the wall clock as a record version.
@@ -418,7 +435,7 @@ func (c *Cluster) memberlistOrErr(op string) (*memberlist.Memberlist, error) {
 	case !c.started:
 		return nil, fmt.Errorf("%s: %w", op, ErrNotStarted)
 	}
-	return c.ml, nil
+	return c.ml.Load(), nil
 }
 
 // Join contacts the given "host:port" addresses (port defaults to 7946) and
@@ -448,9 +465,14 @@ func (c *Cluster) Shutdown() error {
 	c.stopped = true
 	close(c.shutdownCh)
 	var err error
-	if c.ml != nil {
-		// memberlist shuts our transport down first, then its own loops.
-		if e := c.ml.Shutdown(); e != nil {
+	if ml := c.ml.Load(); ml != nil {
+		// The transport first, while memberlist still takes what it
+		// hands on (memberlist's own order; it leaves our transport
+		// open, see keptTransport), then memberlist's loops.
+		if e := c.transport.Shutdown(); e != nil {
+			err = fmt.Errorf("shutdown transport: %w", e)
+		}
+		if e := ml.Shutdown(); e != nil && err == nil {
 			err = fmt.Errorf("shutdown memberlist: %w", e)
 		}
 	}
@@ -630,7 +652,7 @@ func (c *Cluster) heartbeatLoop() {
 		if len(accused) > 0 {
 			report := encodeNames(msgSilent, c.conf.NodeName, accused)
 			for _, hs := range reportTo {
-				if err := c.ml.SendBestEffort(memberNode(hs.name, hs.addr, hs.port), report); err != nil {
+				if err := c.ml.Load().SendBestEffort(memberNode(hs.name, hs.addr, hs.port), report); err != nil {
 					c.logger.Debug("silence report not sent", "peer", hs.name, "err", err)
 				}
 			}

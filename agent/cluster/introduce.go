@@ -75,9 +75,10 @@ func (c *Cluster) introduceLoop() {
 			c.mu.Lock()
 			p := c.peers[hb.name]
 			known := p != nil && p.status != ""
+			moved := known && movingLocked(p, time.Now()) && hb.addr == p.movingTo && hostPort(p.addr, p.port) != hb.addr
 			var failed *memberlist.Node
 			heldFailed := known && p.status == StatusFailed
-			if heldFailed || known && !p.overruled.IsZero() {
+			if heldFailed || known && (!p.overruled.IsZero() || p.staleLeave) {
 				failed = memberNode(hb.name, p.addr, p.port)
 			}
 			c.mu.Unlock()
@@ -85,17 +86,17 @@ func (c *Cluster) introduceLoop() {
 				if heldFailed { // overrules log once, in handleNodeLeave
 					c.logger.Info("heard from a node held failed; asking it to re-advertise", "peer", hb.name)
 				}
-				if err := c.ml.SendBestEffort(failed, []byte{msgReadvertise}); err != nil {
+				if err := c.ml.Load().SendBestEffort(failed, []byte{msgReadvertise}); err != nil {
 					c.logger.Debug("cannot ask for re-advertisement", "peer", hb.name, "err", err)
 				}
 				continue
 			}
-			if known {
+			if known && !moved {
 				continue // gossip got there first
 			}
 			c.introductions.Add(1)
 			c.logger.Info("heard from a node memberlist has not reported; syncing with it", "peer", hb.name, "addr", hb.addr)
-			if _, err := c.ml.Join([]string{hb.addr}); err != nil {
+			if _, err := c.ml.Load().Join([]string{hb.addr}); err != nil {
 				c.logger.Debug("sync with unlisted node failed", "peer", hb.name, "addr", hb.addr, "err", err)
 			}
 		}

@@ -75,7 +75,7 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 		c.wg.Add(1)
 		go func() {
 			defer c.wg.Done()
-			if err := c.ml.SendReliable(n, direct); err != nil {
+			if err := c.ml.Load().SendReliable(n, direct); err != nil {
 				c.logger.Debug("cannot send leave intent", "peer", n.Name, "err", err)
 			}
 		}()
@@ -91,7 +91,7 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 		c.logger.Warn("leaving before every peer confirmed the leave intent; those may report this node failed until they hear of it",
 			"unconfirmed", missing, "peers", len(targets))
 	}
-	if err := c.ml.Leave(time.Until(deadline)); err != nil {
+	if err := c.ml.Load().Leave(time.Until(deadline)); err != nil {
 		return fmt.Errorf("leave: %w", err)
 	}
 	c.logger.Info("left cluster")
@@ -132,7 +132,7 @@ func (c *Cluster) replyLoop() {
 		case <-c.shutdownCh:
 			return
 		case n := <-c.ackCh:
-			if err := c.ml.SendReliable(n, msg); err != nil {
+			if err := c.ml.Load().SendReliable(n, msg); err != nil {
 				c.logger.Debug("cannot acknowledge leave intent", "peer", n.Name, "err", err)
 			}
 		case <-c.readvertiseCh:
@@ -147,7 +147,7 @@ func (c *Cluster) replyLoop() {
 			// The alive message is queued before UpdateNode waits for its
 			// last retransmission; waiting longer than a gossip round
 			// would only hold up Shutdown, which stops gossip first.
-			if err := c.ml.UpdateNode(c.conf.Profile.GossipInterval); err != nil {
+			if err := c.ml.Load().UpdateNode(c.conf.Profile.GossipInterval); err != nil {
 				c.logger.Debug("re-advertisement not yet sent", "err", err)
 			}
 		}

@@ -103,7 +103,7 @@ func setReadBuffer(c *net.UDPConn, size int) error {
 func (t *NetTransport) Port() int { return t.tcp.Addr().(*net.TCPAddr).Port }
 
 // FinalAdvertiseAddr implements memberlist.Transport: the given address if
-// any, else the bound one, else (bound to every interface) the first
+// any (at the bound port when port is 0), else the bound one, else (bound to every interface) the first
 // private IPv4 address of the host, as memberlist.NetTransport chooses.
 func (t *NetTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
 	if ip != "" {
@@ -113,6 +113,9 @@ func (t *NetTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, err
 		}
 		if v4 := addr.To4(); v4 != nil {
 			addr = v4
+		}
+		if port == 0 {
+			port = t.Port() // an advertise address without a port
 		}
 		return addr, port, nil
 	}

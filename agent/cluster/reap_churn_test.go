@@ -113,7 +113,7 @@ func viewOnly(o *Cluster, want []string) error {
 		return fmt.Errorf("%s keeps %d peers (%d never reported) and %d introductions, want %d, 0 and 0",
 			o.conf.NodeName, peers, unknown, introduced, len(want)-1)
 	}
-	if n := o.ml.NumMembers(); n != len(want) {
+	if n := o.ml.Load().NumMembers(); n != len(want) {
 		return fmt.Errorf("%s: memberlist still holds %d nodes, want %d", o.conf.NodeName, n, len(want))
 	}
 	return nil

@@ -126,6 +126,9 @@ const (
 	// msgVerdict names a peer the sender, one of its watchers, has failed
 	// on silence (see watch.go).
 	msgVerdict byte = 10
+	// msgMove is a leaveIntent naming the node's new address, sent before
+	// it moves there (see move.go).
+	msgMove byte = 12 // msgForceLeave is 11 (reap.go)
 )
 
 // Size limits. Anything larger is dropped and counted as malformed.
@@ -146,6 +149,9 @@ var errMalformed = errors.New("malformed message")
 type leaveIntent struct {
 	Name    string `json:"n"`
 	Version uint64 `json:"v"`
+	// To is set in a move notice (msgMove): the "ip:port" the node moves
+	// to.
+	To string `json:"to,omitempty"`
 }
 
 // leaveAck tells a leaving node that From has its leave intent.

@@ -165,14 +165,14 @@ func TestSilenceFailsDeadNodeAheadOfMemberlist(t *testing.T) {
 		if n := o.Stats().SilenceVerdicts; n != 1 {
 			t.Errorf("%s: %d silence verdicts, want 1", o.conf.NodeName, n)
 		}
-		if n := o.ml.NumMembers(); n != 4 {
+		if n := o.ml.Load().NumMembers(); n != 4 {
 			t.Errorf("%s: memberlist counts %d members, want 4: the verdict came from memberlist", o.conf.NodeName, n)
 		}
 	}
 	// memberlist's verdict follows and is absorbed.
 	testutil.WaitFor(t, waitTimeout, func() error {
 		for _, o := range observers {
-			if n := o.ml.NumMembers(); n != 3 {
+			if n := o.ml.Load().NumMembers(); n != 3 {
 				return fmt.Errorf("%s: memberlist still counts %d members", o.conf.NodeName, n)
 			}
 		}

@@ -48,6 +48,9 @@ func (c *Cluster) handleAlive(n *memberlist.Node) error {
 	// memberlist asks on every alive message. Metadata byte for byte our
 	// own (same cluster and protocol, and the same HTTP port, as agents
 	// usually have) passes as ours does, without decoding.
+	if err := c.checkMoving(n); err != nil {
+		return err
+	}
 	if string(n.Meta) == string(c.meta) {
 		return nil
 	}
@@ -125,6 +128,26 @@ func (c *Cluster) handleNodeJoin(n *memberlist.Node) {
 		c.logger.Info("node re-advertised itself; memberlist's failure verdict is withdrawn", "peer", n.Name)
 		return
 	}
+	if p != nil && p.status == StatusAlive && movingLocked(p, now) && n.Address() == p.movingTo {
+		// At its new address (move.go), or back from the stale leave of
+		// its old one.
+		from := hostPort(p.addr, p.port)
+		p.staleLeave = false
+		if from == n.Address() {
+			c.mu.Unlock()
+			return
+		}
+		c.setAddrLocked(p, n)
+		if r := p.pending; r != nil {
+			c.applyLocked(p, *r, p.pendingSigned, now)
+			p.pending, p.pendingSigned = nil, nil
+		}
+		ev := Event{Type: EventUpdate, Member: c.memberLocked(n.Name, p, now), Time: now}
+		c.mu.Unlock()
+		c.logger.Info("node moved", "peer", n.Name, "from", from, "to", n.Address())
+		c.publish(ev)
+		return
+	}
 	if p == nil {
 		p = &peer{}
 		c.peers[n.Name] = p
@@ -167,6 +190,21 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 	c.mu.Lock()
 	p := c.peers[n.Name]
 	if p == nil || p.status == "" {
+		c.mu.Unlock()
+		return
+	}
+	if p.status == StatusAlive && !p.leaving && movingLocked(p, now) {
+		// The leave of its old address (move.go): it comes back at
+		// movingTo in a moment. Once it is there, this is the same leave
+		// relayed late, which memberlist took for news: ask the node to
+		// re-advertise itself.
+		if hostPort(p.addr, p.port) == p.movingTo {
+			p.staleLeave = true
+			c.askReadvertiseLocked(n.Name)
+		} else {
+			movedAt := p.movedAt
+			time.AfterFunc(moveGrace-now.Sub(movedAt), func() { c.moveTimedOut(n.Name, movedAt) })
+		}
 		c.mu.Unlock()
 		return
 	}
@@ -297,6 +335,8 @@ func (c *Cluster) handleMsg(buf []byte) {
 		if name, ok := c.handleSignedLeave(slices.Clone(body)); ok {
 			c.ackLeave(name)
 		}
+	case msgMove:
+		c.handleMoveNotice(slices.Clone(body))
 	case msgLeaveAck:
 		a, err := decodeLeaveAck(body)
 		if err != nil {
@@ -370,6 +410,11 @@ func (c *Cluster) handleHeartbeat(hb heartbeat, now time.Time) {
 	if p == nil || p.status == "" {
 		c.strangerLocked(hb, now)
 		return
+	}
+	if movingLocked(p, now) && hb.addr == p.movingTo && hostPort(p.addr, p.port) != hb.addr {
+		// Moved, and memberlist has not taken the new address yet: sync
+		// with it there (see move.go).
+		c.strangerLocked(hb, now)
 	}
 	if p.status == StatusFailed {
 		c.strangerLocked(hb, now) // alive after all: ask it to re-advertise

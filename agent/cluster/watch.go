@@ -139,8 +139,8 @@ type heartbeatSend struct {
 // sendHeartbeats sends each heartbeat with a fresh sequence number.
 func (c *Cluster) sendHeartbeats(sends []heartbeatSend) {
 	for _, s := range sends {
-		msg := encodeHeartbeat(c.conf.NodeName, c.hbAddr, c.hbSeq.Add(1), s.period)
-		if err := c.ml.SendBestEffort(memberNode(s.name, s.addr, s.port), msg); err != nil {
+		msg := encodeHeartbeat(c.conf.NodeName, *c.hbAddr.Load(), c.hbSeq.Add(1), s.period)
+		if err := c.ml.Load().SendBestEffort(memberNode(s.name, s.addr, s.port), msg); err != nil {
 			c.logger.Debug("heartbeat not sent", "peer", s.name, "err", err)
 		}
 	}
@@ -155,7 +155,7 @@ func (c *Cluster) sendVerdicts(verdicts []silenceVerdict, peers []heartbeatPeer)
 		}
 		msg := encodeNames(msgVerdict, c.conf.NodeName, []string{v.ev.Member.Name})
 		for _, hp := range peers {
-			if err := c.ml.SendBestEffort(memberNode(hp.name, hp.addr, hp.port), msg); err != nil {
+			if err := c.ml.Load().SendBestEffort(memberNode(hp.name, hp.addr, hp.port), msg); err != nil {
 				c.logger.Debug("verdict not sent", "peer", hp.name, "err", err)
 			}
 		}

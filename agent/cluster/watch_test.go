@@ -234,7 +234,7 @@ func TestWatchersFailDeadNodeForEveryone(t *testing.T) {
 		s := o.Stats()
 		own += int(s.SilenceVerdicts)
 		taken += int(s.WatcherVerdicts)
-		if n := o.ml.NumMembers(); n != 6 {
+		if n := o.ml.Load().NumMembers(); n != 6 {
 			t.Errorf("%s: memberlist counts %d members, want 6: the verdict came from memberlist", o.conf.NodeName, n)
 		}
 	}
@@ -243,7 +243,7 @@ func TestWatchersFailDeadNodeForEveryone(t *testing.T) {
 	}
 	testutil.WaitFor(t, waitTimeout, func() error {
 		for _, o := range observers {
-			if n := o.ml.NumMembers(); n != 5 {
+			if n := o.ml.Load().NumMembers(); n != 5 {
 				return fmt.Errorf("%s: memberlist still counts %d members", o.conf.NodeName, n)
 			}
 		}

@@ -4,6 +4,7 @@
 package command
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -265,6 +266,16 @@ func run(c *cli.Context) error {
 		logger.Warn(envConfigOld+" is ignored: it names the workstation tools' config; set "+envConfig+" for the agent's", "config", c.String("config"))
 	}
 
+	// Started at boot before the network is up, the agent waits for an
+	// address (and a MAC to name itself after) instead of failing; a
+	// SIGINT or SIGTERM ends the wait.
+	waitCtx, stopWait := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err = agent.WaitForNetwork(waitCtx, conf, logger)
+	stopWait()
+	if err != nil {
+		logger.Info("stopped while waiting for the network")
+		return nil
+	}
 	a, err := agent.Create(conf, logger)
 	if err != nil {
 		return err

@@ -130,8 +130,11 @@ type Config struct {
 // Discovery advertises this node over mDNS and joins the peers it finds.
 // Create it with New, start it with Start and stop it with Shutdown.
 type Discovery struct {
+	// self is what is advertised; its Addrs, and selfIPs (its specific,
+	// not unspecified, addresses) change with SetAddrs: read them with mu
+	// held.
 	self     Peer
-	selfIPs  []net.IP // Self's specific (not unspecified) addresses
+	selfIPs  []net.IP
 	iface    string
 	quiet    time.Duration
 	backoff  time.Duration
@@ -152,6 +155,9 @@ type Discovery struct {
 	started  bool
 	shutdown bool
 	ifaceOut bool // the interfaces could not be resolved last time we looked
+	// addrGen counts SetAddrs calls: part of the key the advertisement
+	// is watched against, so a new address is advertised at once.
+	addrGen uint64
 
 	kick   chan struct{} // a peer was added to pending
 	cancel context.CancelFunc
@@ -195,12 +201,47 @@ func New(c Config, m MDNS) (*Discovery, error) {
 		kick:     make(chan struct{}, 1),
 	}
 	d.resolve = func() ([]net.Interface, error) { return Interfaces(d.iface) }
-	for _, ip := range c.Self.Addrs {
+	d.setAddrsLocked(c.Self.Addrs)
+	return d, nil
+}
+
+// SetAddrs replaces the gossip addresses this node advertises, when its
+// address changed: the advertisement is renewed with them within
+// InterfaceCheck, and answers from them are recognised as this node's.
+func (d *Discovery) SetAddrs(addrs []net.IP) {
+	d.mu.Lock()
+	d.setAddrsLocked(addrs)
+	d.addrGen++
+	d.mu.Unlock()
+	d.logger.Info("advertising a new address", "addrs", addrs)
+}
+
+func (d *Discovery) setAddrsLocked(addrs []net.IP) {
+	d.self.Addrs = slices.Clone(addrs)
+	d.selfIPs = nil
+	for _, ip := range addrs {
 		if ip != nil && !ip.IsUnspecified() {
 			d.selfIPs = append(d.selfIPs, ip)
 		}
 	}
-	return d, nil
+}
+
+// watchKey identifies what the advertisement was made for: the
+// interfaces and this node's addresses.
+func (d *Discovery) watchKey(ifaces []net.Interface) string {
+	d.mu.Lock()
+	gen := d.addrGen
+	d.mu.Unlock()
+	return ifaceKey(ifaces) + " addrs#" + strconv.FormatUint(gen, 10)
+}
+
+// selfNow is this node's advertisement as it is now.
+func (d *Discovery) selfNow() Peer {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p := d.self
+	p.Addrs = slices.Clone(p.Addrs)
+	return p
 }
 
 // Start starts advertising, browsing and joining in the background. The
@@ -255,13 +296,13 @@ func (d *Discovery) advertiseLoop(ctx context.Context) {
 		}
 		started := time.Now()
 		changed, err := d.runWatched(ctx, key, func(ctx context.Context) error {
-			return d.mdns.Advertise(ctx, d.self, ifaces)
+			return d.mdns.Advertise(ctx, d.selfNow(), ifaces)
 		})
 		switch {
 		case ctx.Err() != nil:
 			return
 		case changed:
-			d.logger.Info("network interfaces changed, advertising again", "was", describeIfaces(ifaces))
+			d.logger.Info("network interfaces or this node's address changed, advertising again", "was", describeIfaces(ifaces))
 			bo.reset()
 			continue
 		case err == nil:
@@ -326,7 +367,7 @@ func (d *Discovery) awaitInterfaces(ctx context.Context, bo *backoff) ([]net.Int
 		ifaces, err := d.resolve()
 		if err == nil {
 			d.noteInterfaces(ifaces, nil, 0)
-			return ifaces, ifaceKey(ifaces), true
+			return ifaces, d.watchKey(ifaces), true
 		}
 		wait := bo.next()
 		d.noteInterfaces(nil, err, wait)
@@ -370,7 +411,7 @@ func (d *Discovery) runWatched(ctx context.Context, key string, attempt func(con
 		case err := <-done:
 			return false, err
 		case <-tick.C:
-			if ifaces, err := d.resolve(); err == nil && ifaceKey(ifaces) == key {
+			if ifaces, err := d.resolve(); err == nil && d.watchKey(ifaces) == key {
 				continue
 			}
 			cancel()
@@ -499,6 +540,8 @@ func (d *Discovery) handlePeer(p Peer) {
 // port on one of our addresses, or, when our addresses are unknown, the same
 // instance name.
 func (d *Discovery) isSelf(p Peer) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if len(d.selfIPs) == 0 {
 		return p.Instance == d.self.Instance
 	}

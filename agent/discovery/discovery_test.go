@@ -668,3 +668,52 @@ func TestInterfaceComesAndGoes(t *testing.T) {
 	fn.set(&third)
 	expectOn(9)
 }
+
+// A node whose address changed advertises the new one: the old
+// announcement is withdrawn, and answers from the new address are its
+// own, not a peer to join.
+func TestSetAddrsReadvertises(t *testing.T) {
+	f, j := newFake(), &joins{members: map[string]bool{}}
+	d, err := New(Config{Self: selfPeer, Quiet: 20 * time.Millisecond, InterfaceCheck: 20 * time.Millisecond,
+		Join: j.join, IsMember: j.isMember, Logger: testLogger(t)}, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.resolve = func() ([]net.Interface, error) { return []net.Interface{fakeIface(99)}, nil }
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Shutdown)
+	moved := net.ParseIP("192.0.2.2")
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if adv, _, _ := f.state(); len(adv) != 1 {
+			return fmt.Errorf("advertising %d, want 1", len(adv))
+		}
+		return nil
+	})
+	d.SetAddrs([]net.IP{moved})
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		adv, bye, _ := f.state()
+		if len(adv) != 1 || len(adv[0].Addrs) != 1 || !adv[0].Addrs[0].Equal(moved) {
+			return fmt.Errorf("advertising %v, want %s", adv, moved)
+		}
+		if len(bye) == 0 || !bye[0].Addrs[0].Equal(selfPeer.Addrs[0]) {
+			return fmt.Errorf("goodbyes %v, want the old address withdrawn", bye)
+		}
+		return nil
+	})
+	self := selfPeer
+	self.Addrs = []net.IP{moved}
+	f.announce(self)
+	good := peer(3, "home")
+	f.announce(good)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if len(j.snapshot()) == 0 {
+			return errors.New("no join yet")
+		}
+		return nil
+	})
+	if calls := j.snapshot(); len(calls) != 1 || !slices.Equal(calls[0], []string{good.GossipAddr()}) {
+		t.Fatalf("joins = %q; want only %s (its own new address is not a peer)", calls, good.GossipAddr())
+	}
+}
