@@ -74,7 +74,7 @@ func TestAgentWaitsForNetwork(t *testing.T) {
 	var logs testutil.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	opts := []Option{WithInterfaces(fn.list), WithAddressPoll(10 * time.Millisecond)}
-	notified := notifySocket(t)
+	notified := testutil.NotifySocket(t, filepath.Join(t.TempDir(), "notify"))
 
 	if _, err := Create(conf, logger, opts...); err == nil || !strings.Contains(err.Error(), "no network interface that is up has an IPv4 address") {
 		t.Fatalf("Create without an address: %v, want an error saying what is missing", err)
