@@ -138,11 +138,12 @@ func TestEmulatedCards(t *testing.T) {
 	for _, c := range s.cards {
 		s.boot(c)
 	}
-	s.waitAliveEverywhere(s.cards, 12*time.Minute, "first boot")
+	s.waitAliveEverywhere(s.cards, s.cards, 12*time.Minute, "first boot")
 
+	// From here on SSH checks host keys against those gossiped.
+	s.writeKnownHosts()
 	s.firstBootIdentity()
 	s.discoveredByMDNS()
-	s.writeKnownHosts()
 	s.ansiblePing("all")
 	s.hardenedUnit(s.cards[0])
 	s.addressChange(s.cards[2])
@@ -201,9 +202,9 @@ func find(view []apitypes.Node, name string) (apitypes.Node, bool) {
 }
 
 // waitAliveEverywhere waits until every card in cards is alive, at its
-// address, in the view of every card in cards, and logs for each the time
-// from its power-on to that moment.
-func (s *scenario) waitAliveEverywhere(cards []*card, timeout time.Duration, phase string) {
+// address, in the view of every card in cards, and logs for each card of
+// booted the time from its power-on to that moment.
+func (s *scenario) waitAliveEverywhere(cards, booted []*card, timeout time.Duration, phase string) {
 	s.t.Helper()
 	done := map[*card]time.Duration{}
 	deadline := time.Now().Add(timeout)
@@ -222,6 +223,9 @@ func (s *scenario) waitAliveEverywhere(cards []*card, timeout time.Duration, pha
 			}
 			if everywhere {
 				done[c] = time.Since(c.vm.Started())
+				if !contains(booted, c) {
+					continue
+				}
 				s.t.Logf("%s: %s: power-on to alive on every peer: %s", phase, c.name, done[c].Round(100*time.Millisecond))
 			}
 		}
@@ -260,10 +264,10 @@ func describe(views map[*card][]apitypes.Node) string {
 // ssh runs a command on a card as the login user, with the workstation key
 // only and host keys checked against known_hosts.
 func (s *scenario) ssh(c *card, command string) (string, error) {
-	kh := s.kh
-	if kh == "" {
-		kh = "/dev/null"
+	if s.kh == "" {
+		return "", errors.New("ssh before known_hosts was written from gossip")
 	}
+	kh := s.kh
 	args := []string{"-i", s.key, "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "PasswordAuthentication=no",
 		"-o", "ConnectTimeout=20", "-o", "UserKnownHostsFile=" + kh, "-o", "StrictHostKeyChecking=yes",
 		"-o", "LogLevel=ERROR", vcluster.DefaultSSHUser + "@" + c.addr.String(), command}
@@ -312,7 +316,6 @@ func (s *scenario) firstBootIdentity() {
 	s.t.Helper()
 	seen := map[string]string{}
 	for _, c := range s.cards {
-		// Host keys are not known yet: this look is by key only.
 		id := s.identityOf(c)
 		if id.hostname != c.name {
 			s.t.Errorf("%s: hostname %q, want %q (rpi- and the MAC's last three octets)", c.name, id.hostname, c.name)
@@ -578,7 +581,7 @@ func (s *scenario) powerCut(c *card) {
 	s.t.Logf("power cut: %s (qemu killed) failed on every peer after %s", c.name, took.Round(100*time.Millisecond))
 
 	s.boot(c)
-	s.waitAliveEverywhere(s.cards, 8*time.Minute, "boot after the power cut")
+	s.waitAliveEverywhere(s.cards, []*card{c}, 8*time.Minute, "boot after the power cut")
 	after := s.identityOf(c)
 	if after != before {
 		s.t.Errorf("%s: identity changed across a power cut:\n before %+v\n after  %+v", c.name, before, after)
@@ -604,7 +607,7 @@ func (s *scenario) powerCut(c *card) {
 	}
 }
 
-func contains(list []string, v string) bool {
+func contains[T comparable](list []T, v T) bool {
 	for _, x := range list {
 		if x == v {
 			return true
