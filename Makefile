@@ -82,7 +82,7 @@ test-arm:
 # Debian packages the full test run needs (installed by `make deps`, as root).
 TEST_DEPS := debootstrap ansible-core ansible-lint chromium mtools dosfstools fdisk e2fsprogs \
 	xz-utils iproute2 openssh-client curl systemd lxcfs prometheus qemu-user-static zsh \
-	qemu-system-arm mmdebstrap dnsmasq-base util-linux
+	qemu-system-arm mmdebstrap arch-test dnsmasq-base util-linux
 
 deps:
 	./scripts/deps.sh $(TEST_DEPS)

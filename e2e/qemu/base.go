@@ -108,9 +108,9 @@ func EnsureBase(ctx context.Context, o BaseOptions) (string, error) {
 		o.Logger.Info("pi base image cached", "path", path)
 		return path, nil
 	}
-	for _, tool := range []string{"mmdebstrap", "mkfs.vfat", "mcopy", "mke2fs", "sfdisk"} {
+	for _, tool := range []string{"mmdebstrap", "arch-test", "mkfs.vfat", "mcopy", "mke2fs", "sfdisk"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return "", fmt.Errorf("build pi base image: %s not found: apt-get install mmdebstrap dosfstools mtools e2fsprogs fdisk", tool)
+			return "", fmt.Errorf("build pi base image: %s not found: apt-get install mmdebstrap arch-test dosfstools mtools e2fsprogs fdisk", tool)
 		}
 	}
 	if os.Geteuid() != 0 {

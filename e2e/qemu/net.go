@@ -105,6 +105,29 @@ func NewNetwork(ctx context.Context, dir, bridge string, prefix netip.Prefix) (*
 		return nil, fmt.Errorf("network: start dnsmasq: %w", err)
 	}
 	go func() { _ = n.dnsmasq.Wait(); close(n.done) }()
+	// Until dnsmasq has written its pid file it has no SIGHUP handler, and
+	// a Reserve then would kill it.
+	pidFile := filepath.Join(dir, "dnsmasq.pid")
+	if err := testutil.Poll(10*time.Second, 20*time.Millisecond, func() error {
+		select {
+		case <-n.done:
+			return nil
+		default:
+		}
+		if data, err := os.ReadFile(pidFile); err != nil || len(data) == 0 {
+			return fmt.Errorf("no pid file yet")
+		}
+		return nil
+	}); err != nil {
+		n.Close()
+		return nil, fmt.Errorf("network: dnsmasq did not start in 10s: %s", n.log.String())
+	}
+	select {
+	case <-n.done:
+		n.Close()
+		return nil, fmt.Errorf("network: dnsmasq exited: %s", n.log.String())
+	default:
+	}
 	return n, nil
 }
 

@@ -26,9 +26,11 @@ root=$work/root
 # The first boot of every card makes its own identity; the base must not
 # carry one (rpi-image resets it again anyway).
 # initramfs-tools: the default MODULES=most never finished under emulation;
-# the virt machine needs only virtio and ext4.
+# the virt machine needs only virtio and ext4. Set before the kernel's
+# postinst makes the initramfs, in files no package owns (conf.d and
+# modules.d), so dpkg has no conffile to ask about.
 mmdebstrap --architectures=arm64 --variant=minbase --include="$packages" \
-	--essential-hook='mkdir -p "$1/etc/initramfs-tools"; printf "MODULES=list\nCOMPRESS=gzip\n" >"$1/etc/initramfs-tools/initramfs.conf"; printf "virtio_pci\nvirtio_mmio\nvirtio_blk\nvirtio_net\nvirtio_rng\next4\n" >"$1/etc/initramfs-tools/modules"' \
+	--essential-hook='mkdir -p "$1/etc/initramfs-tools/conf.d" "$1/usr/share/initramfs-tools/modules.d"; printf "MODULES=list\nCOMPRESS=gzip\n" >"$1/etc/initramfs-tools/conf.d/emulated-pi.conf"; printf "virtio_pci\nvirtio_mmio\nvirtio_blk\nvirtio_net\nvirtio_rng\next4\ncrc32c_generic\n" >"$1/usr/share/initramfs-tools/modules.d/emulated-pi"' \
 	--customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb "$1"/var/lib/apt/lists/*_Packages' \
 	"$suite" "$root" "$mirror"
 
