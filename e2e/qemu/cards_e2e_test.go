@@ -529,8 +529,14 @@ func (s *scenario) addressChange(c *card) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	// The renewal cuts this very SSH session's address: run it detached.
-	s.mustSSH(c, "sudo systemd-run --quiet --on-active=1 networkctl renew eth0")
+	// The DHCP client starts over (as after a link flap): it asks for its
+	// old address, is refused, and takes the new one. `networkctl renew`
+	// is not enough here: the server's refusal of a renewal is broadcast,
+	// and systemd-networkd, renewing from a socket bound to its address,
+	// never hears it (seen in dnsmasq's log: DHCPNAK twice, then silence
+	// until the lease runs out). The command cuts this very SSH session's
+	// address, so it runs detached.
+	s.mustSSH(c, "sudo systemd-run --quiet --on-active=1 networkctl reconfigure eth0")
 	start := time.Now()
 	c.addr = addr
 	took := s.waitStatus(peers, c.name, apitypes.StatusAlive, addr, start, 2*time.Minute)
