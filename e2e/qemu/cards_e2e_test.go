@@ -408,7 +408,8 @@ func (s *scenario) ansiblePing(pattern string) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "ansible", pattern, "-i", s.invPath, "-m", "ping", "-u", vcluster.DefaultSSHUser,
 		"--private-key", s.key, "-e", "ansible_python_interpreter=/usr/bin/python3",
-		"--ssh-common-args", "-o IdentitiesOnly=yes -o PasswordAuthentication=no -o UserKnownHostsFile="+s.kh+" -o StrictHostKeyChecking=yes")
+		// With "=": a separate value starting with "-" is taken for an option.
+		"--ssh-common-args=-o IdentitiesOnly=yes -o PasswordAuthentication=no -o UserKnownHostsFile="+s.kh+" -o StrictHostKeyChecking=yes")
 	cmd.Env = append(os.Environ(), "RPI_AGENTS="+strings.Join(agents, ","), "ANSIBLE_HOST_KEY_CHECKING=True",
 		"ANSIBLE_TIMEOUT=60", "ANSIBLE_LOCAL_TEMP="+filepath.Join(s.dir, "ansible-tmp"))
 	out, err := cmd.CombinedOutput()
