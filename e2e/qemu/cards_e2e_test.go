@@ -544,6 +544,7 @@ func (s *scenario) addressChange(c *card) {
 	close(stop)
 	<-watched
 	s.t.Logf("address change: %s moved %s → %s by DHCP; alive at the new address on every peer after %s (from the renewal command)", c.name, old, addr, took.Round(100*time.Millisecond))
+	s.t.Logf("address change: longest a peer showed %s not alive: %s (one detection period: %s)", c.name, longest.Round(10*time.Millisecond), detection)
 	if longest > detection {
 		s.t.Errorf("a peer showed %s not alive for %s, longer than one detection period (%s):\n%s", c.name, longest, detection, strings.Join(sightings, "\n"))
 	}
