@@ -148,8 +148,9 @@ func (n *Network) writeHosts() error {
 
 // Reserve makes the DHCP server give mac the address host (.2 to .254 of
 // the prefix): a reservation as on a home router. A changed reservation
-// takes effect at the client's next renewal, which is refused (DHCPNAK)
-// and followed by a new lease at the new address.
+// takes effect when the client next asks for its old address from scratch
+// (after a link flap or a restart of its DHCP client): it is refused
+// (DHCPNAK) and given the new one.
 func (n *Network) Reserve(mac string, host int) (netip.Addr, error) {
 	if host < 2 || host > 254 {
 		return netip.Addr{}, fmt.Errorf("network: host number %d out of 2..254", host)
