@@ -68,15 +68,10 @@ func TestRootfsTakesOverRaspiosFirstboot(t *testing.T) {
 	root := makeRaspiosRootDir(t)
 	o := Options{Cluster: "lab", User: "pi", AuthorizedKeys: []byte(newSSHKey(t, "me@ws") + "\n"), AgentDir: makeAgentDir(t)}
 	for round := 1; round <= 2; round++ { // the second run must change nothing
-		fsys, err := OpenDir(root)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := Customize(fsys, nil, o)
+		r, err := customizeDir(t, root, o)
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
-		fsys.Close()
 		if len(r.Warnings) != 0 {
 			t.Errorf("round %d: warnings %q", round, r.Warnings)
 		}
@@ -100,12 +95,7 @@ func TestBuildTakesOverRaspiosFirstboot(t *testing.T) {
 func TestRaspiosDesktopWarns(t *testing.T) {
 	root := makeRaspiosRootDir(t)
 	writeFile(t, root+piwizAutostart, "[Desktop Entry]\nExec=piwiz\n", 0o644)
-	fsys, err := OpenDir(root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fsys.Close()
-	r, err := Customize(fsys, nil, Options{User: "pi", AuthorizedKeys: []byte(newSSHKey(t, "me@ws") + "\n"), AgentDir: makeAgentDir(t)})
+	r, err := customizeDir(t, root, Options{User: "pi", AuthorizedKeys: []byte(newSSHKey(t, "me@ws") + "\n"), AgentDir: makeAgentDir(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
