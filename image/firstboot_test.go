@@ -166,10 +166,10 @@ func TestFirstbootUnblocksConfiguredWiFi(t *testing.T) {
 	}
 	const state = "/var/lib/systemd/rfkill/platform-3f300000.mmcnr:wlan"
 	for _, tc := range []struct {
-		name          string
+		name           string
 		networkManager bool
-		wifi          bool
-		want          string
+		wifi           bool
+		want           string
 	}{
 		{"NetworkManager", true, true, "0\n"},
 		{"wpa_supplicant", false, true, "0\n"},
