@@ -277,11 +277,11 @@ func (c *Client) Events(ctx context.Context, fn func(apitypes.Event) error) erro
 	return c.Follow(ctx, nil, fn)
 }
 
-// maxEmptyResumes is how many times in a row Follow resumes a stream that
-// broke before it delivered an event or lived long; a stream that keeps
-// breaking (a proxy cutting it, an agent refusing it) is the caller's to
-// handle, not a loop's.
-const maxEmptyResumes = 3
+// maxEmptyStreams is how many streams in a row may break before they
+// delivered an event or lived 10 s before Follow gives up: a stream that
+// keeps breaking (a proxy cutting it) is the caller's to handle, not a
+// loop's.
+const maxEmptyStreams = 3
 
 // Follow is Events, calling opened (when not nil) once the agent has
 // accepted the stream: every event from then on reaches fn.
@@ -291,7 +291,8 @@ const maxEmptyResumes = 3
 // last event received (Last-Event-ID), and the agent sends the events
 // missed in between. When it no longer keeps them, fn gets an event of
 // kind apitypes.EventReset: reload the nodes. Follow returns when the agent
-// cannot be reached again or refuses the stream, so that callers can move
+// cannot be reached again or refuses the stream, or when maxEmptyStreams
+// streams in a row broke early without an event, so that callers can move
 // to another agent.
 func (c *Client) Follow(ctx context.Context, opened func(), fn func(apitypes.Event) error) error {
 	var last string // the id of the last event received, kept across streams
@@ -315,7 +316,7 @@ func (c *Client) Follow(ctx context.Context, opened func(), fn func(apitypes.Eve
 		}
 		if delivered || time.Since(started) > 10*time.Second {
 			empty = 0
-		} else if empty++; empty > maxEmptyResumes {
+		} else if empty++; empty >= maxEmptyStreams {
 			return broken.err
 		}
 	}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
@@ -156,5 +159,35 @@ func TestFollowReturnsTheCallbacksError(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Follow did not return the callback's error within 5s")
+	}
+}
+
+// A stream that keeps breaking at once (here a proxy that cuts every
+// stream after its first block) is resumed a bounded number of times, then
+// left to the caller.
+func TestFollowGivesUpOnAStreamThatKeepsBreaking(t *testing.T) {
+	var mu sync.Mutex
+	var resumeIDs []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		resumeIDs = append(resumeIDs, r.Header.Get("Last-Event-ID"))
+		mu.Unlock()
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "retry: 3000\nid: run-7\n: connected\n\n")
+	}))
+	defer srv.Close()
+	done := startFollow(t, &client.Client{BaseURL: srv.URL}, func(apitypes.Event) error { return nil })
+	select {
+	case err := <-done:
+		if !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Errorf("Follow returned %v, want the broken stream's unexpected EOF", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Follow still resuming after 5s")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"", "run-7", "run-7"}; !slices.Equal(resumeIDs, want) {
+		t.Errorf("Last-Event-ID of the requests = %q, want %q", resumeIDs, want)
 	}
 }
