@@ -1,11 +1,9 @@
 package agent
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/rpi-cluster/rpi-cluster/internal/browser"
 )
@@ -24,17 +22,7 @@ func TestStatusPageOfLiveCluster(t *testing.T) {
 	agents := []*Agent{seed, startAgent(t, 32, joinTo(seed)), startAgent(t, 33, joinTo(seed))}
 	waitAlive(t, agents, 3)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	b, err := browser.Start(ctx, browser.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	p, err := b.Open(ctx, "http://"+agents[1].HTTPAddr()+"/")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, p := browser.OpenPage(t, "http://"+agents[1].HTTPAddr()+"/", browser.Options{})
 	// Wait for the script (not the server-side render) to have drawn three
 	// rows with a status badge and a phi/threshold reading each.
 	const rowsJS = `[...document.querySelectorAll('#rows tr.node')].map(tr => ({

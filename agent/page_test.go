@@ -146,17 +146,7 @@ func TestStatusPageHistory(t *testing.T) {
 		[...document.querySelectorAll('#rows tr.node.alive .spark.temp')].length === 3`
 
 	t.Run("desktop", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		b, err := browser.Start(ctx, browser.Options{Width: 1280, Height: 760})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
-		p, err := b.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ctx, p := browser.OpenPage(t, url, browser.Options{Width: 1280, Height: 760})
 		if err := p.WaitFor(ctx, ready); err != nil {
 			t.Fatal(err)
 		}
@@ -222,17 +212,7 @@ func TestStatusPageHistory(t *testing.T) {
 	})
 
 	t.Run("phone", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		b, err := browser.Start(ctx, browser.Options{Width: 390, Height: 2700, Mobile: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
-		p, err := b.Open(ctx, url)
-		if err != nil {
-			t.Fatal(err)
-		}
+		ctx, p := browser.OpenPage(t, url, browser.Options{Width: 390, Height: 2700, Mobile: true})
 		if err := p.WaitFor(ctx, ready); err != nil {
 			t.Fatal(err)
 		}

@@ -264,7 +264,7 @@ func Customize(fsys FS, boot BootFS, o Options) (*Report, error) {
 	}
 
 	steps := []func(FS, BootFS, Options, *Report, []byte) error{
-		installAgent, installLoginUser, installSSH, installFirstboot, installWatchdog, installWiFi,
+		installAgent, installLoginUser, installSSH, installFirstboot, disableRaspiosFirstboot, installWatchdog, installWiFi,
 	}
 	for _, step := range steps {
 		if err := step(fsys, boot, o, r, agent); err != nil {
@@ -502,14 +502,15 @@ func installWatchdog(fsys FS, _ BootFS, _ Options, r *Report, _ []byte) error {
 
 // ResetIdentity makes the root filesystem fsys forget the identity of the
 // node it came from, so that every copy is born unique at its first boot:
-// empty machine-id, no SSH host keys, no node key (the agent makes its own
-// on its first start), hostname raspberrypi, no first-boot marker. r, when
-// not nil, records what was written.
+// empty machine-id ("uninitialized" kept: see resetMachineID), no SSH host
+// keys, no node key (the agent makes its own on its first start), hostname
+// raspberrypi, no first-boot marker. r, when not nil, records what was
+// written.
 func ResetIdentity(fsys FS, r *Report) error {
 	if r == nil {
 		r = &Report{}
 	}
-	if err := fsys.WriteFile("/etc/machine-id", nil, 0o444, 0, 0); err != nil {
+	if err := resetMachineID(fsys); err != nil {
 		return err
 	}
 	r.wrote("/etc/machine-id")

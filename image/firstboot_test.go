@@ -2,6 +2,7 @@ package image
 
 import (
 	"bytes"
+	"debug/elf"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -152,5 +153,45 @@ func TestSystemdUnits(t *testing.T) {
 		if line != "" && !accepted.MatchString(line) {
 			t.Errorf("systemd-analyze verify: %s", line)
 		}
+	}
+}
+
+// WiFi configured by rpi-image is unblocked on the first boot: Raspberry Pi
+// OS saves WiFi soft-blocked in /var/lib/systemd/rfkill until a country is
+// set, both where rpi-image writes a NetworkManager connection (Bookworm
+// on) and where it writes wpa_supplicant.conf (older releases).
+func TestFirstbootUnblocksConfiguredWiFi(t *testing.T) {
+	if _, err := exec.LookPath("ssh-keygen"); err != nil {
+		t.Skip("ssh-keygen not installed (openssh-client)")
+	}
+	const state = "/var/lib/systemd/rfkill/platform-3f300000.mmcnr:wlan"
+	for _, tc := range []struct {
+		name           string
+		networkManager bool
+		wifi           bool
+		want           string
+	}{
+		{"NetworkManager", true, true, "0\n"},
+		{"wpa_supplicant", false, true, "0\n"},
+		{"no WiFi configured", true, false, "1\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := makeRootDir(t, elf.EM_AARCH64, nil)
+			if !tc.networkManager {
+				os.RemoveAll(root + "/etc/NetworkManager")
+			}
+			writeFile(t, root+state, "1\n", 0o644)
+			o := Options{AuthorizedKeys: []byte(newSSHKey(t, "me@ws") + "\n"), AgentDir: makeAgentDir(t)}
+			if tc.wifi {
+				o.WiFi = &WiFi{SSID: "Home Net", PSK: "correct horse", Country: "GB"}
+			}
+			if _, err := customizeDir(t, root, o); err != nil {
+				t.Fatal(err)
+			}
+			out := runFirstboot(t, root, map[string]string{"eth0": "b8:27:eb:a1:b2:c3"})
+			if got := string(mustRead(t, root+state)); got != tc.want {
+				t.Errorf("saved WiFi block %q, want %q; rpi-firstboot said:\n%s", got, tc.want, out)
+			}
+		})
 	}
 }

@@ -162,6 +162,18 @@ func makeRootDir(t *testing.T, machine elf.Machine, attrs []byte) string {
 	return root
 }
 
+// customizeDir runs Customize on the root filesystem in directory root, as
+// `rpi-image rootfs` does.
+func customizeDir(t *testing.T, root string, o Options) (*Report, error) {
+	t.Helper()
+	fsys, err := OpenDir(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fsys.Close()
+	return Customize(fsys, nil, o)
+}
+
 // makeAgentDir holds fake agent builds for every architecture.
 func makeAgentDir(t *testing.T) string {
 	dir := t.TempDir()

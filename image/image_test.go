@@ -255,15 +255,10 @@ func TestRootfs(t *testing.T) {
 	root := makeRootDir(t, elf.EM_AARCH64, nil)
 	o := Options{Cluster: "lab", User: "alice", AuthorizedKeys: []byte(newSSHKey(t, "alice@laptop") + "\n"), Token: "0123456789abcdef-token", AgentDir: makeAgentDir(t)}
 	for round := 1; round <= 2; round++ { // the second run must change nothing
-		fsys, err := OpenDir(root)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := Customize(fsys, nil, o)
+		r, err := customizeDir(t, root, o)
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
-		fsys.Close()
 		if r.Arch != ArchARM64 || r.ArchProbe != "/bin/sh" || r.Keys != 1 || r.User.Created != (round == 1) {
 			t.Errorf("round %d: report %+v", round, r)
 		}

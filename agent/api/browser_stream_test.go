@@ -23,17 +23,7 @@ func TestStatusPageReconnectsAfterRefusedStream(t *testing.T) {
 	defer release()
 	openStream(t, hold, ts.URL)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	b, err := browser.Start(ctx, browser.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	p, err := b.Open(ctx, ts.URL+"/")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, p := browser.OpenPage(t, ts.URL+"/", browser.Options{})
 	if err := p.WaitFor(ctx, `document.getElementById('live').dataset.state === 'reconnecting' &&
 		document.getElementById('updated').textContent.startsWith('updated')`); err != nil {
 		t.Fatalf("page with its stream refused: %v", err)

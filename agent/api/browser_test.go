@@ -75,18 +75,7 @@ func TestStatusPageInBrowser(t *testing.T) {
 func TestStatusPageLiveUpdatesOnPhone(t *testing.T) {
 	needBrowser(t)
 	ts, f, _ := testServer(t, "", testNodes()[:3]...)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-
-	b, err := browser.Start(ctx, browser.Options{Width: 390, Height: 844, Mobile: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	p, err := b.Open(ctx, ts.URL+"/")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, p := browser.OpenPage(t, ts.URL+"/", browser.Options{Width: 390, Height: 844, Mobile: true})
 	if err := p.WaitFor(ctx, pageReady); err != nil {
 		t.Fatal(err)
 	}
@@ -123,17 +112,7 @@ func TestStatusPageLiveUpdatesOnPhone(t *testing.T) {
 func TestStatusPageWarningsFollowToken(t *testing.T) {
 	needBrowser(t)
 	ts, f, s := testServer(t, "", testNodes()[:3]...)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	b, err := browser.Start(ctx, browser.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	p, err := b.Open(ctx, ts.URL+"/")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, p := browser.OpenPage(t, ts.URL+"/", browser.Options{})
 	if err := p.WaitFor(ctx, pageReady+` && document.querySelectorAll('#warnings .notice.insecure').length === 1 &&
 		document.querySelector('#warnings .notice').textContent.includes('api_token')`); err != nil {
 		t.Fatalf("no open-writes banner: %v", err)

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -87,17 +86,7 @@ func TestPageFetchesHistoryOncePerSlot(t *testing.T) {
 		s.Shutdown()
 		ts.Close()
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	b, err := browser.Start(ctx, browser.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	p, err := b.Open(ctx, ts.URL+"/")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, p := browser.OpenPage(t, ts.URL+"/", browser.Options{})
 	if err := p.WaitFor(ctx, pageReady); err != nil {
 		t.Fatal(err)
 	}

@@ -271,20 +271,77 @@ func (c *Client) Health(ctx context.Context) (apitypes.Health, error) {
 }
 
 // Events follows GET /v1/events and calls fn for each event until ctx is
-// cancelled, the stream ends, or fn returns an error. It returns nil when ctx
-// was cancelled.
+// cancelled, the agent cannot be reached again, or fn returns an error. It
+// returns nil when ctx was cancelled.
 func (c *Client) Events(ctx context.Context, fn func(apitypes.Event) error) error {
 	return c.Follow(ctx, nil, fn)
 }
 
+// maxEmptyStreams is how many streams in a row may break before they
+// delivered an event or lived 10 s before Follow gives up: a stream that
+// keeps breaking (a proxy cutting it) is the caller's to handle, not a
+// loop's.
+const maxEmptyStreams = 3
+
 // Follow is Events, calling opened (when not nil) once the agent has
 // accepted the stream: every event from then on reaches fn.
+//
+// A stream that breaks (a network blip, or the agent closing a stream that
+// fell behind) is resumed at once from the same agent with the id of the
+// last event received (Last-Event-ID), and the agent sends the events
+// missed in between. When it no longer keeps them, fn gets an event of
+// kind apitypes.EventReset: reload the nodes. Follow returns when the agent
+// cannot be reached again or refuses the stream, or when maxEmptyStreams
+// streams in a row broke early without an event, so that callers can move
+// to another agent.
 func (c *Client) Follow(ctx context.Context, opened func(), fn func(apitypes.Event) error) error {
+	var last string // the id of the last event received, kept across streams
+	for empty := 0; ; {
+		started, delivered := time.Now(), false
+		err := c.stream(ctx, last, &last, func() {
+			if opened != nil {
+				opened()
+				opened = nil
+			}
+		}, func(ev apitypes.Event) error {
+			delivered = true
+			return fn(ev)
+		})
+		if ctx.Err() != nil {
+			return nil
+		}
+		var broken *streamBroken
+		if !errors.As(err, &broken) || last == "" {
+			return err
+		}
+		if delivered || time.Since(started) > 10*time.Second {
+			empty = 0
+		} else if empty++; empty >= maxEmptyStreams {
+			return broken.err
+		}
+	}
+}
+
+// streamBroken is a stream that ended or failed after the agent accepted
+// it: Follow resumes it.
+type streamBroken struct{ err error }
+
+func (e *streamBroken) Error() string { return e.err.Error() }
+func (e *streamBroken) Unwrap() error { return e.err }
+
+// stream runs one GET /v1/events resuming after event id since ("" for a
+// new stream), keeping the id of each event received in *last. Errors of fn
+// and of decoding come back as they are; a stream that breaks after the
+// agent accepted it comes back as *streamBroken.
+func (c *Client) stream(ctx context.Context, since string, last *string, opened func(), fn func(apitypes.Event) error) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.BaseURL+"/v1/events", nil)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Accept", "text/event-stream")
+	if since != "" {
+		req.Header.Set("Last-Event-ID", since)
+	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
@@ -299,28 +356,32 @@ func (c *Client) Follow(ctx context.Context, opened func(), fn func(apitypes.Eve
 	if resp.StatusCode != http.StatusOK {
 		return &StatusError{Code: resp.StatusCode, Message: resp.Status, URL: c.BaseURL + "/v1/events"}
 	}
-	if opened != nil {
-		opened()
-	}
-	err = readSSE(resp.Body, func(kind string, data []byte) error {
+	opened()
+	var fnErr error
+	err = readSSE(resp.Body, last, func(kind string, data []byte) error {
 		var ev apitypes.Event
 		if err := json.Unmarshal(data, &ev); err != nil {
-			return fmt.Errorf("decode event %q: %w", kind, err)
+			fnErr = fmt.Errorf("decode event %q: %w", kind, err)
+		} else {
+			fnErr = fn(ev)
 		}
-		return fn(ev)
+		return fnErr
 	})
-	if ctx.Err() != nil {
-		return nil
+	if err != nil && fnErr == nil {
+		return &streamBroken{err: err}
 	}
 	return err
 }
 
 // readSSE parses a text/event-stream body, calling fn once per event that has
-// data. Comment lines (":keepalive") are skipped.
-func readSSE(r io.Reader, fn func(kind string, data []byte) error) error {
+// data. Comment lines (":keepalive") are skipped. As in EventSource, *lastID
+// takes the value of the last "id:" field at the end of each block, with or
+// without data: it is what a resumed stream sends as Last-Event-ID.
+func readSSE(r io.Reader, lastID *string, fn func(kind string, data []byte) error) error {
 	rd := newLineReader(r)
 	var kind string
 	var data []byte
+	id := *lastID
 	for {
 		line, err := rd.ReadLine()
 		if err != nil {
@@ -331,6 +392,7 @@ func readSSE(r io.Reader, fn func(kind string, data []byte) error) error {
 		}
 		switch {
 		case line == "":
+			*lastID = id
 			if len(data) > 0 {
 				if err := fn(kind, data); err != nil {
 					return err
@@ -338,6 +400,10 @@ func readSSE(r io.Reader, fn func(kind string, data []byte) error) error {
 			}
 			kind, data = "", nil
 		case strings.HasPrefix(line, ":"):
+		case strings.HasPrefix(line, "id:"):
+			if v := strings.TrimPrefix(strings.TrimPrefix(line, "id:"), " "); !strings.ContainsRune(v, 0) {
+				id = v
+			}
 		case strings.HasPrefix(line, "event:"):
 			kind = strings.TrimSpace(strings.TrimPrefix(line, "event:"))
 		case strings.HasPrefix(line, "data:"):

@@ -167,14 +167,36 @@ func nodeArgAndClient(c *cli.Context, op string) (string, *client.Client, error)
 // loadConfig layers DefaultConfig, the config file, then the environment and
 // flags (urfave/cli resolves those two, flags winning).
 func loadConfig(c *cli.Context) (*agent.Config, error) {
+	conf, _, err := loadConfigLayers(c)
+	return conf, err
+}
+
+// tokenOverride says that the API token came from a flag or the
+// environment while the config file gives another one, which is therefore
+// not applied.
+type tokenOverride struct {
+	source string // "--api-token", "RPI_API_TOKEN_FILE", ...
+	file   string // the file's setting: "api_token" or "api_token_file"
+}
+
+// loadConfigLayers is loadConfig, also saying when a flag or the
+// environment overrides a different token in the config file (nil when
+// not).
+func loadConfigLayers(c *cli.Context) (*agent.Config, *tokenOverride, error) {
 	conf := agent.DefaultConfig()
 	if c.IsSet("config") {
 		if err := conf.LoadFile(c.String("config")); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	} else if err := conf.LoadDefaultFile(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	// The config file's own token, to tell when a flag overrides another.
+	fileTokenKey := "api_token"
+	if conf.APITokenFile != "" {
+		fileTokenKey = "api_token_file"
+	}
+	fileToken, fileTokenErr := secretfile.Value("api_token", "api_token_file", conf.APIToken, conf.APITokenFile)
 	str := func(flag string, dst *string) {
 		if c.IsSet(flag) {
 			*dst = c.String(flag)
@@ -208,10 +230,14 @@ func loadConfig(c *cli.Context) (*agent.Config, error) {
 		return nil
 	}
 	if err := secret("encrypt", &conf.Encrypt, &conf.EncryptFile); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := secret("api-token", &conf.APIToken, &conf.APITokenFile); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	var override *tokenOverride
+	if flag := tokenFlagSet(c); flag != "" && (fileTokenErr != nil || fileToken != "") && fileToken != conf.APIToken {
+		override = &tokenOverride{source: flag, file: fileTokenKey}
 	}
 	str("profile", &conf.Profile)
 	str("log-level", &conf.LogLevel)
@@ -230,7 +256,7 @@ func loadConfig(c *cli.Context) (*agent.Config, error) {
 	}
 	if c.Bool("no-mdns") {
 		if c.IsSet("mdns") && c.Bool("mdns") {
-			return nil, errors.New("--mdns and --no-mdns contradict each other")
+			return nil, nil, errors.New("--mdns and --no-mdns contradict each other")
 		}
 		conf.MDNS = false
 	}
@@ -238,9 +264,28 @@ func loadConfig(c *cli.Context) (*agent.Config, error) {
 		conf.PhiThreshold = c.Float64("phi-threshold")
 	}
 	if err := conf.Validate(); err != nil {
-		return nil, fmt.Errorf("invalid configuration: %w", err)
+		return nil, nil, fmt.Errorf("invalid configuration: %w", err)
 	}
-	return conf, nil
+	return conf, override, nil
+}
+
+// tokenFlagSet names where the token was given over the config file:
+// --api-token, --api-token-file or their environment variables; "" when
+// neither was given.
+func tokenFlagSet(c *cli.Context) string {
+	for _, flag := range []string{"api-token", "api-token-file"} {
+		if !c.IsSet(flag) {
+			continue
+		}
+		// urfave/cli reads the variable into the flag; a value equal to
+		// the variable's came from it (or from both, alike).
+		env := "RPI_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && v == c.String(flag) {
+			return env
+		}
+		return "--" + flag
+	}
+	return ""
 }
 
 func run(c *cli.Context) error {
@@ -320,10 +365,18 @@ func handleSignals(c *cli.Context, sigCh <-chan os.Signal, a *agent.Agent, logge
 // nothing: the agent runs on with its current token, log level and keys.
 func reload(c *cli.Context, a *agent.Agent, logger *slog.Logger, level *slog.LevelVar) {
 	const kept = "configuration not applied: api_token, log_level and ssh_host_keys stay as they were"
-	conf, err := loadConfig(c)
+	conf, override, err := loadConfigLayers(c)
 	if err != nil {
 		logger.Error("reload: "+kept, "err", err)
 		return
+	}
+	if override != nil {
+		// Flags and the environment outrank the config file, at start and
+		// at every reload alike; a changed token in the file would
+		// otherwise be ignored without a word.
+		logger.Warn("reload: the config file's api token is not applied: "+override.source+" gives the token, and flags and the environment outrank the config file",
+			"token_from", override.source, "ignored", override.file,
+			"fix", "remove "+override.source+" and restart to use the config file's "+override.file)
 	}
 	if err := a.Reload(conf); err != nil {
 		logger.Error("reload: "+kept, "err", err)

@@ -130,3 +130,50 @@ func TestSubcommandTokenFile(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenOverrideNamesItsSource: when a flag or the environment gives the
+// API token and the config file another, loadConfigLayers says which one
+// wins; a file without a token, or with the same one, is no override.
+func TestTokenOverrideNamesItsSource(t *testing.T) {
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte("from-token-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	load := func(yaml string, args ...string) *tokenOverride {
+		t.Helper()
+		cfg := filepath.Join(t.TempDir(), "agent.yaml")
+		writeConfig(t, cfg, "ssh_host_keys: ''\n"+yaml)
+		var override *tokenOverride
+		app := App()
+		app.Writer, app.ErrWriter = io.Discard, io.Discard
+		app.Action = func(c *cli.Context) (err error) {
+			_, override, err = loadConfigLayers(c)
+			return err
+		}
+		if err := app.Run(append([]string{"rpi-agent", "--config", cfg, "--data-dir", t.TempDir()}, args...)); err != nil {
+			t.Fatal(err)
+		}
+		return override
+	}
+	check := func(name string, got *tokenOverride, want *tokenOverride) {
+		t.Helper()
+		if (got == nil) != (want == nil) || got != nil && *got != *want {
+			t.Errorf("%s: override %+v, want %+v", name, got, want)
+		}
+	}
+
+	check("flag over the file's api_token", load("api_token: from-file\n", "--api-token", "from-flag"),
+		&tokenOverride{source: "--api-token", file: "api_token"})
+	check("flag over the file's api_token_file", load("api_token_file: "+tokenFile+"\n", "--api-token", "from-flag"),
+		&tokenOverride{source: "--api-token", file: "api_token_file"})
+	check("token file flag over the file's api_token", load("api_token: from-file\n", "--api-token-file", tokenFile),
+		&tokenOverride{source: "--api-token-file", file: "api_token"})
+	check("flag, file without a token", load("", "--api-token", "from-flag"), nil)
+	check("flag, file with the same token", load("api_token: same\n", "--api-token", "same"), nil)
+	check("file alone", load("api_token: from-file\n"), nil)
+
+	t.Setenv("RPI_API_TOKEN", "from-env")
+	check("environment over the file's api_token", load("api_token: from-file\n"),
+		&tokenOverride{source: "RPI_API_TOKEN", file: "api_token"})
+}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -22,27 +20,7 @@ const forceLeaveToken = "fl-token"
 // startForceLeaveAgent starts an in-process agent named fl-i on
 // 127.0.73.i, joined to join ("" for none).
 func startForceLeaveAgent(t *testing.T, i int, join string) *agent.Agent {
-	t.Helper()
-	conf := agent.DefaultConfig()
-	conf.Name = fmt.Sprintf("fl-%d", i)
-	ip := fmt.Sprintf("127.0.73.%d", i)
-	conf.Bind, conf.HTTP = ip+":0", ip+":0"
-	conf.MDNS, conf.SSHHostKeys = false, ""
-	conf.DataDir, conf.APIToken = t.TempDir(), forceLeaveToken
-	conf.MonitorInterval, conf.RetryJoinInterval = 300*time.Millisecond, 100*time.Millisecond
-	if join != "" {
-		conf.Join = []string{join}
-	}
-	p, _ := cluster.ProfileByName("test")
-	a, err := agent.Create(conf, slog.New(slog.NewTextHandler(io.Discard, nil)), agent.WithProfile(p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Shutdown() })
-	return a
+	return startAgent(t, fmt.Sprintf("fl-%d", i), fmt.Sprintf("127.0.73.%d", i), t.TempDir(), forceLeaveToken, join)
 }
 
 // force-leave through the real API and the CLI: refused without the token

@@ -254,3 +254,52 @@ func TestSIGHUPReloadsToken(t *testing.T) {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 }
+
+// SIGHUP with the token given by --api-token: the flag outranks the config
+// file, so a new api_token in the file is not applied, and the agent says
+// so (once per reload) instead of keeping the flag's token silently.
+func TestSIGHUPSaysTheTokenFlagWins(t *testing.T) {
+	tmp := t.TempDir()
+	cfg, dir := filepath.Join(tmp, "agent.yaml"), filepath.Join(tmp, "data")
+	writeConfig(t, cfg, "ssh_host_keys: ''\napi_token: file-token-1\n")
+	p := startAgentProc(t, append(agentArgs(5, cfg, dir), "--api-token", "flag-token")...)
+	base := p.url(t)
+	if code := put(t, base, "flag-token"); code != http.StatusOK {
+		t.Fatalf("the flag's token: %d, want 200", code)
+	}
+
+	writeConfig(t, cfg, "ssh_host_keys: ''\napi_token: file-token-2\n")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	var line string
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		for l := range strings.Lines(p.stderr.String()) {
+			if strings.Contains(l, "reload:") && strings.Contains(l, "api token is not applied") {
+				line = l
+				return nil
+			}
+		}
+		return errors.New("no log line saying the config file's token is not applied")
+	})
+	for _, want := range []string{"--api-token", "outrank the config file", "ignored=api_token"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("the reload log line does not say %q:\n%s", want, line)
+		}
+	}
+	if put(t, base, "flag-token") != http.StatusOK || put(t, base, "file-token-2") != http.StatusUnauthorized {
+		t.Error("the token changed although --api-token gives it")
+	}
+
+	// The same file again: still said, once for this reload.
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if n := strings.Count(p.stderr.String(), "api token is not applied"); n != 2 {
+			return fmt.Errorf("%d log lines about the token after two reloads, want 2", n)
+		}
+		return nil
+	})
+
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.wait(t, 20*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,7 +15,6 @@ import (
 
 	"github.com/rpi-cluster/rpi-cluster/agent"
 	"github.com/rpi-cluster/rpi-cluster/agent/client"
-	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
@@ -26,32 +24,7 @@ const rekeyToken = "rekey-token"
 // startRekeyAgent starts an in-process agent named rk-i on 127.0.7.i with
 // its data in dir, joined to join ("" for none).
 func startRekeyAgent(t *testing.T, i int, dir, join string) *agent.Agent {
-	t.Helper()
-	conf := agent.DefaultConfig()
-	conf.Name = fmt.Sprintf("rk-%d", i)
-	ip := fmt.Sprintf("127.0.7.%d", i)
-	conf.Bind, conf.HTTP = ip+":0", ip+":0"
-	conf.MDNS, conf.SSHHostKeys = false, ""
-	conf.DataDir, conf.APIToken = dir, rekeyToken
-	conf.MonitorInterval, conf.RetryJoinInterval = 300*time.Millisecond, 100*time.Millisecond
-	if join != "" {
-		conf.Join = []string{join}
-	}
-	p, _ := cluster.ProfileByName("test")
-	a, err := agent.Create(conf, slog.New(slog.NewTextHandler(io.Discard, nil)), agent.WithProfile(p))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Shutdown() })
-	return a
-}
-
-func gossipAddr(a *agent.Agent) string {
-	ip, port := a.Cluster().LocalAddr()
-	return fmt.Sprintf("%s:%d", ip, port)
+	return startAgent(t, fmt.Sprintf("rk-%d", i), fmt.Sprintf("127.0.7.%d", i), dir, rekeyToken, join)
 }
 
 // runWrite runs `rpi-agent SUBCOMMAND NAME` (force-leave, rekey) against

@@ -79,6 +79,10 @@ type Cluster struct {
 	// event hub runs); streams counts the open /v1/events requests.
 	subs    map[chan apitypes.Event]struct{}
 	streams map[string]int
+	// resumeIDs holds the Last-Event-ID of every /v1/events request, per
+	// agent; held holds an interrupted agent's new streams until resumed.
+	resumeIDs map[string][]string
+	held      map[string]chan struct{}
 }
 
 // Start starts one agent per node. A node's Address, when set, is the
@@ -93,6 +97,9 @@ func Start(t testing.TB, nodes []apitypes.Node, down ...string) *Cluster {
 		desired: map[string]apitypes.DesiredService{},
 		subs:    map[chan apitypes.Event]struct{}{},
 		streams: map[string]int{},
+
+		resumeIDs: map[string][]string{},
+		held:      map[string]chan struct{}{},
 	}
 	for i := range nodes {
 		n := &nodes[i]
@@ -154,6 +161,17 @@ func (c *Cluster) serve(self string, a *api.Server, h http.Handler, w http.Respo
 	}
 	if r.URL.Path == "/v1/events" {
 		c.mu.Lock()
+		c.resumeIDs[self] = append(c.resumeIDs[self], r.Header.Get("Last-Event-ID"))
+		hold := c.held[self]
+		c.mu.Unlock()
+		if hold != nil {
+			select {
+			case <-hold:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		c.mu.Lock()
 		c.streams[self]++
 		c.mu.Unlock()
 		defer func() {
@@ -179,6 +197,40 @@ func (c *Cluster) Stop(node string) {
 	c.mu.Unlock()
 	a.Shutdown()
 	srv.Close()
+}
+
+// Interrupt cuts every open connection to node's agent, as a network blip
+// does, and holds the event streams asked for from then on until resume is
+// called. The agent itself stays up: events emitted in between reach it
+// while no stream is open, and it keeps them for streams that resume.
+func (c *Cluster) Interrupt(node string) (resume func()) {
+	c.mu.Lock()
+	srv := c.servers[node]
+	if srv == nil {
+		c.mu.Unlock()
+		panic("fakeagent: no running agent " + node)
+	}
+	hold := make(chan struct{})
+	c.held[node] = hold
+	c.mu.Unlock()
+	srv.CloseClientConnections()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			delete(c.held, node)
+			c.mu.Unlock()
+			close(hold)
+		})
+	}
+}
+
+// ResumeIDs returns the Last-Event-ID header of every /v1/events request
+// node's agent received, in order ("" for a new stream).
+func (c *Cluster) ResumeIDs(node string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.resumeIDs[node])
 }
 
 // Update changes node's record in the shared view (bumping its record
