@@ -10,6 +10,8 @@
 #   make cluster      the virtual Pi cluster on Docker (N=4 nodes) with a deploy on it
 #   make cluster-down remove everything make cluster made
 #   make e2e          the end-to-end suite on virtual clusters (root, Docker)
+#   make test-emulated the SD image built by rpi-image, written to three cards
+#                     and booted in qemu-system-aarch64 with DHCP (root)
 #   make bench        failure detection, convergence, bandwidth, footprint (docs/PERFORMANCE.md)
 #   make bench-quick  a reduced benchmark run; fails only on gross failures, never on timings
 #   make demo         a local 3-agent cluster on 127.0.2.x (no Docker needed)
@@ -26,7 +28,7 @@ export CGO_ENABLED := 0
 
 N ?= 4
 
-.PHONY: all build docs cross test test-arm lint deps check demo cluster cluster-down e2e bench bench-quick clean
+.PHONY: all build docs cross test test-arm lint deps check demo cluster cluster-down e2e test-emulated bench bench-quick clean
 
 all: build
 
@@ -73,18 +75,19 @@ ARM_TEST_PKGS ?= ./agent/...
 ARM_TEST_SKIP ?= ^(TestAgentsFindEachOtherOverMDNS|TestMDNSBetweenNamespaces|TestMDNSSurvivesRelink|TestHTTPExhaustion)$$
 test-arm:
 	@for f in qemu-arm qemu-aarch64; do [ -e /proc/sys/fs/binfmt_misc/$$f ] || { \
-		echo "binfmt_misc has no $$f: run .ci/run, or register it (apt-get install qemu-user-static binfmt-support)"; exit 1; }; done
+		echo "binfmt_misc has no $$f: run scripts/with-binfmt.sh make test-arm (apt-get install qemu-user-static)"; exit 1; }; done
 	GOOS=linux GOARCH=arm GOARM=6 $(GO) test -short -p 1 -count=1 -timeout 15m -skip '$(ARM_TEST_SKIP)' $(ARM_TEST_PKGS)
 	GOOS=linux GOARCH=arm64       $(GO) test -short -p 1 -count=1 -timeout 15m -skip '$(ARM_TEST_SKIP)' $(ARM_TEST_PKGS)
 
 # Debian packages the full test run needs (installed by `make deps`, as root).
 TEST_DEPS := debootstrap ansible-core ansible-lint chromium mtools dosfstools fdisk e2fsprogs \
-	xz-utils iproute2 openssh-client curl systemd lxcfs prometheus qemu-user-static zsh
+	xz-utils iproute2 openssh-client curl systemd lxcfs prometheus qemu-user-static zsh \
+	qemu-system-arm mmdebstrap arch-test dnsmasq-base util-linux
 
 deps:
 	./scripts/deps.sh $(TEST_DEPS)
 
-check: deps lint cross test e2e bench-quick
+check: deps lint cross test e2e test-emulated bench-quick
 
 cluster: build
 	N=$(N) ./scripts/cluster.sh
@@ -94,6 +97,12 @@ cluster-down:
 
 e2e: build
 	./e2e/run.sh
+
+# The emulated boot (e2e/qemu): builds the Pi-shaped arm64 base image once
+# (cached in $RPI_CACHE_DIR), then boots three cards of one rpi-image build
+# in a network namespace of its own.
+test-emulated: build cross
+	./e2e/qemu/run.sh
 
 demo: build
 	./scripts/local-cluster.sh

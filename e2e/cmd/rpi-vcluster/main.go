@@ -1,6 +1,7 @@
 // Command rpi-vcluster runs the virtual Raspberry Pi cluster on Docker:
 // `rpi-vcluster up -n 4` builds the node image (cached), starts the nodes
-// and prints how to reach them; `rpi-vcluster down` removes what up made.
+// and prints how to reach them; `rpi-vcluster down` removes what up made;
+// `rpi-vcluster pi-base` builds the arm64 base image of the emulated boot.
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/rpi-cluster/rpi-cluster/e2e/qemu"
 	"github.com/rpi-cluster/rpi-cluster/e2e/vcluster"
 )
 
@@ -76,6 +78,23 @@ func app() *cli.App {
 						return err
 					}
 					fmt.Fprintln(c.App.Writer, p.Image)
+					return nil
+				},
+			},
+			{
+				Name:  "pi-base",
+				Usage: "build the Raspberry-Pi-shaped arm64 base image for the emulated boot (cached) and print its path",
+				Flags: []cli.Flag{mirror},
+				Action: func(c *cli.Context) error {
+					dir, err := vcluster.DefaultCacheDir()
+					if err != nil {
+						return err
+					}
+					p, err := qemu.EnsureBase(c.Context, qemu.BaseOptions{CacheDir: dir, Mirror: c.String("mirror"), Logger: logger()})
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(c.App.Writer, p)
 					return nil
 				},
 			},
