@@ -55,11 +55,14 @@ func LoadAvg() string {
 
 // Report is everything one run measured.
 type Report struct {
-	Machine  Machine
-	Command  string
-	Started  time.Time
-	Elapsed  time.Duration
-	Mode     string
+	Machine Machine
+	Command string
+	Started time.Time
+	Elapsed time.Duration
+	Mode    string
+	// Dilation is the time dilation of the in-process rows (zero or 1:
+	// none); see Dilation.
+	Dilation Dilation
 	Labels   []string // contender labels, in column order
 	Scale    []ScaleResult
 	FalsePos []FalsePosResult
@@ -144,7 +147,12 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "- machine: %d CPUs, %s, %s\n", r.Machine.CPUs, r.Machine.Model, r.Machine.GoVersion)
 	fmt.Fprintf(&b, "- date: %s, took %s\n", r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Elapsed.Round(time.Second))
 	fmt.Fprintf(&b, "- load average (1/5/15 min): %s at start, %s at end\n", r.Machine.LoadStart, r.Machine.LoadEnd)
-	fmt.Fprintf(&b, "- command: `%s`\n\n", r.Command)
+	fmt.Fprintf(&b, "- command: `%s`\n", r.Command)
+	if r.Dilation.Dilated() {
+		fmt.Fprintf(&b, "- **time-dilated run, K = %g**: every protocol interval and timeout (the profile's, memberlist's, the benchmark's own) ran %g times longer; the times below are divided by %g and the bandwidths are per emulated second\n",
+			float64(r.Dilation), float64(r.Dilation), float64(r.Dilation))
+	}
+	b.WriteString("\n")
 
 	if len(r.Scale) > 0 || len(r.FalsePos) > 0 {
 		b.WriteString("| measure | N | " + strings.Join(r.Labels, " | ") + " | target |\n")
