@@ -68,6 +68,8 @@ type Report struct {
 	FalsePos []FalsePosResult
 	// Procs are the separate-process rows.
 	Procs []ProcScaleResult
+	// CPUCap are the CPU-capped rows.
+	CPUCap []CPUCapResult
 	// Footprint is nil when the row did not run.
 	Footprint *FootprintResult
 	Inventory []InventoryResult
@@ -103,6 +105,15 @@ func (r *Report) Failures() []string {
 		}
 		if f.Contender == "lan" && f.Nodes > 0 {
 			out = append(out, fmt.Sprintf("false positives, lan: %d live nodes declared failed", f.Nodes))
+		}
+	}
+	for _, c := range r.CPUCap {
+		if c.Err != nil {
+			out = append(out, c.Err.Error())
+		}
+		if c.Contender == "lan" && len(c.FalsePositives) > 0 {
+			out = append(out, fmt.Sprintf("lan, one agent capped to a share of a core: %d false positives, first %s failed on %s",
+				len(c.FalsePositives), c.FalsePositives[0].Subject, c.FalsePositives[0].Observer))
 		}
 	}
 	if r.Footprint != nil && r.Footprint.Err != nil {
@@ -257,6 +268,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 
 	r.writeProcs(&b)
+	r.writeCPUCap(&b)
 
 	if f := r.Footprint; f != nil && len(f.Samples) > 0 && f.Err == nil {
 		rss := make([]float64, len(f.Samples))
@@ -385,6 +397,62 @@ func (r *Report) writeProcs(b *strings.Builder) {
 			nodes[f.Subject] = true
 		}
 		return fmt.Sprintf("%d (%d)", len(nodes), len(p.FalsePositives))
+	})
+	b.WriteString("\n")
+}
+
+// writeCPUCap writes the CPU-capped rows, contenders side by side.
+func (r *Report) writeCPUCap(b *strings.Builder) {
+	if len(r.CPUCap) == 0 {
+		return
+	}
+	p := r.CPUCap[0].Plan
+	fmt.Fprintf(b, "| %d rpi-agent processes, one held to %.0f %% of a core (CFS quota %v per %v) for %v | %s | target |\n",
+		p.N, 100*p.Quota.Seconds()/p.Period.Seconds(), p.Quota, p.Period, p.Duration, strings.Join(r.Labels, " | "))
+	b.WriteString("|---|" + strings.Repeat("---:|", len(r.Labels)) + "---|\n")
+	row := func(measure, target string, cell func(CPUCapResult) string) {
+		cells := make([]string, len(r.Labels))
+		for i, l := range r.Labels {
+			cells[i] = "–"
+			for _, c := range r.CPUCap {
+				if c.Contender == l {
+					cells[i] = cell(c)
+				}
+			}
+		}
+		fmt.Fprintf(b, "| %s | %s | %s |\n", measure, strings.Join(cells, " | "), target)
+	}
+	row(fmt.Sprintf("live agents declared failed by anyone, until %v after the cap (verdicts)", p.Grace), "0", func(c CPUCapResult) string {
+		if c.Detect == 0 && c.Err != nil {
+			return "**failed**"
+		}
+		nodes := map[string]bool{}
+		for _, f := range c.FalsePositives {
+			nodes[f.Subject] = true
+		}
+		s := fmt.Sprintf("%d (%d)", len(nodes), len(c.FalsePositives))
+		if c.Err != nil {
+			s += " **then failed**"
+		}
+		return s
+	})
+	row(fmt.Sprintf("detection of an agent SIGKILLed %v into the cap, by every other uncapped agent", p.KillAfter), "≤ 3 s", func(c CPUCapResult) string {
+		if c.Detect == 0 {
+			return "**failed**"
+		}
+		return secs(c.Detect)
+	})
+	row("the same, by the capped agent", "", func(c CPUCapResult) string {
+		if c.DetectCapped == 0 {
+			return "–"
+		}
+		return secs(c.DetectCapped)
+	})
+	row("capped agent: CPU used under the cap; CFS periods throttled (time)", "", func(c CPUCapResult) string {
+		if c.CappedCPU == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.1f %% of a core; %d (%s)", c.CappedCPU, c.ThrottledPeriods, secs(c.Throttled))
 	})
 	b.WriteString("\n")
 }

@@ -51,6 +51,8 @@ type options struct {
 	cpuProfile  string
 	growEvery   time.Duration
 	profiles    string
+	capQuota    float64
+	capDuration time.Duration
 	dilate      string
 	detectMaxN  int
 }
@@ -61,7 +63,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var o options
 	fs.BoolVar(&o.quick, "quick", false, "reduced run for CI: N = 10 and 100, 5 trials, short windows (under 5 min)")
 	fs.StringVar(&o.out, "o", "", "also write the report to `FILE`")
-	fs.StringVar(&o.rows, "rows", "scale,procs,falsepos,footprint,inventory", "rows to run, comma-separated: scale (detection, join, bandwidth), procs (the same with rpi-agent processes), falsepos, footprint, inventory")
+	fs.StringVar(&o.rows, "rows", "scale,procs,falsepos,footprint,inventory", "rows to run, comma-separated: scale (detection, join, bandwidth), procs (the same with rpi-agent processes), falsepos, footprint, inventory; and, not by default, cpucap (one of 10 agent processes held to --cap-quota of a core for --cap-duration in a cgroup of its own: needs root and a cgroup with the cpu controller)")
 	fs.StringVar(&o.sizes, "sizes", "", "cluster sizes for the scale rows (default 10,100,500; quick 10,100)")
 	fs.IntVar(&o.trials, "trials", 0, "failure-detection trials per size up to 100 nodes (default 20; quick 5, at N = 10 only)")
 	fs.IntVar(&o.joinTrials, "join-trials", 0, "join trials at sizes without detection (default 10; quick 3)")
@@ -78,6 +80,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.invRuns, "inventory-runs", 20, "rpi-inventory runs per size")
 	fs.StringVar(&o.dilate, "dilate", "1", "time dilation `K` of the scale rows (a number from 1 to 100): every protocol interval and timeout runs K times longer, measured times are divided by K and bandwidths are per emulated second, so two cores can emulate a cluster K times larger (docs/PERFORMANCE.md)")
 	fs.IntVar(&o.detectMaxN, "detect-max-n", 0, "the scale rows time failure detection at sizes up to this (default 100; quick 10); larger sizes time joins only")
+	fs.Float64Var(&o.capQuota, "cap-quota", 0.10, "the cpucap row's CPU share of the capped agent, as a fraction of one core (CFS quota per 100 ms period)")
+	fs.DurationVar(&o.capDuration, "cap-duration", 2*time.Minute, "how long the cpucap row holds its agent capped; another agent is killed half-way")
 	fs.BoolVar(&o.verbose, "v", false, "log progress at debug level")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the in-process rows to `FILE` (go tool pprof)")
 	showVersion := fs.Bool("version", false, "print the version")
@@ -117,13 +121,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rpi-bench: --dilate: %v\n", err)
 		return 2
 	}
+	if o.capQuota <= 0 || o.capQuota > 1 {
+		fmt.Fprintf(stderr, "rpi-bench: --cap-quota %g: want a share of one core above 0 and at most 1, like 0.1 for 10 %%\n", o.capQuota)
+		return 2
+	}
 	rows := map[string]bool{}
 	for _, r := range strings.Split(o.rows, ",") {
 		switch r = strings.TrimSpace(r); r {
-		case "scale", "procs", "falsepos", "footprint", "inventory":
+		case "scale", "procs", "falsepos", "footprint", "inventory", "cpucap":
 			rows[r] = true
 		default:
-			fmt.Fprintf(stderr, "rpi-bench: unknown row %q: use scale, procs, falsepos, footprint, inventory\n", r)
+			fmt.Fprintf(stderr, "rpi-bench: unknown row %q: use scale, procs, falsepos, footprint, inventory, cpucap\n", r)
 			return 2
 		}
 	}
@@ -359,6 +367,18 @@ func measure(ctx context.Context, o options, dilation bench.Dilation, cs []bench
 					Idle: o.window, Net: 20 + i, StartEvery: 100 * time.Millisecond,
 				}, logger))
 			}
+		}
+	}
+	if rows["cpucap"] {
+		for i, c := range cs {
+			if ctx.Err() != nil {
+				break
+			}
+			rep.CPUCap = append(rep.CPUCap, bench.RunCPUCap(ctx, c.Label, bench.CPUCapPlan{
+				AgentBin: o.agentBin, Profile: c.Profile.Name, N: 10,
+				Quota: time.Duration(o.capQuota * float64(100*time.Millisecond)), Period: 100 * time.Millisecond,
+				Duration: o.capDuration, KillAfter: o.capDuration / 2, Grace: 15 * time.Second, Net: 22 + i,
+			}, logger))
 		}
 	}
 	if rows["falsepos"] && ctx.Err() == nil {
