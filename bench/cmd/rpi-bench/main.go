@@ -52,6 +52,7 @@ type options struct {
 	growEvery   time.Duration
 	profiles    string
 	capQuota    float64
+	warmup      time.Duration
 	capDuration time.Duration
 	dilate      string
 	detectMaxN  int
@@ -79,6 +80,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.parallelMax, "parallel-max-n", 10, "up to this size the contenders run at the same time; above it one after another")
 	fs.IntVar(&o.invRuns, "inventory-runs", 20, "rpi-inventory runs per size")
 	fs.StringVar(&o.dilate, "dilate", "1", "time dilation `K` of the scale rows (a number from 1 to 100): every protocol interval and timeout runs K times longer, measured times are divided by K and bandwidths are per emulated second, so two cores can emulate a cluster K times larger (docs/PERFORMANCE.md)")
+	fs.DurationVar(&o.warmup, "warmup", 0, "wait this long after formation before the scale rows' bandwidth windows (default 5 s plus 50 ms per node)")
 	fs.IntVar(&o.detectMaxN, "detect-max-n", 0, "the scale rows time failure detection at sizes up to this (default 100; quick 10); larger sizes time joins only")
 	fs.Float64Var(&o.capQuota, "cap-quota", 0.10, "the cpucap row's CPU share of the capped agent, as a fraction of one core (CFS quota per 100 ms period)")
 	fs.DurationVar(&o.capDuration, "cap-duration", 2*time.Minute, "how long the cpucap row holds its agent capped; another agent is killed half-way")
@@ -330,6 +332,9 @@ func measure(ctx context.Context, o options, dilation bench.Dilation, cs []bench
 			// the nodes are still gossiping everyone's alive messages and
 			// records (at N = 100, 2 s after formation lan still sent
 			// 50 KB/s per node), which is not what "idle" means.
+			if o.warmup > 0 {
+				plan.Warmup = o.warmup
+			}
 			if n <= o.detectMaxN {
 				plan.DetectTrials = o.trials
 			}
