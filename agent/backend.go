@@ -9,6 +9,7 @@ import (
 	"github.com/rpi-cluster/rpi-cluster/agent/api"
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
+	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
@@ -91,6 +92,14 @@ func (b backend) GossipStats() api.GossipStats {
 		WatcherVerdicts:       s.WatcherVerdicts,
 		MembersReaped:         s.Reaped,
 		Rejected:              s.Rejected,
+
+		HealthScore:        s.Health.Score,
+		LateRounds:         s.Health.LateRounds,
+		VerdictsSuppressed: s.Health.Suppressed,
+		SlipBuckets:        detector.SlipBuckets(),
+		SlipCounts:         s.Health.SlipBuckets,
+		SlipCount:          s.Health.SlipCount,
+		SlipSum:            s.Health.SlipSum,
 	}
 }
 

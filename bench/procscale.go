@@ -87,6 +87,8 @@ type procCluster struct {
 	fails   map[string]map[string]time.Time // subject -> observer -> fail event time
 	fps     []FalsePositive
 	changed chan struct{} // closed and replaced on every recorded event
+	// formation is how long starting the agents and forming took.
+	formation time.Duration
 }
 
 func (c *procCluster) ip(i int) string {
@@ -241,6 +243,7 @@ func (c *procCluster) shutdown() {
 		<-a.done
 	}
 	c.wg.Wait()
+	os.RemoveAll(c.dir)
 }
 
 // exited returns the first agent that exited on its own, with its stderr.
@@ -272,44 +275,15 @@ func RunProcScale(ctx context.Context, label string, plan ProcScalePlan, logger 
 	if plan.N < 3 || plan.N+plan.Trials > 250*250 {
 		return fail(fmt.Errorf("size %d with %d trials is out of range", plan.N, plan.Trials))
 	}
-	dir, err := os.MkdirTemp("", "rpi-bench-procs-")
+	log := logger.With("contender", label, "n", plan.N, "processes", true)
+	c, err := startProcCluster(ctx, plan, log)
+	if c != nil {
+		defer c.shutdown()
+	}
 	if err != nil {
 		return fail(err)
 	}
-	defer os.RemoveAll(dir)
-	cctx, stop := context.WithCancel(ctx)
-	c := &procCluster{
-		plan: plan, dir: dir, key: NewKey(), logger: logger, ctx: cctx, stop: stop,
-		live: map[string]bool{}, killed: map[string]time.Time{},
-		joins: map[string]map[string]time.Time{}, fails: map[string]map[string]time.Time{},
-		changed: make(chan struct{}),
-	}
-	defer c.shutdown()
-	log := logger.With("contender", label, "n", plan.N, "processes", true)
-
-	log.Info("starting agent processes")
-	t0 := time.Now()
-	for i := range plan.N {
-		if i > 0 && plan.StartEvery > 0 {
-			if err := sleepCtx(ctx, plan.StartEvery); err != nil {
-				return fail(err)
-			}
-		}
-		if _, err := c.start(i); err != nil {
-			return fail(err)
-		}
-	}
-	if err := c.waitFormed(log, formationTimeoutProcs(plan.N)); err != nil {
-		return fail(err)
-	}
-	res.Formation = time.Since(t0)
-	log.Info("cluster formed", "took", res.Formation.Round(time.Millisecond))
-
-	for _, a := range c.agents {
-		if err := c.follow(a); err != nil {
-			return fail(err)
-		}
-	}
+	res.Formation = c.formation
 	// Let the formation's join traffic settle before counting bytes.
 	if err := sleepCtx(ctx, 10*time.Second); err != nil {
 		return fail(err)
@@ -354,6 +328,46 @@ func RunProcScale(ctx context.Context, label string, plan ProcScalePlan, logger 
 	res.FalsePositives = append([]FalsePositive(nil), c.fps...)
 	c.mu.Unlock()
 	return res
+}
+
+// startProcCluster starts plan.N agents, StartEvery apart, waits until
+// every one lists all alive and opens every event stream. The cluster it
+// returns (even with an error) must be shut down.
+func startProcCluster(ctx context.Context, plan ProcScalePlan, log *slog.Logger) (*procCluster, error) {
+	dir, err := os.MkdirTemp("", "rpi-bench-procs-")
+	if err != nil {
+		return nil, err
+	}
+	cctx, stop := context.WithCancel(ctx)
+	c := &procCluster{
+		plan: plan, dir: dir, key: NewKey(), logger: log, ctx: cctx, stop: stop,
+		live: map[string]bool{}, killed: map[string]time.Time{},
+		joins: map[string]map[string]time.Time{}, fails: map[string]map[string]time.Time{},
+		changed: make(chan struct{}),
+	}
+	log.Info("starting agent processes")
+	t0 := time.Now()
+	for i := range plan.N {
+		if i > 0 && plan.StartEvery > 0 {
+			if err := sleepCtx(ctx, plan.StartEvery); err != nil {
+				return c, err
+			}
+		}
+		if _, err := c.start(i); err != nil {
+			return c, err
+		}
+	}
+	if err := c.waitFormed(log, formationTimeoutProcs(plan.N)); err != nil {
+		return c, err
+	}
+	c.formation = time.Since(t0)
+	log.Info("cluster formed", "took", c.formation.Round(time.Millisecond))
+	for _, a := range c.agents {
+		if err := c.follow(a); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
 }
 
 // formationTimeoutProcs allows a second per agent beyond a minute.

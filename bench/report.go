@@ -55,16 +55,21 @@ func LoadAvg() string {
 
 // Report is everything one run measured.
 type Report struct {
-	Machine  Machine
-	Command  string
-	Started  time.Time
-	Elapsed  time.Duration
-	Mode     string
+	Machine Machine
+	Command string
+	Started time.Time
+	Elapsed time.Duration
+	Mode    string
+	// Dilation is the time dilation of the in-process rows (zero or 1:
+	// none); see Dilation.
+	Dilation Dilation
 	Labels   []string // contender labels, in column order
 	Scale    []ScaleResult
 	FalsePos []FalsePosResult
 	// Procs are the separate-process rows.
 	Procs []ProcScaleResult
+	// CPUCap are the CPU-capped rows.
+	CPUCap []CPUCapResult
 	// Footprint is nil when the row did not run.
 	Footprint *FootprintResult
 	Inventory []InventoryResult
@@ -100,6 +105,15 @@ func (r *Report) Failures() []string {
 		}
 		if f.Contender == "lan" && f.Nodes > 0 {
 			out = append(out, fmt.Sprintf("false positives, lan: %d live nodes declared failed", f.Nodes))
+		}
+	}
+	for _, c := range r.CPUCap {
+		if c.Err != nil {
+			out = append(out, c.Err.Error())
+		}
+		if c.Contender == "lan" && len(c.FalsePositives) > 0 {
+			out = append(out, fmt.Sprintf("lan, one agent capped to a share of a core: %d false positives, first %s failed on %s",
+				len(c.FalsePositives), c.FalsePositives[0].Subject, c.FalsePositives[0].Observer))
 		}
 	}
 	if r.Footprint != nil && r.Footprint.Err != nil {
@@ -144,7 +158,12 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	fmt.Fprintf(&b, "- machine: %d CPUs, %s, %s\n", r.Machine.CPUs, r.Machine.Model, r.Machine.GoVersion)
 	fmt.Fprintf(&b, "- date: %s, took %s\n", r.Started.UTC().Format("2006-01-02 15:04 MST"), r.Elapsed.Round(time.Second))
 	fmt.Fprintf(&b, "- load average (1/5/15 min): %s at start, %s at end\n", r.Machine.LoadStart, r.Machine.LoadEnd)
-	fmt.Fprintf(&b, "- command: `%s`\n\n", r.Command)
+	fmt.Fprintf(&b, "- command: `%s`\n", r.Command)
+	if r.Dilation.Dilated() {
+		fmt.Fprintf(&b, "- **time-dilated run, K = %g**: every protocol interval and timeout (the profile's, memberlist's, the benchmark's own) ran %g times longer; the times below are divided by %g and the bandwidths are per emulated second\n",
+			float64(r.Dilation), float64(r.Dilation), float64(r.Dilation))
+	}
+	b.WriteString("\n")
 
 	if len(r.Scale) > 0 || len(r.FalsePos) > 0 {
 		b.WriteString("| measure | N | " + strings.Join(r.Labels, " | ") + " | target |\n")
@@ -249,6 +268,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 
 	r.writeProcs(&b)
+	r.writeCPUCap(&b)
 
 	if f := r.Footprint; f != nil && len(f.Samples) > 0 && f.Err == nil {
 		rss := make([]float64, len(f.Samples))
@@ -377,6 +397,62 @@ func (r *Report) writeProcs(b *strings.Builder) {
 			nodes[f.Subject] = true
 		}
 		return fmt.Sprintf("%d (%d)", len(nodes), len(p.FalsePositives))
+	})
+	b.WriteString("\n")
+}
+
+// writeCPUCap writes the CPU-capped rows, contenders side by side.
+func (r *Report) writeCPUCap(b *strings.Builder) {
+	if len(r.CPUCap) == 0 {
+		return
+	}
+	p := r.CPUCap[0].Plan
+	fmt.Fprintf(b, "| %d rpi-agent processes, one held to %.0f %% of a core (CFS quota %v per %v) for %v | %s | target |\n",
+		p.N, 100*p.Quota.Seconds()/p.Period.Seconds(), p.Quota, p.Period, p.Duration, strings.Join(r.Labels, " | "))
+	b.WriteString("|---|" + strings.Repeat("---:|", len(r.Labels)) + "---|\n")
+	row := func(measure, target string, cell func(CPUCapResult) string) {
+		cells := make([]string, len(r.Labels))
+		for i, l := range r.Labels {
+			cells[i] = "–"
+			for _, c := range r.CPUCap {
+				if c.Contender == l {
+					cells[i] = cell(c)
+				}
+			}
+		}
+		fmt.Fprintf(b, "| %s | %s | %s |\n", measure, strings.Join(cells, " | "), target)
+	}
+	row(fmt.Sprintf("live agents declared failed by anyone, until %v after the cap (verdicts)", p.Grace), "0", func(c CPUCapResult) string {
+		if c.Detect == 0 && c.Err != nil {
+			return "**failed**"
+		}
+		nodes := map[string]bool{}
+		for _, f := range c.FalsePositives {
+			nodes[f.Subject] = true
+		}
+		s := fmt.Sprintf("%d (%d)", len(nodes), len(c.FalsePositives))
+		if c.Err != nil {
+			s += " **then failed**"
+		}
+		return s
+	})
+	row(fmt.Sprintf("detection of an agent SIGKILLed %v into the cap, by every other uncapped agent", p.KillAfter), "≤ 3 s", func(c CPUCapResult) string {
+		if c.Detect == 0 {
+			return "**failed**"
+		}
+		return secs(c.Detect)
+	})
+	row("the same, by the capped agent", "", func(c CPUCapResult) string {
+		if c.DetectCapped == 0 {
+			return "–"
+		}
+		return secs(c.DetectCapped)
+	})
+	row("capped agent: CPU used under the cap; CFS periods throttled (time)", "", func(c CPUCapResult) string {
+		if c.CappedCPU == 0 {
+			return "–"
+		}
+		return fmt.Sprintf("%.1f %% of a core; %d (%s)", c.CappedCPU, c.ThrottledPeriods, secs(c.Throttled))
 	})
 	b.WriteString("\n")
 }

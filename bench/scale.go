@@ -48,6 +48,9 @@ type ScaleResult struct {
 	// Overruled counts failure verdicts the nodes set aside (see
 	// Swarm.Overrules); one about a killed node delays its detection.
 	Overruled uint64
+	// Dilation is the run's time dilation (zero or 1: none). Every
+	// duration above is emulated time, every rate per emulated second.
+	Dilation Dilation
 	// Err is set when the run could not finish (a cluster that never
 	// converged, a failure never detected): a gross failure.
 	Err error
@@ -56,7 +59,7 @@ type ScaleResult struct {
 // RunScale measures one contender at one size: formation, bandwidth idle and
 // with monitoring updates, join convergence and failure detection.
 func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig, logger *slog.Logger) ScaleResult {
-	res := ScaleResult{Contender: c.Label, N: plan.N}
+	res := ScaleResult{Contender: c.Label, N: plan.N, Dilation: conf.Dilation}
 	conf.Profile = c.Profile
 	sw, err := NewSwarm(conf)
 	if err != nil {
@@ -76,7 +79,7 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 	log.Info("cluster formed", "took", res.Formation.Round(time.Millisecond))
 
 	if plan.Window > 0 {
-		if err := sleepCtx(ctx, plan.Warmup); err != nil {
+		if err := sw.Sleep(ctx, plan.Warmup); err != nil {
 			res.Err = err
 			return res
 		}
@@ -165,8 +168,8 @@ func sideBySide[R any](cs []Contender, base SwarmConfig, fn func(c Contender, co
 	return out
 }
 
-// measureBandwidth returns the bytes sent per node per second during
-// window, with load (if any) running meanwhile.
+// measureBandwidth returns the bytes sent per node per (emulated) second
+// during window, with load (if any) running meanwhile.
 func measureBandwidth(ctx context.Context, sw *Swarm, window time.Duration, load func(context.Context)) (float64, error) {
 	lctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -179,9 +182,9 @@ func measureBandwidth(ctx context.Context, sw *Swarm, window time.Duration, load
 	}
 	b0, n := sw.BytesSent()
 	t0 := time.Now()
-	err := sleepCtx(ctx, window)
+	err := sw.Sleep(ctx, window)
 	b1, _ := sw.BytesSent()
-	el := time.Since(t0)
+	el := sw.conf.Dilation.Emulated(time.Since(t0))
 	cancel()
 	wg.Wait()
 	if err != nil {

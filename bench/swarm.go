@@ -41,6 +41,11 @@ type SwarmConfig struct {
 	Seed uint64
 	// Logger receives the nodes' logs. Nil discards them.
 	Logger *slog.Logger
+	// Dilation runs the swarm in dilated time: the nodes get Profile with
+	// every duration multiplied by it, and the swarm's own durations (the
+	// arguments and results of Grow, WaitJoined, WaitFailed, Freeze,
+	// RunUpdates and Sleep, its poll intervals) are emulated time.
+	Dilation Dilation
 }
 
 // eventBuffer is each node's event subscription. A node joining a formed
@@ -98,6 +103,7 @@ func NewSwarm(conf SwarmConfig) (*Swarm, error) {
 	if err := conf.Profile.Validate(); err != nil {
 		return nil, fmt.Errorf("new swarm: %w", err)
 	}
+	conf.Profile = conf.Dilation.Profile(conf.Profile)
 	logger := conf.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -247,6 +253,8 @@ func (s *Swarm) collect(observer string, events <-chan cluster.Event) {
 // may take timeout beyond the schedule, and converging timeout again: a
 // machine too small for n nodes fails the row instead of running on.
 func (s *Swarm) Grow(ctx context.Context, n int, every, timeout time.Duration) (time.Duration, error) {
+	k := s.conf.Dilation
+	every, timeout = k.Real(every), k.Real(timeout)
 	start := time.Now()
 	deadline := start.Add(time.Duration(n)*every + timeout)
 	for i := 0; s.Len() < n; i++ {
@@ -267,7 +275,7 @@ func (s *Swarm) Grow(ctx context.Context, n int, every, timeout time.Duration) (
 		}
 	}
 	lastLog := time.Now()
-	err := poll(ctx, timeout, 50*time.Millisecond, func() error {
+	err := poll(ctx, timeout, k.Real(50*time.Millisecond), func() error {
 		err := s.converged()
 		if err != nil && time.Since(lastLog) > 5*time.Second {
 			lastLog = time.Now()
@@ -278,7 +286,7 @@ func (s *Swarm) Grow(ctx context.Context, n int, every, timeout time.Duration) (
 	if err != nil {
 		return 0, fmt.Errorf("grow to %d nodes: %w", n, err)
 	}
-	return time.Since(start), nil
+	return k.Emulated(time.Since(start)), nil
 }
 
 // converged reports which nodes do not yet see every other live node alive.
@@ -392,8 +400,9 @@ func (s *Swarm) Kill(name string) (time.Time, []string, error) {
 // WaitFailed waits until every observer has declared subject failed and
 // returns the latest verdict's delay after since.
 func (s *Swarm) WaitFailed(ctx context.Context, subject string, observers []string, since time.Time, timeout time.Duration) (time.Duration, error) {
+	k := s.conf.Dilation
 	var last time.Time
-	err := poll(ctx, timeout, 20*time.Millisecond, func() error {
+	err := poll(ctx, k.Real(timeout), k.Real(20*time.Millisecond), func() error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		f := s.failed[subject]
@@ -420,14 +429,15 @@ func (s *Swarm) WaitFailed(ctx context.Context, subject string, observers []stri
 	if err != nil {
 		return 0, fmt.Errorf("wait for %s to fail everywhere: %w", subject, err)
 	}
-	return last.Sub(since), nil
+	return k.Emulated(last.Sub(since)), nil
 }
 
 // WaitJoined waits until every other live node sees subject alive and
 // returns the latest sighting's delay after since.
 func (s *Swarm) WaitJoined(ctx context.Context, subject string, since time.Time, timeout time.Duration) (time.Duration, error) {
+	k := s.conf.Dilation
 	var last time.Time
-	err := poll(ctx, timeout, 20*time.Millisecond, func() error {
+	err := poll(ctx, k.Real(timeout), k.Real(20*time.Millisecond), func() error {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		waiting := 0
@@ -453,7 +463,7 @@ func (s *Swarm) WaitJoined(ctx context.Context, subject string, since time.Time,
 	if err != nil {
 		return 0, fmt.Errorf("wait for %s to be seen by all: %w", subject, err)
 	}
-	return last.Sub(since), nil
+	return k.Emulated(last.Sub(since)), nil
 }
 
 // Freeze starves the named node's transport for d (see FaultyTransport).
@@ -464,8 +474,13 @@ func (s *Swarm) Freeze(name string, d time.Duration) error {
 	if n == nil {
 		return fmt.Errorf("freeze %s: no such live node", name)
 	}
-	n.ft.Freeze(d)
+	n.ft.Freeze(s.conf.Dilation.Real(d))
 	return nil
+}
+
+// Sleep waits for emulated duration d or until ctx is done.
+func (s *Swarm) Sleep(ctx context.Context, d time.Duration) error {
+	return sleepCtx(ctx, s.conf.Dilation.Real(d))
 }
 
 // FalsePositives returns the fail verdicts about nodes that were not killed.
@@ -536,7 +551,7 @@ func (s *Swarm) RunUpdates(ctx context.Context, interval time.Duration) {
 	if len(live) == 0 {
 		return
 	}
-	t := time.NewTicker(interval / time.Duration(len(live)))
+	t := time.NewTicker(s.conf.Dilation.Real(interval) / time.Duration(len(live)))
 	defer t.Stop()
 	for i := 0; ; i++ {
 		select {

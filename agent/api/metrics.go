@@ -69,6 +69,25 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	p.sample("rpi_silence_verdicts_total", float64(stats.SilenceVerdicts))
 	p.family("rpi_watcher_verdicts_total", "counter", "Peers failed by this agent, ahead of memberlist, on the silence verdict of one of their watchers.")
 	p.sample("rpi_watcher_verdicts_total", float64(stats.WatcherVerdicts))
+	p.family("rpi_detector_health_score", "gauge", "This agent's score of its own lateness, 0 (healthy) to 8; above 0 it issues no silence verdicts, holds memberlist's verdicts longer and widens its windows by 1+score.")
+	p.sample("rpi_detector_health_score", float64(stats.HealthScore))
+	p.family("rpi_detector_late_rounds_total", "counter", "Heartbeat rounds of this agent that ran late, by cause: its timer fired late, judging and sending took too long, or received packets waited too long.")
+	for _, cause := range slices.Sorted(maps.Keys(stats.LateRounds)) {
+		p.sample("rpi_detector_late_rounds_total", float64(stats.LateRounds[cause]), "cause", cause)
+	}
+	p.family("rpi_detector_verdicts_suppressed_total", "counter", "Failure verdicts this agent held back while degraded, by source: its own silence verdicts, memberlist's verdicts.")
+	for _, src := range slices.Sorted(maps.Keys(stats.VerdictsSuppressed)) {
+		p.sample("rpi_detector_verdicts_suppressed_total", float64(stats.VerdictsSuppressed[src]), "source", src)
+	}
+	if len(stats.SlipBuckets) == len(stats.SlipCounts) {
+		p.family("rpi_detector_timer_slip_ratio", "histogram", "How late this agent's heartbeat timer fired, in multiples of the round's slack (one round, or a sixteenth of the silence timeout it serves).")
+		for i, le := range stats.SlipBuckets {
+			p.sample("rpi_detector_timer_slip_ratio_bucket", float64(stats.SlipCounts[i]), "le", strconv.FormatFloat(le, 'g', -1, 64))
+		}
+		p.sample("rpi_detector_timer_slip_ratio_bucket", float64(stats.SlipCount), "le", "+Inf")
+		p.sample("rpi_detector_timer_slip_ratio_sum", stats.SlipSum)
+		p.sample("rpi_detector_timer_slip_ratio_count", float64(stats.SlipCount))
+	}
 	p.family("rpi_members_reaped_total", "counter", "Members removed from this agent's view: failed or left for reap_failed_after or reap_left_after, or force-left.")
 	p.sample("rpi_members_reaped_total", float64(stats.MembersReaped))
 	p.family("rpi_gossip_rejected_total", "counter", "Gossip messages this agent refused, by reason: names or fields against the rules, bad signatures, keys other than the pinned one, leave intents with no pinned key, desired entries too far ahead of its clock.")

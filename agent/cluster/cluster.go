@@ -29,6 +29,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"github.com/rpi-cluster/rpi-cluster/agent/phi"
 )
@@ -128,6 +129,8 @@ type Cluster struct {
 	// reaped counts members removed from the view, reaped or force-left
 	// (see reap.go).
 	reaped atomic.Uint64
+	// health scores this node's own lateness (see health.go).
+	health *detector.Health
 	// hbSeq numbers this node's heartbeats; hbAddr is the address they
 	// carry. Both are set before the heartbeat loop starts.
 	hbSeq  atomic.Uint64
@@ -228,6 +231,10 @@ type peer struct {
 	// silenced is set while the node is failed by this node's own silence
 	// verdict and memberlist has not yet agreed (see silence.go).
 	silenced bool
+	// held is set when this node, degraded, held back a silence verdict
+	// on the node; it is cleared by the node's next heartbeat, so each
+	// verdict held back is counted once.
+	held bool
 	// witnessedAt is when a peer (witness) last reported the node silent.
 	witnessedAt time.Time
 	witness     string
@@ -299,6 +306,7 @@ func Create(conf *Config) (*Cluster, error) {
 		introduceCh:   make(chan heartbeat, introduceQueue),
 		ackCh:         make(chan *memberlist.Node, ackQueue),
 		readvertiseCh: make(chan struct{}, 1),
+		health:        detector.NewHealth(detector.DefaultCalmRounds),
 		self: Record{
 			Name:         c.NodeName,
 			HTTPPort:     c.HTTPPort,
@@ -508,6 +516,7 @@ func (c *Cluster) Stats() Stats {
 	s.Refutations = c.refutations.Load()
 	s.Reaped = c.reaped.Load()
 	s.Rejected = c.rejectedStats()
+	s.Health = c.health.Stats()
 	return s
 }
 
@@ -605,6 +614,8 @@ func (c *Cluster) heartbeatLoop() {
 	interval := roundInterval(c.conf.Profile, 0)
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
+	due := time.Now().Add(interval)
+	var sent time.Duration // how long the last round took
 	var plan roundPlan
 	var peers []heartbeatPeer
 	var gen uint64
@@ -616,10 +627,17 @@ func (c *Cluster) heartbeatLoop() {
 		case <-timer.C:
 		}
 		now := time.Now()
+		c.health.Observe(detector.Round{
+			Slip:    now.Sub(due),
+			Send:    sent,
+			Backlog: c.transport.TakeBacklog(),
+			Slack:   roundSlack(c.conf.Profile, interval),
+		})
 		c.mu.Lock()
 		if c.leaving {
 			c.mu.Unlock()
 			timer.Reset(interval)
+			due, sent = time.Now().Add(interval), 0
 			continue
 		}
 		// The peers a round works from change only with membership, so
@@ -642,8 +660,14 @@ func (c *Cluster) heartbeatLoop() {
 		verdicts, accused = c.judgeSilenceLocked(now, accused[:0])
 		var sends, reportTo []heartbeatSend
 		sends, reportTo, interval = plan.next(c.conf.Profile, c.conf.NodeName, peers, gen, accused, now)
-		for _, hs := range sends {
-			c.peers[hs.name].sentPeriod = hs.period
+		widen := c.healthActs() && c.health.Degraded()
+		for i, hs := range sends {
+			if widen {
+				// Degraded: announce a longer period, which peers do
+				// not judge on silence (see health.go).
+				sends[i].period = c.health.Scale(hs.period)
+			}
+			c.peers[hs.name].sentPeriod = sends[i].period
 		}
 		c.mu.Unlock()
 		c.reportSilence(verdicts)
@@ -658,6 +682,8 @@ func (c *Cluster) heartbeatLoop() {
 			}
 		}
 		timer.Reset(interval)
+		due = time.Now().Add(interval)
+		sent = time.Since(now)
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 )
 
 // memberlist declares a node failed when a suspicion of it runs out: a
@@ -92,6 +94,7 @@ func (c *Cluster) silenceLocked(p *peer, now time.Time) (silent, timeout time.Du
 	default:
 		return 0, 0, false
 	}
+	timeout = c.widen(timeout)
 	last := p.heardAt
 	if p.since.After(last) {
 		last = p.since // alive since: the silence before does not count
@@ -112,10 +115,15 @@ type silenceVerdict struct {
 // judgeSilenceLocked fails the peers that have been silent for their
 // silence timeout and that a witness finds silent too. It appends to
 // accused the peers silent for half of it, and those failed here on
-// silence, which this node reports as their witness.
+// silence, which this node reports as their witness. A degraded node
+// (health.go) does neither: it counts the verdicts it holds back.
 func (c *Cluster) judgeSilenceLocked(now time.Time, accused []string) ([]silenceVerdict, []string) {
 	prof := c.conf.Profile
 	if prof.SilenceTimeout == 0 && prof.WatchPeers == 0 {
+		return nil, accused
+	}
+	if c.degraded() {
+		c.holdSilenceLocked(now)
 		return nil, accused
 	}
 	var verdicts []silenceVerdict
@@ -144,6 +152,20 @@ func (c *Cluster) judgeSilenceLocked(now time.Time, accused []string) ([]silence
 		verdicts = append(verdicts, silenceVerdict{ev: ev, silent: silent, witness: p.witness, watched: watched})
 	}
 	return verdicts, accused
+}
+
+// holdSilenceLocked counts, once per peer until it is heard again, the
+// silence verdicts a degraded node holds back.
+func (c *Cluster) holdSilenceLocked(now time.Time) {
+	for _, p := range c.peers {
+		if p.held {
+			continue
+		}
+		if silent, timeout, judged := c.silenceLocked(p, now); judged && silent >= timeout && now.Sub(p.witnessedAt) <= timeout/4 {
+			p.held = true
+			c.health.Suppressed(detector.SourceSilence)
+		}
+	}
 }
 
 // failOnSilenceLocked fails p on silence, its own or a watcher's, and

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"github.com/rpi-cluster/rpi-cluster/agent/phi"
 )
@@ -229,6 +230,18 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 			"peer", n.Name, "last_heartbeat", heard.Round(time.Millisecond))
 		return
 	}
+	if !p.leaving && !stale && p.status == StatusAlive && c.degraded() {
+		// This node is late itself (health.go): the suspicion may be
+		// one nobody could refute in time. Hold the verdict as an
+		// overruled one, for a window widened by the score.
+		c.overruleLocked(n.Name, p, now)
+		c.health.Suppressed(detector.SourceMemberlist)
+		score := c.health.Score()
+		c.mu.Unlock()
+		c.logger.Info("memberlist declared a node failed while this node is degraded; holding the verdict and asking the node to re-advertise",
+			"peer", n.Name, "health_score", score)
+		return
+	}
 	ev := c.goneLocked(n.Name, p, stale, now)
 	c.mu.Unlock()
 	c.reportGone(ev)
@@ -264,6 +277,12 @@ func (c *Cluster) reportGone(ev Event) {
 func (c *Cluster) minSuspicion() time.Duration {
 	p := c.conf.Profile
 	return time.Duration(p.SuspicionMult) * p.ProbeInterval
+}
+
+// overruleWindow is how long a heartbeat outlives a suspicion: the
+// shortest suspicion, widened by this node's health score.
+func (c *Cluster) overruleWindow() time.Duration {
+	return c.widen(c.minSuspicion())
 }
 
 // handleNodeUpdate: a node's memberlist metadata or address changed.
@@ -425,6 +444,7 @@ func (c *Cluster) handleHeartbeat(hb heartbeat, now time.Time) {
 	}
 	p.lastSeq = hb.seq
 	p.heardAt = now
+	p.held = false
 	if !p.overruled.IsZero() {
 		c.askReadvertiseLocked(hb.name) // alive still: ask again
 	}
@@ -678,7 +698,17 @@ func (c *Cluster) Self() Member {
 }
 
 func (c *Cluster) selfMemberLocked() Member {
-	return Member{Record: c.self.Clone(), Status: StatusAlive, PhiThreshold: c.conf.Profile.Phi.Threshold, Self: true, Signed: c.selfSigned}
+	return Member{Record: c.self.Clone(), Status: StatusAlive, PhiThreshold: c.phiThreshold(), Self: true, Signed: c.selfSigned}
+}
+
+// phiThreshold is the phi a peer is shown suspect at: the profile's,
+// widened by this node's health score.
+func (c *Cluster) phiThreshold() float64 {
+	t := c.conf.Profile.Phi.Threshold
+	if c.healthActs() {
+		t = c.health.ScaleFloat(t)
+	}
+	return t
 }
 
 // Members returns every node known, this one included, failed and left
@@ -724,7 +754,7 @@ func (c *Cluster) memberLocked(name string, p *peer, now time.Time) Member {
 	if r.HTTPPort == 0 {
 		r.HTTPPort = p.httpPort
 	}
-	m := Member{Record: r, Status: p.status, PhiThreshold: c.conf.Profile.Phi.Threshold, Signed: signed}
+	m := Member{Record: r, Status: p.status, PhiThreshold: c.phiThreshold(), Signed: signed}
 	if p.det != nil {
 		m.Phi = p.det.Phi(now)
 	}

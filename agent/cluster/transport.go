@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 )
 
 // Stats counts gossip traffic at the transport: every UDP packet and every
@@ -48,6 +50,9 @@ type Stats struct {
 	// signatures, key conflicts, leave intents with no pinned key to check
 	// them, desired entries versioned too far ahead (see validate.go).
 	Rejected map[string]uint64
+	// Health is this node's measure of its own lateness and the verdicts
+	// it held back while degraded (see health.go).
+	Health detector.HealthStats
 }
 
 // CountingTransport wraps a memberlist transport and counts its traffic. It
@@ -57,6 +62,9 @@ type CountingTransport struct {
 	inner memberlist.NodeAwareTransport
 
 	msgsSent, msgsRecv, bytesSent, bytesRecv atomic.Uint64
+	// backlog is the longest, in nanoseconds, a packet waited between
+	// its arrival and memberlist taking it, since TakeBacklog last ran.
+	backlog atomic.Int64
 
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
@@ -108,6 +116,9 @@ func (t *CountingTransport) forwardPackets() {
 			t.bytesRecv.Add(uint64(len(p.Buf)))
 			select {
 			case t.packetCh <- p:
+				if !p.Timestamp.IsZero() {
+					t.noteBacklog(time.Since(p.Timestamp))
+				}
 			case <-t.stopCh:
 				return
 			}
@@ -115,6 +126,23 @@ func (t *CountingTransport) forwardPackets() {
 			return
 		}
 	}
+}
+
+// noteBacklog keeps the longest wait of a received packet: a node whose
+// receive path falls behind learns it here (see detector.Health).
+func (t *CountingTransport) noteBacklog(d time.Duration) {
+	for {
+		m := t.backlog.Load()
+		if int64(d) <= m || t.backlog.CompareAndSwap(m, int64(d)) {
+			return
+		}
+	}
+}
+
+// TakeBacklog returns the longest a received packet waited for memberlist
+// since the last call, and starts over.
+func (t *CountingTransport) TakeBacklog() time.Duration {
+	return time.Duration(t.backlog.Swap(0))
 }
 
 func (t *CountingTransport) forwardStreams() {

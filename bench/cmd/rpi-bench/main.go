@@ -32,26 +32,30 @@ func main() {
 }
 
 type options struct {
-	quick        bool
-	out          string
-	rows         string
-	sizes        string
-	trials       int
-	agentBin     string
-	invBin       string
-	fpDuration   time.Duration
-	window       time.Duration
-	footIdle     time.Duration
-	parallelMax  int
-	verbose      bool
-	invRuns      int
-	joinTrials   int
-	quickDetectN int
-	procSizes    string
-	procTrials   int
-	cpuProfile   string
-	growEvery    time.Duration
-	profiles     string
+	quick       bool
+	out         string
+	rows        string
+	sizes       string
+	trials      int
+	agentBin    string
+	invBin      string
+	fpDuration  time.Duration
+	window      time.Duration
+	footIdle    time.Duration
+	parallelMax int
+	verbose     bool
+	invRuns     int
+	joinTrials  int
+	procSizes   string
+	procTrials  int
+	cpuProfile  string
+	growEvery   time.Duration
+	profiles    string
+	capQuota    float64
+	warmup      time.Duration
+	capDuration time.Duration
+	dilate      string
+	detectMaxN  int
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -60,7 +64,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var o options
 	fs.BoolVar(&o.quick, "quick", false, "reduced run for CI: N = 10 and 100, 5 trials, short windows (under 5 min)")
 	fs.StringVar(&o.out, "o", "", "also write the report to `FILE`")
-	fs.StringVar(&o.rows, "rows", "scale,procs,falsepos,footprint,inventory", "rows to run, comma-separated: scale (detection, join, bandwidth), procs (the same with rpi-agent processes), falsepos, footprint, inventory")
+	fs.StringVar(&o.rows, "rows", "scale,procs,falsepos,footprint,inventory", "rows to run, comma-separated: scale (detection, join, bandwidth), procs (the same with rpi-agent processes), falsepos, footprint, inventory; and, not by default, cpucap (one of 10 agent processes held to --cap-quota of a core for --cap-duration in a cgroup of its own: needs root and a cgroup with the cpu controller)")
 	fs.StringVar(&o.sizes, "sizes", "", "cluster sizes for the scale rows (default 10,100,500; quick 10,100)")
 	fs.IntVar(&o.trials, "trials", 0, "failure-detection trials per size up to 100 nodes (default 20; quick 5, at N = 10 only)")
 	fs.IntVar(&o.joinTrials, "join-trials", 0, "join trials at sizes without detection (default 10; quick 3)")
@@ -75,6 +79,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.growEvery, "grow-every", 100*time.Millisecond, "in-process clusters of more than 100 nodes start a node this often while they form, as the procs rows do (smaller ones as fast as joins complete)")
 	fs.IntVar(&o.parallelMax, "parallel-max-n", 10, "up to this size the contenders run at the same time; above it one after another")
 	fs.IntVar(&o.invRuns, "inventory-runs", 20, "rpi-inventory runs per size")
+	fs.StringVar(&o.dilate, "dilate", "1", "time dilation `K` of the scale rows (a number from 1 to 100): every protocol interval and timeout runs K times longer, measured times are divided by K and bandwidths are per emulated second, so two cores can emulate a cluster K times larger (docs/PERFORMANCE.md)")
+	fs.DurationVar(&o.warmup, "warmup", 0, "wait this long after formation before the scale rows' bandwidth windows (default 5 s plus 50 ms per node)")
+	fs.IntVar(&o.detectMaxN, "detect-max-n", 0, "the scale rows time failure detection at sizes up to this (default 100; quick 10); larger sizes time joins only")
+	fs.Float64Var(&o.capQuota, "cap-quota", 0.10, "the cpucap row's CPU share of the capped agent, as a fraction of one core (CFS quota per 100 ms period)")
+	fs.DurationVar(&o.capDuration, "cap-duration", 2*time.Minute, "how long the cpucap row holds its agent capped; another agent is killed half-way")
 	fs.BoolVar(&o.verbose, "v", false, "log progress at debug level")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the in-process rows to `FILE` (go tool pprof)")
 	showVersion := fs.Bool("version", false, "print the version")
@@ -109,14 +118,31 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "rpi-bench: %v\n", err)
 		return 2
 	}
+	dilation, err := bench.ParseDilation(o.dilate)
+	if err != nil {
+		fmt.Fprintf(stderr, "rpi-bench: --dilate: %v\n", err)
+		return 2
+	}
+	if o.capQuota <= 0 || o.capQuota > 1 {
+		fmt.Fprintf(stderr, "rpi-bench: --cap-quota %g: want a share of one core above 0 and at most 1, like 0.1 for 10 %%\n", o.capQuota)
+		return 2
+	}
 	rows := map[string]bool{}
 	for _, r := range strings.Split(o.rows, ",") {
 		switch r = strings.TrimSpace(r); r {
-		case "scale", "procs", "falsepos", "footprint", "inventory":
+		case "scale", "procs", "falsepos", "footprint", "inventory", "cpucap":
 			rows[r] = true
 		default:
-			fmt.Fprintf(stderr, "rpi-bench: unknown row %q: use scale, procs, falsepos, footprint, inventory\n", r)
+			fmt.Fprintf(stderr, "rpi-bench: unknown row %q: use scale, procs, falsepos, footprint, inventory, cpucap\n", r)
 			return 2
+		}
+	}
+	if dilation.Dilated() {
+		for r := range rows {
+			if r != "scale" {
+				fmt.Fprintf(stderr, "rpi-bench: --dilate works on the in-process scale rows only (agent processes run their built-in profiles in real time): use --rows scale, or run %s without --dilate\n", r)
+				return 2
+			}
 		}
 	}
 	cs, err := bench.Contenders(strings.Split(o.profiles, ","))
@@ -159,7 +185,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	rep := measure(ctx, o, cs, sizes, procSizes, rows, logger)
+	rep := measure(ctx, o, dilation, cs, sizes, procSizes, rows, logger)
 	if err := rep.WriteMarkdown(stdout); err != nil {
 		fmt.Fprintf(stderr, "rpi-bench: write report: %v\n", err)
 		return 1
@@ -236,9 +262,11 @@ func applyDefaults(o *options) {
 			o.joinTrials = 3
 		}
 	}
-	o.quickDetectN = 100
-	if o.quick {
-		o.quickDetectN = 10
+	if o.detectMaxN == 0 {
+		o.detectMaxN = 100
+		if o.quick {
+			o.detectMaxN = 10
+		}
 	}
 	if o.fpDuration == 0 {
 		o.fpDuration = pick(10*time.Minute, 60*time.Second)
@@ -263,15 +291,19 @@ func parseSizes(flag, s string) ([]int, error) {
 	return out, nil
 }
 
-func measure(ctx context.Context, o options, cs []bench.Contender, sizes, procSizes []int, rows map[string]bool, logger *slog.Logger) *bench.Report {
+func measure(ctx context.Context, o options, dilation bench.Dilation, cs []bench.Contender, sizes, procSizes []int, rows map[string]bool, logger *slog.Logger) *bench.Report {
 	rep := &bench.Report{
-		Machine: bench.ReadMachine(),
-		Command: "rpi-bench " + strings.Join(os.Args[1:], " "),
-		Started: time.Now(),
-		Mode:    "full",
+		Machine:  bench.ReadMachine(),
+		Command:  "rpi-bench " + strings.Join(os.Args[1:], " "),
+		Started:  time.Now(),
+		Mode:     "full",
+		Dilation: dilation,
 	}
 	if o.quick {
 		rep.Mode = "quick"
+	}
+	if dilation.Dilated() {
+		rep.Mode += fmt.Sprintf(", time-dilated K = %g", float64(dilation))
 	}
 	defer func() {
 		rep.Elapsed = time.Since(rep.Started)
@@ -300,13 +332,17 @@ func measure(ctx context.Context, o options, cs []bench.Contender, sizes, procSi
 			// the nodes are still gossiping everyone's alive messages and
 			// records (at N = 100, 2 s after formation lan still sent
 			// 50 KB/s per node), which is not what "idle" means.
-			if n <= o.quickDetectN {
+			if o.warmup > 0 {
+				plan.Warmup = o.warmup
+			}
+			if n <= o.detectMaxN {
 				plan.DetectTrials = o.trials
 			}
 			if n > 100 {
 				plan.GrowEvery = o.growEvery
 			}
 			conf := base
+			conf.Dilation = dilation
 			conf.ClusterName = fmt.Sprintf("bench-%d", n)
 			conf.IPs = bench.LoopbackIPs(n)
 			if n <= o.parallelMax {
@@ -338,6 +374,18 @@ func measure(ctx context.Context, o options, cs []bench.Contender, sizes, procSi
 			}
 		}
 	}
+	if rows["cpucap"] {
+		for i, c := range cs {
+			if ctx.Err() != nil {
+				break
+			}
+			rep.CPUCap = append(rep.CPUCap, bench.RunCPUCap(ctx, c.Label, bench.CPUCapPlan{
+				AgentBin: o.agentBin, Profile: c.Profile.Name, N: 10,
+				Quota: time.Duration(o.capQuota * float64(100*time.Millisecond)), Period: 100 * time.Millisecond,
+				Duration: o.capDuration, KillAfter: o.capDuration / 2, Grace: 15 * time.Second, Net: 22 + i,
+			}, logger))
+		}
+	}
 	if rows["falsepos"] && ctx.Err() == nil {
 		conf := base
 		conf.ClusterName = "bench-fp"
@@ -354,6 +402,9 @@ func measure(ctx context.Context, o options, cs []bench.Contender, sizes, procSi
 		rep.Inventory = bench.RunInventory(ctx, bench.InventoryPlan{InventoryBin: o.invBin, Sizes: []int{10, 100, 1000}, Runs: o.invRuns})
 	}
 	rep.Notes = append(rep.Notes, notes(o)...)
+	if dilation.Dilated() {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("Time dilation K = %g (DieCast, NSDI 2008): every duration of the contenders' profiles (so memberlist's probe, gossip, push-pull, suspicion and TCP timings, the heartbeats and the phi detector) and the benchmark's own waits, windows, warm-ups and poll intervals ran %g times longer; times are reported divided by %g, bandwidth per emulated second. CPU time per message, loopback latency and scheduling are not dilated: see docs/PERFORMANCE.md.", float64(dilation), float64(dilation), float64(dilation)))
+	}
 	return rep
 }
 

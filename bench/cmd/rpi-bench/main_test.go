@@ -22,6 +22,10 @@ func TestCommandLine(t *testing.T) {
 		{[]string{"-bogus"}, 2, "", "rpi-bench: flag provided but not defined: -bogus", 2},
 		{[]string{"-trials", "many"}, 2, "", "invalid value", 2},
 		{[]string{"extra"}, 2, "", `unexpected argument "extra"`, 2},
+		{[]string{"-dilate", "0.5"}, 2, "", "rpi-bench: --dilate: bad dilation \"0.5\": want a number from 1 to 100", 1},
+		{[]string{"-cap-quota", "2"}, 2, "", "rpi-bench: --cap-quota 2: want a share of one core above 0 and at most 1", 1},
+		{[]string{"-rows", "scale,bogus"}, 2, "", "unknown row \"bogus\": use scale, procs, falsepos, footprint, inventory, cpucap", 1},
+		{[]string{"-dilate", "4", "-rows", "scale,procs"}, 2, "", "--dilate works on the in-process scale rows only", 1},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var out, errw bytes.Buffer
