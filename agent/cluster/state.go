@@ -756,7 +756,7 @@ func (c *Cluster) memberLocked(name string, p *peer, now time.Time) Member {
 	}
 	m := Member{Record: r, Status: p.status, PhiThreshold: c.phiThreshold(), Signed: signed}
 	if p.det != nil {
-		m.Phi = p.det.Phi(now)
+		m.Phi = detector.Shown(p.det.Phi(now), m.PhiThreshold, p.status == StatusFailed, p.status == StatusLeft)
 	}
 	if m.Status == StatusAlive && m.Phi >= m.PhiThreshold {
 		m.Status = StatusSuspect

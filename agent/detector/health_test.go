@@ -106,3 +106,21 @@ func TestHealthStats(t *testing.T) {
 		t.Errorf("max slip %v", s.MaxSlip)
 	}
 }
+
+func TestShown(t *testing.T) {
+	for _, tt := range []struct {
+		phi          float64
+		failed, left bool
+		want         float64
+	}{
+		{phi: 3.2, want: 3.2},
+		{phi: 12, want: 12}, // suspect: still judged
+		{phi: 155043.3, failed: true, want: 8},
+		{phi: 0.5, failed: true, want: 8}, // a watcher's verdict, heard before phi rose
+		{phi: 9e9, left: true, want: 0},
+	} {
+		if got := Shown(tt.phi, 8, tt.failed, tt.left); got != tt.want {
+			t.Errorf("Shown(%v, 8, failed %v, left %v) = %v, want %v", tt.phi, tt.failed, tt.left, got, tt.want)
+		}
+	}
+}
