@@ -42,14 +42,14 @@ func (t *stallTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Ti
 // longer than the silence timeout its peers do not fail it, as they did
 // before it measured its own health.
 func TestStalledNodeIsNotFailedOnSilence(t *testing.T) {
-	nt, err := NewNetTransport("127.0.1.171", 0, nil)
+	nt, err := NewNetTransport("127.0.1.201", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := &stallTransport{NetTransport: nt}
-	slow := startNode(t, "st1", "127.0.1.171", silenceProfile, func(c *Config) { c.Transport = st })
-	a := startNode(t, "st2", "127.0.1.172", silenceProfile)
-	b := startNode(t, "st3", "127.0.1.173", silenceProfile)
+	slow := startNode(t, "st1", "127.0.1.201", silenceProfile, func(c *Config) { c.Transport = st })
+	a := startNode(t, "st2", "127.0.1.202", silenceProfile)
+	b := startNode(t, "st3", "127.0.1.203", silenceProfile)
 	formCluster(t, slow, a, b)
 	observers := []*Cluster{a, b}
 	for _, o := range observers {

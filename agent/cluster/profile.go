@@ -251,8 +251,10 @@ var profiles = map[string]Profile{
 	// test: in-process clusters on loopback. Fast enough that failure,
 	// leave and reclaim complete in about a second so the package tests
 	// stay well under 30 s, yet slow enough that a loaded 2-core CI
-	// machine running -race does not produce false suspicions. Not for
-	// real networks.
+	// machine running -race does not produce false suspicions. Shaped
+	// like lan, so the suite runs the production detector: fast
+	// heartbeats and silence verdicts up to 11 peers, watched heartbeats
+	// beyond, and local health. Not for real networks.
 	"test": {
 		Name:                    "test",
 		ProbeInterval:           100 * time.Millisecond,
@@ -269,6 +271,12 @@ var profiles = map[string]Profile{
 		DeadNodeReclaimTime:     100 * time.Millisecond,
 		HeartbeatInterval:       50 * time.Millisecond,
 		HeartbeatFanout:         8,
+		FastHeartbeatPeers:      11,
+		FastHeartbeatInterval:   20 * time.Millisecond,
+		SilenceTimeout:          400 * time.Millisecond,
+		WatchPeers:              2,
+		WatchInterval:           25 * time.Millisecond,
+		WatchSilenceTimeout:     500 * time.Millisecond,
 		Phi: phi.Config{
 			Threshold:              8,
 			WindowSize:             100,

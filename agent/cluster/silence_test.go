@@ -335,6 +335,7 @@ func TestNoSilenceVerdictsInLargerClusters(t *testing.T) {
 	// profile's slow rounds are as frequent as these fast ones.
 	small := withProfile(func(p *Profile) {
 		p.FastHeartbeatPeers, p.FastHeartbeatInterval, p.SilenceTimeout = 2, p.HeartbeatInterval, 16*p.HeartbeatInterval
+		p.WatchPeers, p.WatchInterval, p.WatchSilenceTimeout = 0, 0, 0 // memberlist alone past the limit
 		p.SuspicionMult = 30 // memberlist takes 3 s: a silence verdict would come first
 	})
 	nodes := formCluster(t,
