@@ -12,8 +12,8 @@ import (
 // probe has to fail first (up to a probe interval after the death, plus the
 // probe timeout and the indirect probes), then the suspicion timeout runs,
 // then the verdict spreads by gossip. lan's suspicion timeout has to
-// outlast a 2 s stall, so memberlist fails a dead node everywhere 2.7-3.9 s
-// after it died (docs/PERFORMANCE.md).
+// outlast a 2 s stall, which puts memberlist's detection at several
+// seconds (docs/PERFORMANCE.md).
 //
 // In a small cluster (FastHeartbeatPeers) every node heartbeats every peer
 // directly each FastHeartbeatInterval (50 ms on lan), so each node can
