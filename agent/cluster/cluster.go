@@ -661,7 +661,7 @@ func (c *Cluster) heartbeatLoop() {
 		verdicts, accused = c.judgeSilenceLocked(now, accused[:0])
 		var sends, reportTo []heartbeatSend
 		sends, reportTo, interval = plan.next(c.conf.Profile, c.conf.NodeName, peers, gen, accused, now)
-		widen := c.healthActs() && c.health.Degraded()
+		widen := c.degraded()
 		for i, hs := range sends {
 			if widen {
 				// Degraded: announce a longer period, which peers do
