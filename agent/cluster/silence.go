@@ -4,8 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
-
-	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 )
 
 // memberlist declares a node failed when a suspicion of it runs out: a
@@ -94,7 +92,6 @@ func (c *Cluster) silenceLocked(p *peer, now time.Time) (silent, timeout time.Du
 	default:
 		return 0, 0, false
 	}
-	timeout = c.widen(timeout)
 	last := p.heardAt
 	if p.since.After(last) {
 		last = p.since // alive since: the silence before does not count
@@ -163,7 +160,7 @@ func (c *Cluster) holdSilenceLocked(now time.Time) {
 		}
 		if silent, timeout, judged := c.silenceLocked(p, now); judged && silent >= timeout && now.Sub(p.witnessedAt) <= timeout/4 {
 			p.held = true
-			c.health.Suppressed(detector.SourceSilence)
+			c.health.Suppressed()
 		}
 	}
 }

@@ -78,9 +78,8 @@ func TestHealthStats(t *testing.T) {
 		h.Observe(Round{Slip: slip, Slack: slack})
 	}
 	h.Observe(Round{Backlog: 2 * slack, Slack: slack})
-	h.Suppressed(SourceSilence)
-	h.Suppressed(SourceMemberlist)
-	h.Suppressed(SourceMemberlist)
+	h.Suppressed()
+	h.Suppressed()
 	s := h.Stats()
 	if s.Score != 3 {
 		t.Errorf("score %d, want 3", s.Score)
@@ -88,8 +87,8 @@ func TestHealthStats(t *testing.T) {
 	if s.LateRounds["timer"] != 2 || s.LateRounds["receive"] != 1 || s.LateRounds["send"] != 0 {
 		t.Errorf("late rounds %v, want timer 2, receive 1, send 0", s.LateRounds)
 	}
-	if s.Suppressed["silence"] != 1 || s.Suppressed["memberlist"] != 2 {
-		t.Errorf("suppressed %v, want silence 1, memberlist 2", s.Suppressed)
+	if s.Suppressed != 2 {
+		t.Errorf("suppressed %d, want 2", s.Suppressed)
 	}
 	// Buckets 0.125 0.25 0.5 1 2 4 8 16 (cumulative); six rounds, the
 	// sixth with no slip.
