@@ -243,7 +243,21 @@ func TestFiveNodesFailLeaveRestart(t *testing.T) {
 		return nil
 	}))
 
-	// n4 leaves politely.
+	// n4 leaves politely, once every peer holds its record: its leave
+	// intent is checked against the key the record pinned. (The silence
+	// verdict on n5 comes within half a second of its death, which can
+	// be before n4's record has reached everyone.)
+	testutil.WaitFor(t, waitTimeout, func() error {
+		for _, o := range nodes[:3] {
+			o.mu.Lock()
+			rec := o.peers["n4"].rec
+			o.mu.Unlock()
+			if rec == nil {
+				return fmt.Errorf("%s has no record of n4 yet", o.conf.NodeName)
+			}
+		}
+		return nil
+	})
 	if err := nodes[3].Leave(2 * time.Second); err != nil {
 		t.Fatalf("leave: %v", err)
 	}
