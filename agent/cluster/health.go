@@ -17,14 +17,16 @@ import "time"
 //     Silence timeouts need no widening: a degraded node judges nobody,
 //     and it judges again only after DefaultCalmRounds rounds on time.
 //
+// A verdict from a degraded reporter is therefore never sent, rather than
+// refused on arrival.
+//
 // memberlist's verdicts are not held back. Holding them while degraded,
 // as overrules that ask the node to re-advertise itself, was tried: in a
 // 200-node cluster in one process every held verdict became a request to
 // re-advertise, thousands of them, and the run ended with more false
 // positives, not fewer (docs/PERFORMANCE.md).
 //
-// A verdict from a degraded reporter is therefore never sent, rather than
-// refused on arrival. Only profiles that issue verdicts of their own (lan,
+// Only profiles that issue verdicts of their own (lan,
 // test) act on it; memberlist-lan, the benchmark's stand-in for
 // memberlist's defaults, stays memberlist's.
 

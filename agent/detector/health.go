@@ -12,8 +12,9 @@ import (
 
 // A node that is itself late takes its peers for silent: its heartbeat
 // timer fires late, its sends go out late, the heartbeats it receives wait
-// in a queue. Its verdicts then accuse live nodes, which is what happened
-// to a 200-node lan cluster on two cores. Lifeguard (memberlist's
+// in a queue. Its verdicts then accuse live nodes; and a node that is
+// late sends its own heartbeats late, so its peers accuse it. Lifeguard
+// (memberlist's
 // awareness.go) answers the same problem for probes: a node that misses
 // its own nacks trusts its own probes less, scaling its timeouts by a
 // score. Health does that for heartbeats and verdicts.
