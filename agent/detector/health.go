@@ -14,10 +14,9 @@ import (
 // timer fires late, its sends go out late, the heartbeats it receives wait
 // in a queue. Its verdicts then accuse live nodes; and a node that is
 // late sends its own heartbeats late, so its peers accuse it. Lifeguard
-// (memberlist's
-// awareness.go) answers the same problem for probes: a node that misses
-// its own nacks trusts its own probes less, scaling its timeouts by a
-// score. Health does that for heartbeats and verdicts.
+// (memberlist's awareness.go) answers the same problem for probes: a node
+// that misses its own nacks trusts its own probes less, scaling its
+// timeouts by a score. Health does that for heartbeats and verdicts.
 //
 // Each heartbeat round the node compares three figures with the round's
 // slack (see Observe): how late its timer fired, how long the round took
