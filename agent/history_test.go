@@ -71,10 +71,15 @@ func TestHistoryOfLiveCluster(t *testing.T) {
 		}
 		return fmt.Errorf("node-53 not failed yet")
 	})
-	code, body := request(t, "POST", "http://"+seed.HTTPAddr()+"/v1/nodes/node-53/force-leave", "")
-	if code != http.StatusOK {
-		t.Fatalf("force-leave = %d %s", code, body)
-	}
+	// Failed first on its silence, it can be force-left once
+	// memberlist's probes confirm it (409 until then).
+	testutil.WaitFor(t, 15*time.Second, func() error {
+		code, body := request(t, "POST", "http://"+seed.HTTPAddr()+"/v1/nodes/node-53/force-leave", "")
+		if code != http.StatusOK {
+			return fmt.Errorf("force-leave = %d %s", code, body)
+		}
+		return nil
+	})
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		h, err := getHistory(seed)
 		if err != nil {

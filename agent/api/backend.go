@@ -36,14 +36,14 @@ type GossipStats struct {
 	// unknown_key, clock_ahead.
 	Rejected map[string]uint64
 	// HealthScore is the agent's score of its own lateness, 0 (healthy)
-	// to 8; above 0 it issues no verdicts of its own.
+	// to 8; above 0 it issues no silence verdicts.
 	HealthScore int
 	// LateRounds counts heartbeat rounds that ran late, by cause: timer,
 	// send, receive.
 	LateRounds map[string]uint64
-	// VerdictsSuppressed counts verdicts held back while degraded, by
-	// source: silence (its own), memberlist.
-	VerdictsSuppressed map[string]uint64
+	// VerdictsSuppressed counts silence verdicts held back while
+	// degraded.
+	VerdictsSuppressed uint64
 	// SlipBuckets are the upper bounds of the timer slip histogram, in
 	// multiples of the round's slack; SlipCounts the cumulative counts
 	// for each; SlipCount and SlipSum the count and sum of all rounds.

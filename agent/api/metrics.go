@@ -69,16 +69,14 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	p.sample("rpi_silence_verdicts_total", float64(stats.SilenceVerdicts))
 	p.family("rpi_watcher_verdicts_total", "counter", "Peers failed by this agent, ahead of memberlist, on the silence verdict of one of their watchers.")
 	p.sample("rpi_watcher_verdicts_total", float64(stats.WatcherVerdicts))
-	p.family("rpi_detector_health_score", "gauge", "This agent's score of its own lateness, 0 (healthy) to 8; above 0 it issues no silence verdicts, holds memberlist's verdicts longer and widens its windows by 1+score.")
+	p.family("rpi_detector_health_score", "gauge", "This agent's score of its own lateness, 0 (healthy) to 8; above 0 it issues no silence verdicts and widens its windows by 1+score.")
 	p.sample("rpi_detector_health_score", float64(stats.HealthScore))
 	p.family("rpi_detector_late_rounds_total", "counter", "Heartbeat rounds of this agent that ran late, by cause: its timer fired late, judging and sending took too long, or received packets waited too long.")
 	for _, cause := range slices.Sorted(maps.Keys(stats.LateRounds)) {
 		p.sample("rpi_detector_late_rounds_total", float64(stats.LateRounds[cause]), "cause", cause)
 	}
-	p.family("rpi_detector_verdicts_suppressed_total", "counter", "Failure verdicts this agent held back while degraded, by source: its own silence verdicts, memberlist's verdicts.")
-	for _, src := range slices.Sorted(maps.Keys(stats.VerdictsSuppressed)) {
-		p.sample("rpi_detector_verdicts_suppressed_total", float64(stats.VerdictsSuppressed[src]), "source", src)
-	}
+	p.family("rpi_detector_verdicts_suppressed_total", "counter", "Silence verdicts this agent held back while it was degraded.")
+	p.sample("rpi_detector_verdicts_suppressed_total", float64(stats.VerdictsSuppressed))
 	if len(stats.SlipBuckets) == len(stats.SlipCounts) {
 		p.family("rpi_detector_timer_slip_ratio", "histogram", "How late this agent's heartbeat timer fired, in multiples of the round's slack (one round, or a sixteenth of the silence timeout it serves).")
 		for i, le := range stats.SlipBuckets {

@@ -245,6 +245,10 @@ func TestMetrics(t *testing.T) {
 	nodes[3].Phi = math.Inf(1) // certainly failed
 	ts, f, _ := testServer(t, "", nodes...)
 	f.stats = GossipStats{MessagesSent: 1200, MessagesReceived: 1100, BytesSent: 98765, BytesReceived: 87654, EventsDropped: 7, VerdictsOverruled: 3, ReadvertisementsAsked: 2, SilenceVerdicts: 4, WatcherVerdicts: 5}
+	f.stats.HealthScore = 2
+	f.stats.LateRounds = map[string]uint64{"timer": 3, "send": 1, "receive": 0}
+	f.stats.VerdictsSuppressed = 4
+	f.stats.SlipBuckets, f.stats.SlipCounts, f.stats.SlipCount, f.stats.SlipSum = []float64{0.5, 1, 2}, []uint64{5, 8, 9}, 10, 7.5
 
 	samples, body := scrape(t, ts.URL+"/metrics")
 	sampled := float64(nodes[0].Monitoring.SampledAt.Unix())
@@ -267,6 +271,17 @@ func TestMetrics(t *testing.T) {
 		{"rpi_readvertisements_total", nil, 2},
 		{"rpi_silence_verdicts_total", nil, 4},
 		{"rpi_watcher_verdicts_total", nil, 5},
+		{"rpi_detector_health_score", nil, 2},
+		{"rpi_detector_late_rounds_total", []string{"cause", "timer"}, 3},
+		{"rpi_detector_late_rounds_total", []string{"cause", "send"}, 1},
+		{"rpi_detector_late_rounds_total", []string{"cause", "receive"}, 0},
+		{"rpi_detector_verdicts_suppressed_total", nil, 4},
+		{"rpi_detector_timer_slip_ratio_bucket", []string{"le", "0.5"}, 5},
+		{"rpi_detector_timer_slip_ratio_bucket", []string{"le", "1"}, 8},
+		{"rpi_detector_timer_slip_ratio_bucket", []string{"le", "2"}, 9},
+		{"rpi_detector_timer_slip_ratio_bucket", []string{"le", "+Inf"}, 10},
+		{"rpi_detector_timer_slip_ratio_sum", nil, 7.5},
+		{"rpi_detector_timer_slip_ratio_count", nil, 10},
 		// pi-1's own figures, percentages as 0-1 ratios.
 		{"rpi_cpus", nil, 4},
 		{"rpi_cpu_busy_ratio", nil, 0.125},
@@ -378,7 +393,9 @@ func TestMetricsPromtool(t *testing.T) {
 	}
 	nodes := testNodes()
 	nodes[3].Phi = math.Inf(1)
-	ts, _, _ := testServer(t, "", nodes...)
+	ts, f, _ := testServer(t, "", nodes...)
+	f.stats.LateRounds = map[string]uint64{"timer": 3}
+	f.stats.SlipBuckets, f.stats.SlipCounts, f.stats.SlipCount, f.stats.SlipSum = []float64{0.5, 1}, []uint64{5, 8}, 10, 7.5
 	for _, path := range []string{"/metrics", "/metrics/cluster"} {
 		a := call(t, "GET", ts.URL+path, "", nil)
 		cmd := exec.Command(promtool, "check", "metrics")

@@ -602,10 +602,11 @@ const maxGossipRecord = 1300
 // blur phi. It is also cheaper: a gossiped heartbeat is retransmitted
 // RetransmitMult*log10(N+1) times by every node that relays it, a direct
 // one is sent once. With the lan profile a node sends 8 slow heartbeats a
-// second and 10 watch heartbeats of about 60 bytes (encryption included)
-// in a cluster of more than 12 nodes, about 1.1 KB/s at any N; in one of
-// up to 12 nodes, 20 a second to each peer: 180 packets and about 11 KB/s
-// at 10 nodes.
+// second and 10 watch heartbeats in a cluster of more than 12 nodes, the
+// same at any N; in one of up to 12 nodes, 20 a second to each peer
+// (docs/PERFORMANCE.md has the bytes).
+//
+// Each round also measures how late this node itself runs (health.go).
 //
 // Sequence numbers start from the wall clock so that a node restarted
 // before peers noticed it was gone is not ignored as a replay.
@@ -660,7 +661,7 @@ func (c *Cluster) heartbeatLoop() {
 		verdicts, accused = c.judgeSilenceLocked(now, accused[:0])
 		var sends, reportTo []heartbeatSend
 		sends, reportTo, interval = plan.next(c.conf.Profile, c.conf.NodeName, peers, gen, accused, now)
-		widen := c.healthActs() && c.health.Degraded()
+		widen := c.degraded()
 		for i, hs := range sends {
 			if widen {
 				// Degraded: announce a longer period, which peers do

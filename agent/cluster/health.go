@@ -7,20 +7,26 @@ import "time"
 //   - while degraded it issues no silence verdicts and sends no silence
 //     reports, so it neither fails a peer nor serves as another node's
 //     witness;
-//   - it holds memberlist's failure verdicts as overruled (verdict.go) for
-//     minSuspicion·(1+score) instead of taking them at once: under
-//     overload they come from suspicions nobody could refute in time;
 //   - it announces heartbeat periods widened by the score. Peers judge on
 //     silence only the fast and watch periods, so they leave a degraded
 //     node to memberlist until it recovers. This is how a node says it is
 //     degraded without a change to the wire: heartbeats have always
 //     carried the period, and nodes of the previous release judge it the
 //     same way;
-//   - its windows (silence timeouts, the overrule window, the phi
-//     threshold a peer is shown suspect at) widen by the score.
+//   - the phi threshold a peer is shown suspect at widens by the score.
+//     Silence timeouts need no widening: a degraded node judges nobody,
+//     and it judges again only after DefaultCalmRounds rounds on time.
 //
 // A verdict from a degraded reporter is therefore never sent, rather than
-// refused on arrival. Only profiles that issue verdicts of their own (lan,
+// refused on arrival.
+//
+// memberlist's verdicts are not held back. Holding them while degraded,
+// as overrules that ask the node to re-advertise itself, was tried: in a
+// 200-node cluster in one process every held verdict became a request to
+// re-advertise, thousands of them, and the run ended with more false
+// positives, not fewer (docs/PERFORMANCE.md).
+//
+// Only profiles that issue verdicts of their own (lan,
 // test) act on it; memberlist-lan, the benchmark's stand-in for
 // memberlist's defaults, stays memberlist's.
 
@@ -35,14 +41,6 @@ func (c *Cluster) healthActs() bool {
 // verdicts.
 func (c *Cluster) degraded() bool {
 	return c.healthActs() && c.health.Degraded()
-}
-
-// widen scales a window by this node's health score.
-func (c *Cluster) widen(d time.Duration) time.Duration {
-	if !c.healthActs() {
-		return d
-	}
-	return c.health.Scale(d)
 }
 
 // roundSlack is how late a heartbeat round after interval may run before

@@ -42,14 +42,14 @@ func (t *stallTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Ti
 // longer than the silence timeout its peers do not fail it, as they did
 // before it measured its own health.
 func TestStalledNodeIsNotFailedOnSilence(t *testing.T) {
-	nt, err := NewNetTransport("127.0.1.171", 0, nil)
+	nt, err := NewNetTransport("127.0.1.201", 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := &stallTransport{NetTransport: nt}
-	slow := startNode(t, "st1", "127.0.1.171", silenceProfile, func(c *Config) { c.Transport = st })
-	a := startNode(t, "st2", "127.0.1.172", silenceProfile)
-	b := startNode(t, "st3", "127.0.1.173", silenceProfile)
+	slow := startNode(t, "st1", "127.0.1.201", silenceProfile, func(c *Config) { c.Transport = st })
+	a := startNode(t, "st2", "127.0.1.202", silenceProfile)
+	b := startNode(t, "st3", "127.0.1.203", silenceProfile)
 	formCluster(t, slow, a, b)
 	observers := []*Cluster{a, b}
 	for _, o := range observers {
@@ -102,4 +102,97 @@ func silenceTimeout(t *testing.T) time.Duration {
 	var c Config
 	silenceProfile(&c)
 	return c.Profile.SilenceTimeout
+}
+
+// lagTransport hands every received packet to memberlist lag after it
+// arrived, as a node whose receive path has fallen behind does.
+type lagTransport struct {
+	*NetTransport
+	lag     time.Duration
+	packets chan *memberlist.Packet
+	done    chan struct{}
+}
+
+func newLagTransport(t *testing.T, ip string, lag time.Duration) *lagTransport {
+	t.Helper()
+	nt, err := NewNetTransport(ip, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lt := &lagTransport{NetTransport: nt, lag: lag, packets: make(chan *memberlist.Packet), done: make(chan struct{})}
+	queue := make(chan *memberlist.Packet, 4096)
+	go func() {
+		for {
+			select {
+			case p := <-nt.PacketCh():
+				queue <- p
+			case <-lt.done:
+				return
+			}
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case p := <-queue:
+				time.Sleep(time.Until(p.Timestamp.Add(lag))) // the lag itself: the fault
+				select {
+				case lt.packets <- p:
+				case <-lt.done:
+					return
+				}
+			case <-lt.done:
+				return
+			}
+		}
+	}()
+	return lt
+}
+
+func (t *lagTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
+
+func (t *lagTransport) Shutdown() error {
+	close(t.done)
+	return t.NetTransport.Shutdown()
+}
+
+// A node whose received packets wait knows it is late and holds back its
+// silence verdicts, counting them, while its healthy peers fail a dead
+// node on silence as before.
+func TestLaggingNodeHoldsItsVerdicts(t *testing.T) {
+	lt := newLagTransport(t, "127.0.1.204", 4*silenceTimeout(t)/minSilenceRounds)
+	lagging := startNode(t, "lg1", "127.0.1.204", silenceProfile, func(c *Config) { c.Transport = lt })
+	b := startNode(t, "lg2", "127.0.1.205", silenceProfile)
+	c := startNode(t, "lg3", "127.0.1.206", silenceProfile)
+	victim := startNode(t, "lg4", "127.0.1.207", silenceProfile)
+	formCluster(t, lagging, b, c, victim)
+	for _, o := range []*Cluster{lagging, b, c} {
+		heard(t, o, "lg4")
+	}
+	testutil.WaitFor(t, waitTimeout, func() error {
+		if !lagging.health.Degraded() {
+			return fmt.Errorf("lg1 is not degraded (late rounds %v)", lagging.health.Stats().LateRounds)
+		}
+		return nil
+	})
+	if s := lagging.Stats().Health.LateRounds; s["receive"] == 0 {
+		t.Errorf("lg1's late rounds %v: none for its receive backlog", s)
+	}
+
+	victim.Shutdown()
+	testutil.WaitFor(t, waitTimeout, expect([]*Cluster{b, c}, "lg4", status(StatusFailed)))
+	testutil.WaitFor(t, waitTimeout, func() error {
+		if n := lagging.Stats().Health.Suppressed; n == 0 {
+			return fmt.Errorf("lg1 has held back no silence verdict")
+		}
+		return nil
+	})
+	if n := lagging.Stats().SilenceVerdicts; n != 0 {
+		t.Errorf("lg1, degraded, reached %d silence verdicts", n)
+	}
+	for _, o := range []*Cluster{b, c} {
+		if n := o.Stats().SilenceVerdicts; n != 1 {
+			t.Errorf("%s: %d silence verdicts, want 1", o.conf.NodeName, n)
+		}
+	}
 }

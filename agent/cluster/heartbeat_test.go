@@ -76,7 +76,12 @@ func TestHeartbeatPeriod(t *testing.T) {
 // every other, at the period the sender announces, and a dead node's phi
 // still rises everywhere.
 func TestHeartbeatFanoutSmallerThanCluster(t *testing.T) {
-	fanout1 := func(c *Config) { c.Profile.HeartbeatFanout = 1 }
+	fanout1 := func(c *Config) {
+		c.Profile.HeartbeatFanout = 1
+		// Slow rounds only: no fast or watched heartbeats.
+		c.Profile.FastHeartbeatPeers, c.Profile.FastHeartbeatInterval, c.Profile.SilenceTimeout = 0, 0, 0
+		c.Profile.WatchPeers, c.Profile.WatchInterval, c.Profile.WatchSilenceTimeout = 0, 0, 0
+	}
 	var nodes []*Cluster
 	for i := 1; i <= 5; i++ {
 		nodes = append(nodes, startNode(t, fmt.Sprintf("f%d", i), fmt.Sprintf("127.0.1.%d", 80+i), fanout1))

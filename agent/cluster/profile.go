@@ -99,39 +99,28 @@ type Profile struct {
 
 // profiles holds the built-in profiles by name.
 var profiles = map[string]Profile{
-	// lan: Pis on one switched Ethernet or Wi-Fi segment. Tuned with
-	// rpi-bench (docs/PERFORMANCE.md) against memberlist's DefaultLANConfig,
-	// which Serf and Consul ship: a probe every 200 ms, so the first failed
-	// probe of a dead node comes within about 0.4 s, and a fixed suspicion
-	// window of 11·log10(N)·200 ms (2.2 s up to 10 nodes, 4.4 s at 100):
-	// a Pi stalled for 2 s (an SD-card write, a CPU hog) refutes before it
-	// runs out, with room for the refutation to spread. Up to 10 nodes
-	// memberlist cannot expect the 9 independent confirmations
-	// (SuspicionMult-2) Lifeguard asks for, so the window is fixed; in
-	// larger clusters it starts at 3 times that and shrinks to it as peers
-	// confirm, which a dead node's many probers do within about 2 s while
-	// a node that is merely slow gets longer to refute. memberlist alone
-	// fails a dead Pi everywhere in about 3 s at N = 10 against 6.4 s with
-	// DefaultLANConfig. The 100 ms probe timeout
-	// only starts the indirect probes early; a direct ack still counts
-	// until the 200 ms probe interval ends, which covers Wi-Fi round trips.
-	// Heartbeats: 1 s rounds of at most 8 peers; phi crosses 8 about 3.5 s
-	// after the last heartbeat (mean 1 s + 2 s acceptable pause + a few
-	// std devs). In a cluster of up to 12 nodes, heartbeats go to every
-	// peer every 50 ms, and a peer silent for 2.35 s that another peer
-	// finds silent too is failed at once (silence.go; phi crosses 8 at
-	// about 2.6 s on these heartbeats): a dead Pi is
-	// failed everywhere about 2.4 s after it died, while a 2 s stall plus
-	// five heartbeats lost in a row is still survived. That costs about
-	// 20 packets of 60 bytes a second per peer (11 KB/s per node at 10
-	// nodes, against 1.2 KB/s without): nothing on Ethernet, but on a
-	// busy Wi-Fi memberlist-lan, which has none of it, is the better
-	// choice. In a larger cluster each node also heartbeats its two
-	// watchers every 200 ms (watch.go), which fail it after 3.2 s of
-	// silence, a 2 s stall plus six heartbeats lost in a row, and tell
-	// everyone: a dead Pi is failed everywhere about 3.2 s after it died
-	// at N = 100, where memberlist's window has grown to 4.4 s, for
-	// 10 more packets a second per node (0.6 KB/s).
+	// lan: Pis on one switched Ethernet or Wi-Fi segment, tuned with
+	// rpi-bench against memberlist's DefaultLANConfig, which Serf and
+	// Consul ship (the figures are in docs/PERFORMANCE.md). A probe every
+	// 200 ms and a suspicion window of 11·log10(N)·200 ms: a Pi stalled for
+	// 2 s (an SD-card write, a CPU hog) refutes before it runs out, with
+	// room for the refutation to spread. Up to 10 nodes memberlist cannot
+	// expect the 9 confirmations (SuspicionMult-2) Lifeguard asks for, so
+	// the window is fixed; in larger clusters it starts at 3 times that and
+	// shrinks as peers confirm, which a dead node's many probers do quickly
+	// while a node that is merely slow gets longer to refute. The 100 ms
+	// probe timeout only starts the indirect probes early; a direct ack
+	// still counts until the probe interval ends, which covers Wi-Fi round
+	// trips. Heartbeats: 1 s rounds of at most 8 peers (phi crosses 8 about
+	// 3.5 s after the last one). Up to 12 nodes every peer gets one every
+	// 50 ms and a peer silent for 2.35 s with a witness is failed at once
+	// (silence.go): a 2 s stall plus five heartbeats lost in a row is
+	// survived. Beyond 12 each node also heartbeats its two watchers every
+	// 200 ms (watch.go), which fail it after 3.2 s: a 2 s stall plus six
+	// lost in a row. The fast heartbeats cost about ten times the
+	// bandwidth of slow rounds at 10 nodes: nothing on Ethernet, but on a
+	// busy Wi-Fi memberlist-lan, which has none of them, is the better
+	// choice.
 	"lan": {
 		Name:                    "lan",
 		ProbeInterval:           200 * time.Millisecond,
@@ -251,8 +240,10 @@ var profiles = map[string]Profile{
 	// test: in-process clusters on loopback. Fast enough that failure,
 	// leave and reclaim complete in about a second so the package tests
 	// stay well under 30 s, yet slow enough that a loaded 2-core CI
-	// machine running -race does not produce false suspicions. Not for
-	// real networks.
+	// machine running -race does not produce false suspicions. Shaped
+	// like lan, so the suite runs the production detector: fast
+	// heartbeats and silence verdicts up to 11 peers, watched heartbeats
+	// beyond, and local health. Not for real networks.
 	"test": {
 		Name:                    "test",
 		ProbeInterval:           100 * time.Millisecond,
@@ -269,6 +260,12 @@ var profiles = map[string]Profile{
 		DeadNodeReclaimTime:     100 * time.Millisecond,
 		HeartbeatInterval:       50 * time.Millisecond,
 		HeartbeatFanout:         8,
+		FastHeartbeatPeers:      11,
+		FastHeartbeatInterval:   20 * time.Millisecond,
+		SilenceTimeout:          400 * time.Millisecond,
+		WatchPeers:              2,
+		WatchInterval:           25 * time.Millisecond,
+		WatchSilenceTimeout:     500 * time.Millisecond,
 		Phi: phi.Config{
 			Threshold:              8,
 			WindowSize:             100,

@@ -80,6 +80,7 @@ func TestForceLeave(t *testing.T) {
 	nodes[3].Shutdown()
 	live := nodes[:3]
 	testutil.WaitFor(t, waitTimeout, expect(live, "fl4", status(StatusFailed)))
+	testutil.WaitFor(t, waitTimeout, confirmedFailed(live, "fl4"))
 
 	for _, tc := range []struct {
 		name string
@@ -133,6 +134,7 @@ func TestForgedForceLeave(t *testing.T) {
 	a, b := nodes[0], nodes[1]
 	nodes[3].Shutdown()
 	testutil.WaitFor(t, waitTimeout, expect(nodes[:3], "ff4", status(StatusFailed)))
+	testutil.WaitFor(t, waitTimeout, confirmedFailed(nodes[:3], "ff4"))
 
 	msg := func(k *identity.Key, from, name string) []byte {
 		body := fmt.Appendf(nil, `{"f":%q,"n":%q,"v":%d}`, from, name, nowVersion())
@@ -172,5 +174,23 @@ func TestForgedForceLeave(t *testing.T) {
 	a.handleMsg(msg(b.key, "ff2", "ff4"))
 	if _, ok := a.Member("ff4"); ok {
 		t.Error("a force-leave signed by its sender's pinned key for a failed node was not applied")
+	}
+}
+
+// confirmedFailed is a WaitFor condition: every observer holds name
+// failed with memberlist's agreement, not on its own silence verdict
+// alone (force-leave needs memberlist's).
+func confirmedFailed(observers []*Cluster, name string) func() error {
+	return func() error {
+		for _, o := range observers {
+			o.mu.Lock()
+			p := o.peers[name]
+			ok := p != nil && p.status == StatusFailed && !p.silenced
+			o.mu.Unlock()
+			if !ok {
+				return fmt.Errorf("%s does not hold %s failed with memberlist's agreement", o.conf.NodeName, name)
+			}
+		}
+		return nil
 	}
 }

@@ -4,16 +4,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
-
-	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 )
 
 // memberlist declares a node failed when a suspicion of it runs out: a
 // probe has to fail first (up to a probe interval after the death, plus the
 // probe timeout and the indirect probes), then the suspicion timeout runs,
 // then the verdict spreads by gossip. lan's suspicion timeout has to
-// outlast a 2 s stall, so memberlist fails a dead node everywhere 2.7-3.9 s
-// after it died (docs/PERFORMANCE.md).
+// outlast a 2 s stall, which puts memberlist's detection at several
+// seconds (docs/PERFORMANCE.md).
 //
 // In a small cluster (FastHeartbeatPeers) every node heartbeats every peer
 // directly each FastHeartbeatInterval (50 ms on lan), so each node can
@@ -94,7 +92,6 @@ func (c *Cluster) silenceLocked(p *peer, now time.Time) (silent, timeout time.Du
 	default:
 		return 0, 0, false
 	}
-	timeout = c.widen(timeout)
 	last := p.heardAt
 	if p.since.After(last) {
 		last = p.since // alive since: the silence before does not count
@@ -163,7 +160,7 @@ func (c *Cluster) holdSilenceLocked(now time.Time) {
 		}
 		if silent, timeout, judged := c.silenceLocked(p, now); judged && silent >= timeout && now.Sub(p.witnessedAt) <= timeout/4 {
 			p.held = true
-			c.health.Suppressed(detector.SourceSilence)
+			c.health.Suppressed()
 		}
 	}
 }

@@ -230,18 +230,6 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 			"peer", n.Name, "last_heartbeat", heard.Round(time.Millisecond))
 		return
 	}
-	if !p.leaving && !stale && p.status == StatusAlive && c.degraded() {
-		// This node is late itself (health.go): the suspicion may be
-		// one nobody could refute in time. Hold the verdict as an
-		// overruled one, for a window widened by the score.
-		c.overruleLocked(n.Name, p, now)
-		c.health.Suppressed(detector.SourceMemberlist)
-		score := c.health.Score()
-		c.mu.Unlock()
-		c.logger.Info("memberlist declared a node failed while this node is degraded; holding the verdict and asking the node to re-advertise",
-			"peer", n.Name, "health_score", score)
-		return
-	}
 	ev := c.goneLocked(n.Name, p, stale, now)
 	c.mu.Unlock()
 	c.reportGone(ev)
@@ -277,12 +265,6 @@ func (c *Cluster) reportGone(ev Event) {
 func (c *Cluster) minSuspicion() time.Duration {
 	p := c.conf.Profile
 	return time.Duration(p.SuspicionMult) * p.ProbeInterval
-}
-
-// overruleWindow is how long a heartbeat outlives a suspicion: the
-// shortest suspicion, widened by this node's health score.
-func (c *Cluster) overruleWindow() time.Duration {
-	return c.widen(c.minSuspicion())
 }
 
 // handleNodeUpdate: a node's memberlist metadata or address changed.
@@ -756,7 +738,7 @@ func (c *Cluster) memberLocked(name string, p *peer, now time.Time) Member {
 	}
 	m := Member{Record: r, Status: p.status, PhiThreshold: c.phiThreshold(), Signed: signed}
 	if p.det != nil {
-		m.Phi = p.det.Phi(now)
+		m.Phi = detector.Shown(p.det.Phi(now), m.PhiThreshold, p.status == StatusFailed, p.status == StatusLeft)
 	}
 	if m.Status == StatusAlive && m.Phi >= m.PhiThreshold {
 		m.Status = StatusSuspect

@@ -31,18 +31,17 @@ import (
 // outlivedSuspicionLocked reports whether p's last heartbeat arrived
 // recently enough to overrule a failure verdict reached at now.
 func (c *Cluster) outlivedSuspicionLocked(p *peer, now time.Time) bool {
-	return !p.heardAt.IsZero() && now.Sub(p.heardAt) < c.overruleWindow()
+	return !p.heardAt.IsZero() && now.Sub(p.heardAt) < c.minSuspicion()
 }
 
 // overruleLocked sets memberlist's verdict on name aside and asks the node
-// to re-advertise itself; the verdict is upheld after the overrule window
-// (minSuspicion, widened while this node is degraded) unless memberlist
-// revives the node first.
+// to re-advertise itself; the verdict is upheld after minSuspicion unless
+// memberlist revives the node first.
 func (c *Cluster) overruleLocked(name string, p *peer, now time.Time) {
 	p.overruled = now
 	c.overrules.Add(1)
 	c.askReadvertiseLocked(name)
-	time.AfterFunc(c.overruleWindow(), func() { c.upholdVerdict(name, now) })
+	time.AfterFunc(c.minSuspicion(), func() { c.upholdVerdict(name, now) })
 }
 
 // askReadvertiseLocked queues a request for name to re-advertise itself;

@@ -10,8 +10,8 @@ import (
 // Silence verdicts (silence.go) need every node to hear every other every
 // 50 ms: 20·(N-1) packets a second per node, which is why they stop at
 // FastHeartbeatPeers. Past that, memberlist alone would decide, and its
-// suspicion timeout grows with log10(N): a dead node is failed everywhere
-// 5-5.5 s after it died at N = 100.
+// suspicion timeout grows with log10(N) (docs/PERFORMANCE.md has the
+// figures at N = 100).
 //
 // Watched heartbeats keep a verdict from silence at any size for a flat
 // cost. The alive nodes sit on a ring ordered by a hash of their names.

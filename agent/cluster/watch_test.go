@@ -13,6 +13,8 @@ import (
 // heartbeats, and makes memberlist's own verdict take 3 s, so a failure
 // reported well before that is a silence verdict.
 var watchProfile = withProfile(func(p *Profile) {
+	// No fast heartbeats: six nodes are past the limit.
+	p.FastHeartbeatPeers, p.FastHeartbeatInterval, p.SilenceTimeout = 0, 0, 0
 	p.HeartbeatInterval = 100 * time.Millisecond
 	p.WatchPeers, p.WatchInterval, p.WatchSilenceTimeout = 2, 20*time.Millisecond, 800*time.Millisecond
 	p.SuspicionMult = 30

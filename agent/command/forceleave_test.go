@@ -79,7 +79,15 @@ func TestForceLeaveCommand(t *testing.T) {
 		t.Fatalf("refused force-leaves changed fl-3 to %s", s)
 	}
 
-	out, err = runWrite(t, "force-leave", url, forceLeaveToken, "fl-3")
+	// fl-3 was failed first on its silence; force-leave is refused, and
+	// says so, until memberlist's probes confirm it.
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		out, err = runWrite(t, "force-leave", url, forceLeaveToken, "fl-3")
+		if err != nil && strings.Contains(err.Error(), "not yet confirmed by memberlist") {
+			return err
+		}
+		return nil
+	})
 	if err != nil || !strings.Contains(out, "fl-1: removed fl-3 (failed at 127.0.73.3)") {
 		t.Fatalf("force-leave with the token: %q, %v", out, err)
 	}

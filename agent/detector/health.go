@@ -12,11 +12,11 @@ import (
 
 // A node that is itself late takes its peers for silent: its heartbeat
 // timer fires late, its sends go out late, the heartbeats it receives wait
-// in a queue. Its verdicts then accuse live nodes, which is what happened
-// to a 200-node lan cluster on two cores. Lifeguard (memberlist's
-// awareness.go) answers the same problem for probes: a node that misses
-// its own nacks trusts its own probes less, scaling its timeouts by a
-// score. Health does that for heartbeats and verdicts.
+// in a queue. Its verdicts then accuse live nodes; and a node that is
+// late sends its own heartbeats late, so its peers accuse it. Lifeguard
+// (memberlist's awareness.go) answers the same problem for probes: a node
+// that misses its own nacks trusts its own probes less, scaling its
+// timeouts by a score. Health does that for heartbeats and verdicts.
 //
 // Each heartbeat round the node compares three figures with the round's
 // slack (see Observe): how late its timer fired, how long the round took
@@ -27,8 +27,8 @@ import (
 // a while (hysteresis: a node stalled again and again stays degraded).
 //
 // While the score is above zero the node is degraded: it issues no
-// silence verdicts and no silence reports, holds memberlist's verdicts
-// for longer before it accepts them, and widens its windows by Scale.
+// silence verdicts and no silence reports, and widens its windows by
+// Scale.
 
 // MaxScore caps the health score: windows widen at most MaxScore+1 times,
 // as memberlist's AwarenessMaxMultiplier of 8 caps its own.
@@ -102,7 +102,7 @@ type Health struct {
 
 	// Counters and the slip histogram, read by Stats.
 	late       [numCauses]atomic.Uint64
-	suppressed [numSources]atomic.Uint64
+	suppressed atomic.Uint64
 	slips      [len(slipBuckets) + 1]atomic.Uint64
 	slipSum    atomic.Uint64 // in slack units × 1e6
 	scoreNow   atomic.Int64
@@ -185,26 +185,9 @@ func (h *Health) ScaleFloat(x float64) float64 {
 	return x * float64(1+h.Score())
 }
 
-// Source is whose verdict a degraded node set aside.
-type Source int
-
-// Sources of suppressed verdicts.
-const (
-	SourceSilence    Source = iota // this node's own silence verdict
-	SourceMemberlist               // memberlist's failure verdict
-	numSources
-)
-
-// String names the source as the metrics label it.
-func (s Source) String() string {
-	if s == SourceMemberlist {
-		return "memberlist"
-	}
-	return "silence"
-}
-
-// Suppressed counts a verdict set aside because the node was degraded.
-func (h *Health) Suppressed(s Source) { h.suppressed[s].Add(1) }
+// Suppressed counts a silence verdict held back because the node was
+// degraded.
+func (h *Health) Suppressed() { h.suppressed.Add(1) }
 
 // HealthStats is what Health counted, for /metrics.
 type HealthStats struct {
@@ -212,9 +195,8 @@ type HealthStats struct {
 	Score int
 	// LateRounds counts late rounds by cause (Cause.String).
 	LateRounds map[string]uint64
-	// Suppressed counts verdicts set aside while degraded, by source
-	// (Source.String).
-	Suppressed map[string]uint64
+	// Suppressed counts silence verdicts held back while degraded.
+	Suppressed uint64
 	// SlipBuckets are the cumulative counts of rounds whose timer slip
 	// was at most SlipBuckets()[i] times the slack; SlipCount counts every
 	// round, SlipSum adds their slips in slack units.
@@ -230,14 +212,11 @@ func (h *Health) Stats() HealthStats {
 	s := HealthStats{
 		Score:      h.Score(),
 		LateRounds: make(map[string]uint64, numCauses),
-		Suppressed: make(map[string]uint64, numSources),
+		Suppressed: h.suppressed.Load(),
 		MaxSlip:    time.Duration(h.maxSlip.Load()),
 	}
 	for _, c := range Causes() {
 		s.LateRounds[c.String()] = h.late[c].Load()
-	}
-	for _, src := range []Source{SourceSilence, SourceMemberlist} {
-		s.Suppressed[src.String()] = h.suppressed[src].Load()
 	}
 	var cum uint64
 	for i := range slipBuckets {

@@ -78,9 +78,8 @@ func TestHealthStats(t *testing.T) {
 		h.Observe(Round{Slip: slip, Slack: slack})
 	}
 	h.Observe(Round{Backlog: 2 * slack, Slack: slack})
-	h.Suppressed(SourceSilence)
-	h.Suppressed(SourceMemberlist)
-	h.Suppressed(SourceMemberlist)
+	h.Suppressed()
+	h.Suppressed()
 	s := h.Stats()
 	if s.Score != 3 {
 		t.Errorf("score %d, want 3", s.Score)
@@ -88,8 +87,8 @@ func TestHealthStats(t *testing.T) {
 	if s.LateRounds["timer"] != 2 || s.LateRounds["receive"] != 1 || s.LateRounds["send"] != 0 {
 		t.Errorf("late rounds %v, want timer 2, receive 1, send 0", s.LateRounds)
 	}
-	if s.Suppressed["silence"] != 1 || s.Suppressed["memberlist"] != 2 {
-		t.Errorf("suppressed %v, want silence 1, memberlist 2", s.Suppressed)
+	if s.Suppressed != 2 {
+		t.Errorf("suppressed %d, want 2", s.Suppressed)
 	}
 	// Buckets 0.125 0.25 0.5 1 2 4 8 16 (cumulative); six rounds, the
 	// sixth with no slip.
@@ -104,5 +103,23 @@ func TestHealthStats(t *testing.T) {
 	}
 	if s.MaxSlip != 100*slack {
 		t.Errorf("max slip %v", s.MaxSlip)
+	}
+}
+
+func TestShown(t *testing.T) {
+	for _, tt := range []struct {
+		phi          float64
+		failed, left bool
+		want         float64
+	}{
+		{phi: 3.2, want: 3.2},
+		{phi: 12, want: 12}, // suspect: still judged
+		{phi: 155043.3, failed: true, want: 8},
+		{phi: 0.5, failed: true, want: 8}, // a watcher's verdict, heard before phi rose
+		{phi: 9e9, left: true, want: 0},
+	} {
+		if got := Shown(tt.phi, 8, tt.failed, tt.left); got != tt.want {
+			t.Errorf("Shown(%v, 8, failed %v, left %v) = %v, want %v", tt.phi, tt.failed, tt.left, got, tt.want)
+		}
 	}
 }
