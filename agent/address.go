@@ -22,6 +22,12 @@ import (
 // a change is followed within this time plus a gossip round.
 const addressPoll = 3 * time.Second
 
+// lostAddressPoll is how often the agent reads its interfaces while its
+// address is gone and no other is up: a DHCP client that dropped the old
+// lease gets the next within seconds, and peers hold the node failed until
+// it moves to it.
+const lostAddressPoll = 500 * time.Millisecond
+
 // HostInterface is one network interface with its addresses, as the agent
 // reads them to choose its name and the address it advertises.
 type HostInterface struct {
@@ -236,13 +242,22 @@ func (a *Agent) pollInterval() time.Duration {
 
 // followAddress moves the node when the address it advertises leaves its
 // interfaces and another appears, until ctx is done. An address that is
-// gone with none to replace it is waited for: peers see the node fail, as
-// they would a node unplugged, and see it back when it has one again.
+// gone with none to replace it is waited for, looking every
+// lostAddressPoll: peers see the node fail, as they would a node
+// unplugged, and see it back at the new address as soon as it moves there
+// (a signed move lets them take it although they hold it failed).
 func (a *Agent) followAddress(ctx context.Context) {
 	list := a.listInterfaces()
-	tick := time.NewTicker(a.pollInterval())
+	poll := a.pollInterval()
+	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	var lost bool
+	setLost := func(l bool) {
+		if l != lost {
+			tick.Reset(map[bool]time.Duration{false: poll, true: min(poll, lostAddressPoll)}[l])
+		}
+		lost = l
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -257,7 +272,7 @@ func (a *Agent) followAddress(ctx context.Context) {
 			continue
 		}
 		if curIP != nil && hasAddress(ifaces, curIP) {
-			lost = false
+			setLost(false)
 			continue
 		}
 		next := ChooseAddress(ifaces)
@@ -265,10 +280,10 @@ func (a *Agent) followAddress(ctx context.Context) {
 			if !lost {
 				a.logger.Warn("this node's address is gone and no other is up yet; waiting for one", "addr", cur)
 			}
-			lost = true
+			setLost(true)
 			continue
 		}
-		lost = false
+		setLost(false)
 		a.logger.Info("this node's address changed; moving", "from", cur, "to", next.String())
 		if err := a.cluster.Readdress(next.String()); err != nil {
 			a.logger.Error("cannot move to the new address", "to", next.String(), "err", err)

@@ -25,17 +25,31 @@ import (
 // new, del the old, as a DHCP renewal to a new lease does) is listed by
 // every peer under its name at the new address within seconds, never
 // failed for longer than one detection period; the inventory gives the new
-// ansible_host and Ansible reaches the node there.
+// ansible_host and Ansible reaches the node there. A node that has no
+// address for a while first (its address deleted, every peer failing it,
+// then a new one added, as a DHCP client does after DHCPNAK) is listed
+// alive at the new address by every peer within one detection period plus
+// the agent's address poll of the new one appearing.
 func TestNodeMoves(t *testing.T) {
 	t.Run("reconnect", func(t *testing.T) {
-		testNodeMoves(t, "reconnected (disconnect, connect --ip)", (*vcluster.Cluster).Move)
+		testNodeMoves(t, "reconnected (disconnect, connect --ip)", (*vcluster.Cluster).Move, false)
 	})
 	t.Run("renumber", func(t *testing.T) {
-		testNodeMoves(t, "renumbered in place (ip addr)", (*vcluster.Cluster).Renumber)
+		testNodeMoves(t, "renumbered in place (ip addr)", (*vcluster.Cluster).Renumber, false)
+	})
+	t.Run("gap", func(t *testing.T) {
+		testNodeMoves(t, "back at a new address after a gap without one", (*vcluster.Cluster).AddAddress, true)
 	})
 }
 
-func testNodeMoves(t *testing.T, how string, move func(*vcluster.Cluster, context.Context, *vcluster.Node) (netip.Addr, error)) {
+// addressPoll is how often the agent reads its interfaces (agent/address.go).
+const addressPoll = 3 * time.Second
+
+// testNodeMoves moves a node with move. With gap, the node's address is
+// dropped first and move adds the new one once every peer holds the node
+// failed: the failure is the outage's, and what is checked is how soon
+// after the new address appeared every peer lists it alive there.
+func testNodeMoves(t *testing.T, how string, move func(*vcluster.Cluster, context.Context, *vcluster.Node) (netip.Addr, error), gap bool) {
 	c, _ := newCluster(t, 4)
 	ctx := context.Background()
 	if _, err := c.WaitConverged(ctx, nil, 2*time.Minute); err != nil {
@@ -51,6 +65,8 @@ func testNodeMoves(t *testing.T, how string, move func(*vcluster.Cluster, contex
 	var mu sync.Mutex
 	notAlive := map[string]time.Time{} // observer → since when not alive
 	var longest time.Duration
+	var appeared time.Time                  // with gap: when the new address was added
+	heldAfter := map[string]time.Duration{} // with gap: observer → not alive after appeared
 	var sightings []string
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -77,6 +93,9 @@ func testNodeMoves(t *testing.T, how string, move func(*vcluster.Cluster, contex
 						notAlive[o.String()] = now
 					}
 					longest = max(longest, now.Sub(since))
+					if !appeared.IsZero() {
+						heldAfter[o.String()] = max(heldAfter[o.String()], now.Sub(appeared))
+					}
 					sightings = append(sightings, fmt.Sprintf("%s: %s saw %s %s at %s", now.Format("15:04:05.000"), o, name, m.Status, m.Address))
 				}
 			}
@@ -89,8 +108,34 @@ func testNodeMoves(t *testing.T, how string, move func(*vcluster.Cluster, contex
 		}
 	}()
 
-	start := time.Now()
 	old := n.IP
+	if gap {
+		if err := c.DropAddress(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+		dropped := time.Now()
+		testutil.WaitFor(t, time.Minute, func() error {
+			views, err := c.Views(ctx, peers)
+			if err != nil {
+				return err
+			}
+			for _, o := range peers {
+				for _, m := range views[o] {
+					if m.Name == name && m.Status != apitypes.StatusFailed {
+						return fmt.Errorf("%s sees %s %s, waiting for failed", o, name, m.Status)
+					}
+				}
+			}
+			return nil
+		})
+		figure(t, "node without an address → failed on every peer", "%.1f s", time.Since(dropped).Seconds())
+	}
+	start := time.Now()
+	mu.Lock()
+	if gap {
+		appeared = start
+	}
+	mu.Unlock()
 	ip, err := move(c, ctx, n)
 	if err != nil {
 		t.Fatal(err)
@@ -117,7 +162,12 @@ func testNodeMoves(t *testing.T, how string, move func(*vcluster.Cluster, contex
 		}
 		return nil
 	})
-	figure(t, "node "+how+" → every peer lists it at the new address", "%.1f s", time.Since(start).Seconds())
+	took := time.Since(start)
+	figure(t, "node "+how+" → every peer lists it at the new address", "%.1f s", took.Seconds())
+	if gap && took > detection+addressPoll {
+		t.Fatalf("every peer listed %s alive at its new address %v after it appeared, more than one detection period (%v) plus the address poll (%v)",
+			name, took.Round(time.Millisecond), detection, addressPoll)
+	}
 
 	// No peer saw it failed for longer than one detection period, now or
 	// in the next ones.
@@ -131,8 +181,21 @@ func testNodeMoves(t *testing.T, how string, move func(*vcluster.Cluster, contex
 	close(stop)
 	<-done
 	mu.Lock()
-	figure(t, "node "+how+": longest time any peer held it not alive", "%.1f s", longest.Seconds())
-	if longest > detection {
+	if gap {
+		var worst time.Duration
+		for o, d := range heldAfter {
+			t.Logf("%s held %s not alive for %v after its new address appeared", o, name, d.Round(time.Millisecond))
+			worst = max(worst, d)
+		}
+		figure(t, "node "+how+": longest time any peer held it not alive after the new address appeared", "%.1f s", worst.Seconds())
+		if worst > detection+addressPoll {
+			t.Fatalf("a peer held %s not alive for %v after its new address appeared, more than one detection period (%v) plus the address poll (%v):\n%s",
+				name, worst.Round(time.Millisecond), detection, addressPoll, strings.Join(sightings, "\n"))
+		}
+	} else {
+		figure(t, "node "+how+": longest time any peer held it not alive", "%.1f s", longest.Seconds())
+	}
+	if !gap && longest > detection {
 		t.Fatalf("a peer held the moved node not alive for %v, more than one detection period (%v):\n%s",
 			longest, detection, strings.Join(sightings, "\n"))
 	}

@@ -412,7 +412,10 @@ func (c *Cluster) memberlistConfig(advertise string) *memberlist.Config {
 	mc.IndirectChecks = p.IndirectChecks
 	mc.GossipNodes = p.GossipNodes
 	mc.GossipToTheDeadTime = p.GossipToTheDeadTime
-	mc.DeadNodeReclaimTime = p.DeadNodeReclaimTime
+	// The profile's reclaim time is kept by checkMoving, which can also
+	// tell a signed move from a second node taking the name; memberlist
+	// only defers to it (see reclaimAnyTime).
+	mc.DeadNodeReclaimTime = reclaimAnyTime
 	mc.EnableCompression = p.Compress
 	mc.Delegate = &delegate{c}
 	mc.Events = &eventDelegate{c: c, gen: c.mlGen.Add(1)}

@@ -21,10 +21,11 @@ import (
 // been dead for DeadNodeReclaimTime. So Readdress moves the node by
 // replacing its memberlist:
 //
-//  1. It sends every alive peer a move notice: a leave intent naming the
-//     new address, signed with the node's key, so only the node itself can
-//     move its name (another node claiming it is still refused, by its
-//     key and by memberlist).
+//  1. It sends every peer not known to have left (failed ones too: after
+//     a gap without an address it was this node that was cut off) a move
+//     notice: a leave intent naming the new address, signed with the
+//     node's key, so only the node itself can move its name (another node
+//     claiming it is still refused, by its key and by memberlist).
 //  2. The old memberlist leaves: peers' memberlists mark the name left,
 //     the one state from which they accept it at another address at once.
 //     A peer holding the move notice reports no leave or failure.
@@ -37,7 +38,10 @@ import (
 // failed. A peer that heard the new address before the leave refuses it
 // once as a conflict; the node's heartbeats carry the new address, and a
 // peer holding a move notice syncs with that address when memberlist does
-// not know it yet (see handleHeartbeat).
+// not know it yet (see handleHeartbeat). A peer that failed the node while
+// it had no address ignores the leave (memberlist drops news of a node it
+// holds dead) and takes the name at the new address on the notice's word
+// (see checkMoving and reclaimAnyTime).
 
 // moveGrace is how long after a move notice a peer treats the node's
 // memberlist leave as part of the move. A move takes a leave and a join,
@@ -92,7 +96,9 @@ func (c *Cluster) Readdress(addr string) error {
 	var peers []*memberlist.Node
 	var joinAddrs []string
 	for name, p := range c.peers {
-		if p.status == StatusAlive {
+		// Peers held failed too: after a gap without an address it is
+		// this node that was cut off, and they are likely up.
+		if p.status == StatusAlive || p.status == StatusFailed {
 			peers = append(peers, memberNode(name, p.addr, p.port))
 			joinAddrs = append(joinAddrs, hostPort(p.addr, p.port))
 		}
@@ -188,28 +194,61 @@ func (c *Cluster) handleMoveNotice(signed []byte) {
 	c.broadcasts.QueueBroadcast(&namedBroadcast{key: leaveKey(l.Name), msg: append([]byte{msgMove}, signed...)})
 }
 
-// checkMoving refuses an alive message for a node that announced a move
-// less than moveGrace ago, at any address but its old and its new one:
-// memberlist takes a node that left at any address, and a move is a leave
-// for memberlist. The refusal is listed as a name conflict.
+// reclaimAnyTime is the DeadNodeReclaimTime handed to memberlist: it lets
+// memberlist take a failed name at another address at once, and leaves
+// the decision to checkMoving, which runs first (memberlist asks the alive
+// delegate before it compares addresses). memberlist alone would hold a
+// failed node's name for the profile's DeadNodeReclaimTime even when the
+// node itself, back at a new address after a gap without one (a DHCP
+// client that dropped its lease before it got the next), announced the
+// move with its key.
+const reclaimAnyTime = time.Nanosecond
+
+// checkMoving vets an alive message that puts a known node at another
+// address. A node that announced a move less than moveGrace ago is taken
+// at its old and its new address only: memberlist takes a node that left
+// at any address, and a move is a leave for memberlist. A node held
+// failed (or whose failure verdict this node overruled) is taken at the
+// address its move notice names, and at any other only once it has been
+// failed for the profile's DeadNodeReclaimTime (see reclaimAnyTime); a
+// node memberlist holds alive is left to memberlist, which refuses it at
+// another address. A refusal is listed as a name conflict.
 func (c *Cluster) checkMoving(n *memberlist.Node) error {
+	now := time.Now()
+	a := n.Address()
 	c.mu.Lock()
 	p := c.peers[n.Name]
-	if p == nil || !movingLocked(p, time.Now()) {
+	if p == nil || p.status == "" || a == hostPort(p.addr, p.port) {
 		c.mu.Unlock()
 		return nil
 	}
-	to := p.movingTo
-	a := n.Address()
-	if a == to || a == hostPort(p.addr, p.port) {
-		c.mu.Unlock()
-		return nil
+	moving := movingLocked(p, now)
+	var refuse error
+	switch {
+	case moving && a == p.movingTo:
+	case moving:
+		refuse = fmt.Errorf("%s is moving to %s; refusing it at %s", n.Name, p.movingTo, a)
+	case p.status == StatusFailed && now.Sub(p.since) < c.conf.Profile.DeadNodeReclaimTime:
+		refuse = fmt.Errorf("%s failed at %s %v ago; refusing it at %s until %v have passed, or it announces the move with its key",
+			n.Name, hostPort(p.addr, p.port), now.Sub(p.since).Round(time.Millisecond), a, c.conf.Profile.DeadNodeReclaimTime)
+	case p.status == StatusAlive && !p.overruled.IsZero() && now.Sub(p.overruled) < c.conf.Profile.DeadNodeReclaimTime:
+		// memberlist holds it dead while this node holds it alive (see
+		// verdict.go): keep the name where it is for the reclaim time,
+		// as memberlist would have.
+		refuse = fmt.Errorf("%s is alive at %s; refusing it at %s", n.Name, hostPort(p.addr, p.port), a)
+	}
+	existing := memberNode(n.Name, p.addr, p.port)
+	if moving {
+		host, port, _ := net.SplitHostPort(p.movingTo)
+		portN, _ := strconv.Atoi(port)
+		existing = memberNode(n.Name, host, portN)
 	}
 	c.mu.Unlock()
-	host, port, _ := net.SplitHostPort(to)
-	portN, _ := strconv.Atoi(port)
-	c.handleConflict(memberNode(n.Name, host, portN), n)
-	return fmt.Errorf("%s is moving to %s; refusing it at %s", n.Name, to, a)
+	if refuse == nil {
+		return nil
+	}
+	c.handleConflict(existing, n)
+	return refuse
 }
 
 // moveTimedOut fails a node that left its old address for a move

@@ -67,3 +67,56 @@ func (c *Cluster) Renumber(ctx context.Context, n *Node) (netip.Addr, error) {
 	c.mu.Unlock()
 	return ip, nil
 }
+
+// DropAddress takes the node's address off its interface, inside its
+// network namespace, as a DHCP client does when its lease is refused
+// (DHCPNAK) before it asks for another: the node is left with no address
+// and no route until AddAddress. Docker still lists the old address.
+func (c *Cluster) DropAddress(ctx context.Context, n *Node) error {
+	bits := strconv.Itoa(c.Subnet.Bits())
+	if err := c.inNetns(ctx, n, []string{"ip", "addr", "del", n.IP.String() + "/" + bits, "dev", "eth0"}); err != nil {
+		return fmt.Errorf("drop the address of %s: %w", n, err)
+	}
+	c.log.Info("address dropped", "node", n.String(), "addr", n.IP)
+	return nil
+}
+
+// AddAddress gives a node without an address (see DropAddress) the next
+// free address of the subnet and its default route back, as a DHCP client
+// does with its new lease. n.IP is the new address on return.
+func (c *Cluster) AddAddress(ctx context.Context, n *Node) (netip.Addr, error) {
+	c.mu.Lock()
+	idx := c.next
+	c.next++
+	c.mu.Unlock()
+	ip, err := nodeIP(c.Subnet, idx)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("address %s: %w", n, err)
+	}
+	bits := strconv.Itoa(c.Subnet.Bits())
+	if err := c.inNetns(ctx, n,
+		[]string{"ip", "addr", "add", ip.String() + "/" + bits, "dev", "eth0"},
+		[]string{"ip", "route", "replace", "default", "via", c.Subnet.Addr().Next().String(), "dev", "eth0"},
+	); err != nil {
+		return netip.Addr{}, fmt.Errorf("address %s at %s: %w", n, ip, err)
+	}
+	c.log.Info("address added", "node", n.String(), "addr", ip)
+	c.mu.Lock()
+	n.IP = ip
+	c.mu.Unlock()
+	return ip, nil
+}
+
+// inNetns runs each command in the node's network namespace, in order.
+func (c *Cluster) inNetns(ctx context.Context, n *Node, cmds ...[]string) error {
+	pid, err := c.pid(ctx, n)
+	if err != nil {
+		return err
+	}
+	for _, cmd := range cmds {
+		if _, err := run(ctx, nil, "nsenter", append([]string{"-t", pid, "-n"}, cmd...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
