@@ -40,6 +40,7 @@ type NetTransport struct {
 	streamCh chan net.Conn
 
 	stopping atomic.Bool
+	stopCh   chan struct{} // closed by Shutdown: a hand-off nobody takes is dropped
 	stopOnce sync.Once
 	wg       sync.WaitGroup
 }
@@ -80,6 +81,7 @@ func NewNetTransport(addr string, port int, logger *slog.Logger) (*NetTransport,
 		logger:   logger,
 		packetCh: make(chan *memberlist.Packet),
 		streamCh: make(chan net.Conn),
+		stopCh:   make(chan struct{}),
 	}
 	t.wg.Add(2)
 	go t.readPackets()
@@ -174,11 +176,14 @@ func (t *NetTransport) DialAddressTimeout(a memberlist.Address, timeout time.Dur
 // StreamCh implements memberlist.Transport.
 func (t *NetTransport) StreamCh() <-chan net.Conn { return t.streamCh }
 
-// Shutdown closes the listeners and waits for their goroutines. It is safe
-// to call more than once.
+// Shutdown closes the listeners and waits for their goroutines, dropping a
+// packet or connection that nobody takes any more (memberlist, or a
+// wrapper, may stop reading before it shuts the transport down). It is
+// safe to call more than once.
 func (t *NetTransport) Shutdown() error {
 	t.stopOnce.Do(func() {
 		t.stopping.Store(true)
+		close(t.stopCh)
 		t.tcp.Close()
 		t.udp.Close()
 		t.wg.Wait()
@@ -210,7 +215,11 @@ func (t *NetTransport) readPackets() {
 			From:      net.UDPAddrFromAddrPort(netip.AddrPortFrom(from.Addr().Unmap(), from.Port())),
 			Timestamp: now,
 		}
-		t.packetCh <- p
+		select {
+		case t.packetCh <- p:
+		case <-t.stopCh:
+			return
+		}
 	}
 }
 
@@ -232,6 +241,11 @@ func (t *NetTransport) acceptStreams() {
 			continue
 		}
 		delay = 0
-		t.streamCh <- conn
+		select {
+		case t.streamCh <- conn:
+		case <-t.stopCh:
+			conn.Close()
+			return
+		}
 	}
 }

@@ -6,10 +6,13 @@ import (
 	"io"
 	"log"
 	"net"
+	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
 
 // Transport tests use 127.0.1.150-169.
@@ -154,6 +157,44 @@ func TestNetTransportShutdown(t *testing.T) {
 	again.Shutdown()
 }
 
+// Shutdown returns even when a packet and a connection wait to be handed
+// over and nobody reads them any more: memberlist, or a transport wrapping
+// this one, may stop reading before it shuts the transport down.
+func TestNetTransportShutdownWithNobodyReading(t *testing.T) {
+	nt, err := NewNetTransport("127.0.1.160", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := newNetTransport(t, "127.0.1.161")
+	to := fmt.Sprintf("127.0.1.160:%d", nt.Port())
+	if _, err := send.WriteTo([]byte("never read"), to); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := send.DialTimeout(to, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The packet has been read off the socket once the UDP receive queue
+	// is empty again; the reader then waits to hand it over.
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if n := udpQueued(t, nt); n != 0 {
+			return fmt.Errorf("%d bytes still queued on the UDP socket", n)
+		}
+		return nil
+	})
+	done := make(chan struct{})
+	go func() {
+		nt.Shutdown()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Shutdown did not return within 5 s while a packet and a connection waited to be handed over")
+	}
+}
+
 // BenchmarkReceivePacket compares the garbage each received packet makes:
 // memberlist.NetTransport against NetTransport, the same 80-byte packet
 // (a probe or heartbeat) over loopback, side by side.
@@ -188,4 +229,24 @@ func BenchmarkReceivePacket(b *testing.B) {
 		send := newNetTransport(b, "127.0.1.159")
 		run(b, recv, send, fmt.Sprintf("127.0.1.158:%d", recv.Port()))
 	})
+}
+
+// udpQueued is how many bytes wait in nt's UDP receive queue (FIONREAD).
+func udpQueued(t *testing.T, nt *NetTransport) int {
+	t.Helper()
+	raw, err := nt.udp.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int32
+	var errno syscall.Errno
+	if err := raw.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall(syscall.SYS_IOCTL, fd, syscall.TIOCINQ, uintptr(unsafe.Pointer(&n)))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if errno != 0 {
+		t.Fatalf("FIONREAD: %v", errno)
+	}
+	return int(n)
 }
