@@ -102,6 +102,13 @@ func TestHeartbeatOverrulesUnrefutedSuspicion(t *testing.T) {
 
 	b.Shutdown()
 	testutil.WaitFor(t, waitTimeout, expect([]*Cluster{a}, "ov2", status(StatusFailed)))
+	// The event reaches the collector after the status changes.
+	testutil.WaitFor(t, waitTimeout, func() error {
+		if n := events.count(EventFail, "ov2"); n == 0 {
+			return errors.New("no fail event for b")
+		}
+		return nil
+	})
 	if n := events.count(EventFail, "ov2"); n != 1 {
 		t.Fatalf("%d fail events for b, want 1", n)
 	}
