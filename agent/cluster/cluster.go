@@ -364,15 +364,7 @@ func (c *Cluster) Start() error {
 	}
 	c.ml.Store(ml)
 	c.started = true
-	local := ml.LocalNode()
-
-	c.mu.Lock()
-	c.self.Addr = local.Addr.String()
-	c.self.GossipPort = int(local.Port)
-	c.self.Version = max(c.self.Version+1, nowVersion())
-	rec := c.self.Clone()
-	signed := c.signSelfLocked()
-	c.mu.Unlock()
+	rec, signed := c.adoptLocalAddress(ml)
 	c.queueRecord(rec.Name, signed)
 
 	c.wg.Add(4)
@@ -912,4 +904,17 @@ func heartbeatPeriod(p Profile, n int) time.Duration {
 func slowPeriod(p Profile, n int) time.Duration {
 	rounds := max(1, (n+p.HeartbeatFanout-1)/p.HeartbeatFanout)
 	return time.Duration(rounds) * p.HeartbeatInterval
+}
+
+// adoptLocalAddress puts the address and port memberlist advertises into
+// this node's record, with a new version, and returns the record and its
+// signed bytes.
+func (c *Cluster) adoptLocalAddress(ml *memberlist.Memberlist) (Record, []byte) {
+	local := ml.LocalNode()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.self.Addr = local.Addr.String()
+	c.self.GossipPort = int(local.Port)
+	c.self.Version = max(c.self.Version+1, nowVersion())
+	return c.self.Clone(), c.signSelfLocked()
 }

@@ -133,15 +133,7 @@ func (c *Cluster) Readdress(addr string) error {
 		return fmt.Errorf("readdress to %s: create memberlist: %w", ip, err)
 	}
 	c.ml.Store(ml)
-	local := ml.LocalNode()
-
-	c.mu.Lock()
-	c.self.Addr = local.Addr.String()
-	c.self.GossipPort = int(local.Port)
-	c.self.Version = max(c.self.Version+1, nowVersion())
-	rec := c.self.Clone()
-	signedRec := c.signSelfLocked()
-	c.mu.Unlock()
+	rec, signedRec := c.adoptLocalAddress(ml)
 	hb := net.JoinHostPort(rec.Addr, strconv.Itoa(rec.GossipPort))
 	c.hbAddr.Store(&hb)
 	c.queueRecord(rec.Name, signedRec)

@@ -12,11 +12,7 @@ import (
 // address of the subnet, keeping its container, name and data. n.IP is the
 // new address on return.
 func (c *Cluster) Move(ctx context.Context, n *Node) (netip.Addr, error) {
-	c.mu.Lock()
-	idx := c.next
-	c.next++
-	c.mu.Unlock()
-	ip, err := nodeIP(c.Subnet, idx)
+	ip, err := c.nextIP()
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("move %s: %w", n, err)
 	}
@@ -38,11 +34,7 @@ func (c *Cluster) Move(ctx context.Context, n *Node) (netip.Addr, error) {
 // new one and the routes stay), inside its network namespace. Docker still
 // lists the old address; n.IP is the new one on return.
 func (c *Cluster) Renumber(ctx context.Context, n *Node) (netip.Addr, error) {
-	c.mu.Lock()
-	idx := c.next
-	c.next++
-	c.mu.Unlock()
-	ip, err := nodeIP(c.Subnet, idx)
+	ip, err := c.nextIP()
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("renumber %s: %w", n, err)
 	}
@@ -85,11 +77,7 @@ func (c *Cluster) DropAddress(ctx context.Context, n *Node) error {
 // free address of the subnet and its default route back, as a DHCP client
 // does with its new lease. n.IP is the new address on return.
 func (c *Cluster) AddAddress(ctx context.Context, n *Node) (netip.Addr, error) {
-	c.mu.Lock()
-	idx := c.next
-	c.next++
-	c.mu.Unlock()
-	ip, err := nodeIP(c.Subnet, idx)
+	ip, err := c.nextIP()
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("address %s: %w", n, err)
 	}
@@ -119,4 +107,13 @@ func (c *Cluster) inNetns(ctx context.Context, n *Node, cmds ...[]string) error 
 		}
 	}
 	return nil
+}
+
+// nextIP takes the next free address of the cluster's subnet.
+func (c *Cluster) nextIP() (netip.Addr, error) {
+	c.mu.Lock()
+	idx := c.next
+	c.next++
+	c.mu.Unlock()
+	return nodeIP(c.Subnet, idx)
 }
