@@ -6,37 +6,24 @@ import (
 	"github.com/rpi-cluster/rpi-cluster/agent/phi"
 )
 
-// Timing is what the detector needs of a timing profile: the heartbeat
-// rounds, the silence timeouts and the phi detectors' settings. The
-// cluster's Profile holds it beside memberlist's own timings.
+// Timing is what the detector needs of a timing profile. The fields but
+// MinSuspicion are agent/cluster's Profile fields of the same names, which
+// say what each is for and why each profile's values were chosen.
 type Timing struct {
-	// HeartbeatInterval and HeartbeatFanout: slow rounds go to at most
-	// HeartbeatFanout peers each HeartbeatInterval, walking the peers in
-	// turn.
-	HeartbeatInterval time.Duration
-	HeartbeatFanout   int
-	// FastHeartbeatPeers and FastHeartbeatInterval: with at most
-	// FastHeartbeatPeers alive peers, every peer gets a heartbeat every
-	// FastHeartbeatInterval (zero: never).
+	HeartbeatInterval     time.Duration
+	HeartbeatFanout       int
 	FastHeartbeatPeers    int
 	FastHeartbeatInterval time.Duration
-	// SilenceTimeout: a peer whose fast heartbeats have been silent this
-	// long, and that a witness finds silent too, is failed (zero: never).
-	SilenceTimeout time.Duration
-	// WatchPeers, WatchInterval and WatchSilenceTimeout: past
-	// FastHeartbeatPeers, each node heartbeats its WatchPeers successors on
-	// the watch ring every WatchInterval, and they fail it after
-	// WatchSilenceTimeout of silence with a witness (zero: never).
-	WatchPeers          int
-	WatchInterval       time.Duration
-	WatchSilenceTimeout time.Duration
+	SilenceTimeout        time.Duration
+	WatchPeers            int
+	WatchInterval         time.Duration
+	WatchSilenceTimeout   time.Duration
 	// MinSuspicion is the shortest time in which memberlist can declare an
-	// alive node dead: its suspicion timeout at the smallest cluster size.
-	// A heartbeat that arrived less than this before memberlist's verdict
-	// was sent after the suspicion began.
+	// alive node dead: its suspicion timeout at the smallest cluster size
+	// (SuspicionMult·ProbeInterval). A heartbeat that arrived less than
+	// this before memberlist's verdict was sent after the suspicion began.
 	MinSuspicion time.Duration
-	// Phi configures each peer's phi accrual detector.
-	Phi phi.Config
+	Phi          phi.Config
 }
 
 // MinSilenceRounds is the fewest heartbeat rounds a silence timeout may
