@@ -1,6 +1,8 @@
 // Package cluster wraps hashicorp/memberlist: SWIM membership, the gossiped
-// node records with their versions and anti-entropy, per-peer phi accrual
-// detectors fed by heartbeats, membership events and timing profiles. It
+// node records with their versions and anti-entropy, membership events and
+// timing profiles. It runs the failure detector of agent/detector: it
+// sends the heartbeats, reports and verdicts the detector plans, hands it
+// what arrives and what memberlist reports, and publishes its verdicts. It
 // knows nothing about HTTP, flags or files; the agent wires those around it.
 //
 // Data flow. memberlist's node metadata carries only a static digest
@@ -15,10 +17,9 @@
 package cluster
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
-	"hash/fnv"
+	"iter"
 	"log/slog"
 	"net"
 	"slices"
@@ -31,7 +32,6 @@ import (
 
 	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
-	"github.com/rpi-cluster/rpi-cluster/agent/phi"
 )
 
 // EventType is the kind of an Event.
@@ -116,21 +116,22 @@ type Cluster struct {
 	// readvertisements counts re-advertisements peers asked for.
 	readvertisements atomic.Uint64
 	// overrules counts failure verdicts set aside by heartbeats (see
-	// verdict.go).
+	// agent/detector).
 	overrules atomic.Uint64
 	// silenceVerdicts counts peers failed on heartbeat silence (see
-	// silence.go).
+	// agent/detector).
 	silenceVerdicts atomic.Uint64
 	// watcherVerdicts counts peers failed on a watcher's verdict (see
-	// watch.go).
+	// agent/detector).
 	watcherVerdicts atomic.Uint64
 	// refutations counts verdicts about this node it refuted.
 	refutations atomic.Uint64
 	// reaped counts members removed from the view, reaped or force-left
 	// (see reap.go).
 	reaped atomic.Uint64
-	// health scores this node's own lateness (see health.go).
-	health *detector.Health
+	// det judges the peers: their liveness state, phi, silence verdicts,
+	// overrules, and this node's own health (agent/detector).
+	det *detector.Detector
 	// hbSeq numbers this node's heartbeats; hbAddr is the address they
 	// carry. Both are set before the heartbeat loop starts.
 	hbSeq  atomic.Uint64
@@ -193,12 +194,16 @@ type Cluster struct {
 
 // peer is everything this node knows about another node.
 type peer struct {
-	// status is memberlist's verdict: alive, failed or left; "" while only
-	// a record has been heard of and memberlist has not reported the node.
-	status   string
+	// live is the node's liveness as the detector judges it: its state
+	// (alive, failed or left, and how this node came to hold it so), phi
+	// and heartbeats (agent/detector).
+	live     detector.Peer
 	addr     string
 	port     int
 	httpPort int
+	// seenAt is when a reap sweep first saw the record of a node
+	// memberlist has not reported (state Unknown).
+	seenAt time.Time
 	// rec is the node's latest applied record; nil until one arrives.
 	// recSigned is rec as its owner signed it (signature ‖ JSON), kept
 	// to relay, to offer in push-pull and to serve; never modified.
@@ -211,38 +216,9 @@ type peer struct {
 	// leaveSigned is the node's signed leave intent, offered in push-pull
 	// while it is left.
 	leaveSigned []byte
-	// leaving is set by the node's leave intent, so that the following
-	// memberlist leave is reported as left, not failed.
-	leaving bool
-	// left is set when the node's last departure was a leave, and cleared
-	// by a failure (see handleNodeLeave).
-	left    bool
-	det     *phi.Detector
-	lastSeq uint64
-	// period is the heartbeat period det models: announced by the peer's
-	// heartbeats, estimated from the cluster size until the first arrives.
-	period time.Duration
-	since  time.Time
-	// heardAt is when the node's latest heartbeat arrived.
-	heardAt time.Time
-	// overruled is when memberlist's failure verdict on the node was set
-	// aside (see verdict.go); zero otherwise.
-	overruled time.Time
-	// silenced is set while the node is failed by this node's own silence
-	// verdict and memberlist has not yet agreed (see silence.go).
-	silenced bool
-	// held is set when this node, degraded, held back a silence verdict
-	// on the node; it is cleared by the node's next heartbeat, so each
-	// verdict held back is counted once.
-	held bool
-	// witnessedAt is when a peer (witness) last reported the node silent.
-	witnessedAt time.Time
-	witness     string
-	// hbKey caches heartbeatKey(self, name), ringKey its place on the
-	// watch ring; 0 until first needed.
+	// hbKey caches detector.HeartbeatKey(self, name), ringKey its place
+	// on the watch ring; 0 until first needed.
 	hbKey, ringKey uint64
-	// sentPeriod is the period this node last announced to the peer.
-	sentPeriod time.Duration
 	// movingTo is the "ip:port" the node announced it is moving to, at
 	// movedAt (see move.go).
 	movingTo string
@@ -251,6 +227,22 @@ type peer struct {
 	// memberlist after the node had moved; the node is asked to
 	// re-advertise itself.
 	staleLeave bool
+}
+
+// state is the peer's liveness state.
+func (p *peer) state() detector.State { return p.live.State() }
+
+// status is the peer's status as Member shows it (suspect aside).
+func (p *peer) status() string {
+	switch s := p.live.State(); {
+	case s.IsAlive():
+		return StatusAlive
+	case s.IsFailed():
+		return StatusFailed
+	case s == detector.Left:
+		return StatusLeft
+	}
+	return ""
 }
 
 // Create validates conf and builds a Cluster. Nothing listens until Start.
@@ -306,7 +298,7 @@ func Create(conf *Config) (*Cluster, error) {
 		introduceCh:   make(chan heartbeat, introduceQueue),
 		ackCh:         make(chan *memberlist.Node, ackQueue),
 		readvertiseCh: make(chan struct{}, 1),
-		health:        detector.NewHealth(detector.DefaultCalmRounds),
+		det:           detector.New(c.Profile.Timing()),
 		self: Record{
 			Name:         c.NodeName,
 			HTTPPort:     c.HTTPPort,
@@ -511,7 +503,7 @@ func (c *Cluster) Stats() Stats {
 	s.Refutations = c.refutations.Load()
 	s.Reaped = c.reaped.Load()
 	s.Rejected = c.rejectedStats()
-	s.Health = c.health.Stats()
+	s.Health = c.det.Health().Stats()
 	return s
 }
 
@@ -578,15 +570,10 @@ func (c *Cluster) queueRecord(name string, signed []byte) {
 // (memberlist's 1400-byte UDP buffer less framing and AES-GCM overhead).
 const maxGossipRecord = 1300
 
-// heartbeatLoop sends a round of heartbeats each HeartbeatInterval until
-// Shutdown: to every alive peer when there are at most HeartbeatFanout of
-// them, otherwise to the next HeartbeatFanout peers of a fixed per-node
-// order (see heartbeatTargets), so every peer hears from this node once per
-// heartbeatPeriod and the packets per round never exceed the fanout. With
-// at most FastHeartbeatPeers peers, rounds go to all of them every
-// FastHeartbeatInterval instead (see silence.go); with more, and
-// WatchPeers set, the node's watchers get a heartbeat every WatchInterval
-// besides (see watch.go). Each round also judges the peers' silence. Each
+// heartbeatLoop runs the detector's heartbeat rounds until Shutdown: each
+// round it measures this node's own lateness (detector.Round), judges the
+// peers' silence (detector.Judge), and sends the heartbeats, silence
+// reports and watch verdicts the round's detector.Plan picks. Each
 // heartbeat announces its period, so the receiver's phi detector expects
 // the right interval at any cluster size.
 //
@@ -601,19 +588,18 @@ const maxGossipRecord = 1300
 // same at any N; in one of up to 12 nodes, 20 a second to each peer
 // (docs/PERFORMANCE.md has the bytes).
 //
-// Each round also measures how late this node itself runs (health.go).
-//
 // Sequence numbers start from the wall clock so that a node restarted
 // before peers noticed it was gone is not ignored as a replay.
 func (c *Cluster) heartbeatLoop() {
 	defer c.wg.Done()
-	interval := roundInterval(c.conf.Profile, 0)
+	timing := c.det.Timing()
+	interval := detector.RoundInterval(timing, 0)
 	timer := time.NewTimer(interval)
 	defer timer.Stop()
 	due := time.Now().Add(interval)
 	var sent time.Duration // how long the last round took
-	var plan roundPlan
-	var peers []heartbeatPeer
+	var plan detector.Plan
+	var targets []detector.Target
 	var gen uint64
 	var accused []string
 	for {
@@ -623,11 +609,11 @@ func (c *Cluster) heartbeatLoop() {
 		case <-timer.C:
 		}
 		now := time.Now()
-		c.health.Observe(detector.Round{
+		c.det.Round(detector.Round{
 			Slip:    now.Sub(due),
 			Send:    sent,
 			Backlog: c.transport.TakeBacklog(),
-			Slack:   roundSlack(c.conf.Profile, interval),
+			Slack:   detector.RoundSlack(timing, interval),
 		})
 		c.mu.Lock()
 		if c.leaving {
@@ -639,41 +625,39 @@ func (c *Cluster) heartbeatLoop() {
 		// The peers a round works from change only with membership, so
 		// they are copied again only then: in a large cluster a round every
 		// 200 ms must not cost O(N). Peers failed here on silence still get
-		// heartbeats (see silence.go).
-		if c.gen != gen || peers == nil {
+		// heartbeats (detector.State.GetsHeartbeats).
+		if c.gen != gen || targets == nil {
 			gen = c.gen
-			peers = peers[:0]
+			targets = targets[:0]
 			for name, p := range c.peers {
-				if p.status == StatusAlive || p.silenced {
+				if s := p.state(); s.GetsHeartbeats() {
 					if p.hbKey == 0 {
-						p.hbKey, p.ringKey = heartbeatKey(c.conf.NodeName, name), ringKey(name)
+						p.hbKey, p.ringKey = detector.HeartbeatKey(c.conf.NodeName, name), detector.RingKey(name)
 					}
-					peers = append(peers, heartbeatPeer{key: p.hbKey, ring: p.ringKey, name: name, addr: p.addr, port: p.port, alive: p.status == StatusAlive})
+					targets = append(targets, detector.Target{Key: p.hbKey, Ring: p.ringKey, Name: name, Addr: p.addr, Port: p.port, Alive: s.IsAlive()})
 				}
 			}
 		}
-		var verdicts []silenceVerdict
-		verdicts, accused = c.judgeSilenceLocked(now, accused[:0])
-		var sends, reportTo []heartbeatSend
-		sends, reportTo, interval = plan.next(c.conf.Profile, c.conf.NodeName, peers, gen, accused, now)
-		widen := c.degraded()
+		var verdicts []detector.Verdict
+		verdicts, accused = c.det.Judge(c.livePeersLocked(), c.fastLocked(), now, accused[:0])
+		events := c.verdictEventsLocked(verdicts, now)
+		var sends, reportTo []detector.Send
+		sends, reportTo, interval = plan.Next(timing, c.conf.NodeName, targets, gen, accused, now)
 		for i, hs := range sends {
-			if widen {
-				// Degraded: announce a longer period, which peers do
-				// not judge on silence (see health.go).
-				sends[i].period = c.health.Scale(hs.period)
-			}
-			c.peers[hs.name].sentPeriod = sends[i].period
+			// Degraded: announce a longer period, which peers do not
+			// judge on silence.
+			sends[i].Period = c.det.AnnouncedPeriod(hs.Period)
+			c.peers[hs.Name].live.SetSentPeriod(sends[i].Period)
 		}
 		c.mu.Unlock()
-		c.reportSilence(verdicts)
-		c.sendVerdicts(verdicts, peers)
+		c.reportSilence(verdicts, events)
+		c.sendVerdicts(verdicts, targets)
 		c.sendHeartbeats(sends)
 		if len(accused) > 0 {
 			report := encodeNames(msgSilent, c.conf.NodeName, accused)
 			for _, hs := range reportTo {
-				if err := c.ml.Load().SendBestEffort(memberNode(hs.name, hs.addr, hs.port), report); err != nil {
-					c.logger.Debug("silence report not sent", "peer", hs.name, "err", err)
+				if err := c.ml.Load().SendBestEffort(memberNode(hs.Name, hs.Addr, hs.Port), report); err != nil {
+					c.logger.Debug("silence report not sent", "peer", hs.Name, "err", err)
 				}
 			}
 		}
@@ -683,227 +667,26 @@ func (c *Cluster) heartbeatLoop() {
 	}
 }
 
-// roundPlan picks each round's heartbeats; it keeps what rounds need of
-// the ones before.
-type roundPlan struct {
-	last   uint64    // order key of the last peer sent a slow heartbeat
-	fastAt time.Time // the last fast round
-	slowAt time.Time // the last slow round among watch rounds
-	// dropped are the peers that got watch heartbeats until recently,
-	// with when they stop being told the slow period. A dropped watcher is
-	// told even if it is no longer alive here: were this node wrong about
-	// it, it would go on judging this node.
-	dropped map[string]droppedWatcher
-	// The watch ring and what follows from it, built for membership
-	// generation gen (nil ring: not built): the ring of alive nodes, this
-	// node included, sorted;
-	// every peer by name; the heartbeats to the watchers, the peers
-	// getting watch heartbeats; and the peers that are not watchers, for
-	// slow rounds.
-	gen        uint64
-	ring       []ringNode
-	byName     map[string]heartbeatPeer
-	watchSends []heartbeatSend
-	others     []heartbeatPeer
-}
-
-// next plans the round at now for peers, as of membership generation gen:
-// the heartbeats to send, the peers to send the report of accused to, and
-// the time to the next round. In a large cluster the ring is rebuilt only
-// when gen moves, so a watch round costs O(watchers), not O(N log N).
-func (r *roundPlan) next(prof Profile, self string, peers []heartbeatPeer, gen uint64, accused []string, now time.Time) (sends, reportTo []heartbeatSend, interval time.Duration) {
-	n := len(peers)
-	if n == 0 {
-		return nil, nil, roundInterval(prof, 0)
-	}
-	to := func(hp heartbeatPeer, period time.Duration) heartbeatSend {
-		return heartbeatSend{name: hp.name, addr: hp.addr, port: hp.port, period: period}
-	}
-	if fastHeartbeats(prof, n) {
-		r.fastAt = now
-		r.setWatchers(nil, now, 0)
-		r.ring = nil
-		for _, hp := range peers {
-			sends = append(sends, to(hp, prof.FastHeartbeatInterval))
-		}
-		return sends, sends, prof.FastHeartbeatInterval
-	}
-	// Just out of fast rounds: tell every peer the new period, so none
-	// waits for a fast heartbeat that will not come and takes it for
-	// silence.
-	leavingFast := now.Sub(r.fastAt) < prof.SilenceTimeout
-	if prof.WatchPeers == 0 {
-		fanout := prof.HeartbeatFanout
-		if leavingFast {
-			fanout = n
-		}
-		targets := heartbeatTargets(peers, r.last, fanout)
-		r.last = targets[len(targets)-1].key
-		for _, hp := range targets {
-			sends = append(sends, to(hp, heartbeatPeriod(prof, n)))
-		}
-		return sends, sends, prof.HeartbeatInterval
-	}
-
-	if r.ring == nil || r.gen != gen {
-		r.rebuild(prof, self, peers, now)
-		r.gen = gen
-	}
-	sends = append(sends, r.watchSends...)
-	if len(r.others) > 0 {
-		slow := slowPeriod(prof, len(r.others))
-		switch {
-		case leavingFast:
-			for _, hp := range r.others {
-				sends = append(sends, to(hp, slow))
+// livePeersLocked yields every peer's detector state by name.
+func (c *Cluster) livePeersLocked() iter.Seq2[string, *detector.Peer] {
+	return func(yield func(string, *detector.Peer) bool) {
+		for name, p := range c.peers {
+			if !yield(name, &p.live) {
+				return
 			}
-		case now.Sub(r.slowAt) >= prof.HeartbeatInterval:
-			r.slowAt = now
-			targets := heartbeatTargets(r.others, r.last, prof.HeartbeatFanout)
-			r.last = targets[len(targets)-1].key
-			for _, hp := range targets {
-				sends = append(sends, to(hp, slow))
-			}
-		}
-		for name, d := range r.dropped {
-			if now.Before(d.until) {
-				sends = append(sends, heartbeatSend{name: name, addr: d.addr, port: d.port, period: slow})
-			} else {
-				delete(r.dropped, name)
-			}
-		}
-	}
-	// Reports go to each accused node's watchers, the witnesses it may
-	// have.
-	for _, name := range accused {
-		for _, w := range successors(r.ring, name, prof.WatchPeers) {
-			if w.name != self && !slices.ContainsFunc(reportTo, func(s heartbeatSend) bool { return s.name == w.name }) {
-				reportTo = append(reportTo, to(r.byName[w.name], 0))
-			}
-		}
-	}
-	return sends, reportTo, prof.WatchInterval
-}
-
-// rebuild makes the watch ring from peers and picks this node's watchers
-// on it.
-func (r *roundPlan) rebuild(prof Profile, self string, peers []heartbeatPeer, now time.Time) {
-	r.ring = append(r.ring[:0], ringNode{key: ringKey(self), name: self})
-	clear(r.byName)
-	if r.byName == nil {
-		r.byName = make(map[string]heartbeatPeer, len(peers))
-	}
-	for _, hp := range peers {
-		r.byName[hp.name] = hp
-		if hp.alive {
-			r.ring = append(r.ring, ringNode{key: hp.ring, name: hp.name, addr: hp.addr, port: hp.port})
-		}
-	}
-	slices.SortFunc(r.ring, compareRing)
-	var watchers []heartbeatSend
-	for _, w := range successors(r.ring, self, prof.WatchPeers) {
-		watchers = append(watchers, heartbeatSend{name: w.name, addr: w.addr, port: w.port, period: prof.WatchInterval})
-	}
-	r.setWatchers(watchers, now, prof.WatchSilenceTimeout/2)
-	r.others = r.others[:0]
-	for _, hp := range peers {
-		if !slices.ContainsFunc(watchers, func(w heartbeatSend) bool { return w.name == hp.name }) {
-			r.others = append(r.others, hp)
 		}
 	}
 }
 
-// droppedWatcher is a peer that got watch heartbeats until recently: it
-// is told the slow period until until.
-type droppedWatcher struct {
-	addr  string
-	port  int
-	until time.Time
-}
-
-// setWatchers records the heartbeats to the watchers from now on; the
-// watchers dropped are told the slow period for tell.
-func (r *roundPlan) setWatchers(watchers []heartbeatSend, now time.Time, tell time.Duration) {
-	for _, old := range r.watchSends {
-		if !slices.ContainsFunc(watchers, func(w heartbeatSend) bool { return w.name == old.name }) {
-			if r.dropped == nil {
-				r.dropped = make(map[string]droppedWatcher)
-			}
-			r.dropped[old.name] = droppedWatcher{addr: old.addr, port: old.port, until: now.Add(tell)}
-		}
-	}
-	for _, w := range watchers {
-		delete(r.dropped, w.name)
-	}
-	r.watchSends = append(r.watchSends[:0], watchers...)
+// fastLocked reports whether this node heartbeats its peers fast, at its
+// own count of alive peers.
+func (c *Cluster) fastLocked() bool {
+	return detector.FastHeartbeats(c.det.Timing(), int(c.numAlive.Load())-1)
 }
 
 // memberNode addresses a peer for memberlist's direct sends.
 func memberNode(name, addr string, port int) *memberlist.Node {
 	return &memberlist.Node{Name: name, Addr: net.ParseIP(addr), Port: uint16(port)}
-}
-
-// heartbeatPeer is a peer that gets heartbeats, with its place in this
-// node's order and on the watch ring; alive is false for a peer failed on
-// silence.
-type heartbeatPeer struct {
-	key   uint64
-	ring  uint64
-	name  string
-	addr  string
-	port  int
-	alive bool
-}
-
-// heartbeatKey places peer in self's heartbeat order. The order differs
-// from node to node, so a peer's heartbeats from different senders are
-// spread over the period, and it does not move when other nodes join or
-// leave, so a peer's rhythm is kept.
-func heartbeatKey(self, peer string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(self))
-	h.Write([]byte{0})
-	h.Write([]byte(peer))
-	return h.Sum64()
-}
-
-// heartbeatTargets sorts peers by key and returns the fanout peers that
-// follow the key last, wrapping around; all of them if there are no more
-// than fanout.
-func heartbeatTargets(peers []heartbeatPeer, last uint64, fanout int) []heartbeatPeer {
-	if len(peers) <= fanout {
-		return peers
-	}
-	slices.SortFunc(peers, func(a, b heartbeatPeer) int { return cmp.Compare(a.key, b.key) })
-	i, _ := slices.BinarySearchFunc(peers, last, func(p heartbeatPeer, k uint64) int {
-		if p.key <= k {
-			return -1
-		}
-		return 1
-	})
-	out := make([]heartbeatPeer, 0, fanout)
-	for j := range fanout {
-		out = append(out, peers[(i+j)%len(peers)])
-	}
-	return out
-}
-
-// heartbeatPeriod is how often each of n alive peers hears from a node:
-// every fast round while n is at most FastHeartbeatPeers, every round
-// while n fits in the fanout, every ceil(n/fanout) rounds beyond.
-func heartbeatPeriod(p Profile, n int) time.Duration {
-	if fastHeartbeats(p, n) {
-		return p.FastHeartbeatInterval
-	}
-	return slowPeriod(p, n)
-}
-
-// slowPeriod is how often each of n peers hears from a node in slow
-// rounds: every round while n fits in the fanout, every ceil(n/fanout)
-// rounds beyond.
-func slowPeriod(p Profile, n int) time.Duration {
-	rounds := max(1, (n+p.HeartbeatFanout-1)/p.HeartbeatFanout)
-	return time.Duration(rounds) * p.HeartbeatInterval
 }
 
 // adoptLocalAddress puts the address and port memberlist advertises into

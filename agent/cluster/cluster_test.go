@@ -92,6 +92,17 @@ func nodeKey(t *testing.T, name string) *identity.Key {
 	return got.(*identity.Key)
 }
 
+// addPeerLocked puts name into c's view as memberlist had reported it
+// alive at ip (port 9, where nothing listens) at heard, with a heartbeat
+// announcing period arriving then.
+func (c *Cluster) addPeerLocked(name, ip string, period time.Duration, heard time.Time) {
+	p := &peer{addr: ip, port: 9}
+	c.det.Joined(&p.live, period, heard)
+	c.det.Heartbeat(&p.live, 1, period, heard)
+	c.peers[name] = p
+	c.recountLocked()
+}
+
 func addr(c *Cluster) string {
 	ip, port := c.LocalAddr()
 	return hostPort(ip, port)
@@ -265,7 +276,7 @@ func TestFiveNodesFailLeaveRestart(t *testing.T) {
 	// none of them can take memberlist's leave message for a failure.
 	for _, o := range nodes[:3] {
 		o.mu.Lock()
-		leaving := o.peers["n4"].leaving
+		leaving := o.peers["n4"].live.Leaving()
 		o.mu.Unlock()
 		if !leaving {
 			t.Errorf("%s has no leave intent from n4 after Leave returned", o.conf.NodeName)
@@ -577,11 +588,17 @@ func TestStaleLeaveAfterRejoin(t *testing.T) {
 		t.Fatalf("st2 reported gone just after rejoining: status %s, want left", m.Status)
 	}
 	c.handleNodeJoin(fresh) // it refutes
+	rejoined := time.Now()
 
-	// Later, the new run really fails.
-	c.mu.Lock()
-	c.peers["st2"].since = time.Now().Add(-c.minSuspicion())
-	c.mu.Unlock()
+	// Later, the new run really fails: once a verdict about it could
+	// have been reached, a report of its death is one.
+	window := c.det.Timing().MinSuspicion
+	testutil.WaitFor(t, waitTimeout, func() error {
+		if since := time.Since(rejoined); since < window {
+			return fmt.Errorf("rejoined %v ago, within the %v suspicion window", since, window)
+		}
+		return nil
+	})
 	c.handleNodeLeave(fresh)
 	if m, _ := c.Member("st2"); m.Status != StatusFailed {
 		t.Fatalf("st2 gone a suspicion timeout after rejoining: status %s, want failed", m.Status)
@@ -614,7 +631,7 @@ func TestHeartbeatFromFailedPeerAsksForReadvertisement(t *testing.T) {
 	}
 	// a holds b failed; b, alive, keeps sending heartbeats.
 	a.mu.Lock()
-	a.peers["ra2"].status = StatusFailed
+	a.det.Fail(&a.peers["ra2"].live, time.Now())
 	a.mu.Unlock()
 	testutil.WaitFor(t, waitTimeout, func() error {
 		if got := b.Stats().Readvertisements; got == 0 {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
 
@@ -78,7 +79,7 @@ func TestStalledNodeIsNotFailedOnSilence(t *testing.T) {
 		for _, o := range observers {
 			o.mu.Lock()
 			p := o.peers["st1"]
-			heardAt := p.heardAt
+			heardAt := p.live.HeardAt()
 			o.mu.Unlock()
 			if heardAt.Before(thawed) {
 				return fmt.Errorf("%s has not heard st1 since its stall ended", o.conf.NodeName)
@@ -160,7 +161,7 @@ func (t *lagTransport) Shutdown() error {
 // silence verdicts, counting them, while its healthy peers fail a dead
 // node on silence as before.
 func TestLaggingNodeHoldsItsVerdicts(t *testing.T) {
-	lt := newLagTransport(t, "127.0.1.204", 4*silenceTimeout(t)/minSilenceRounds)
+	lt := newLagTransport(t, "127.0.1.204", 4*silenceTimeout(t)/detector.MinSilenceRounds)
 	lagging := startNode(t, "lg1", "127.0.1.204", silenceProfile, func(c *Config) { c.Transport = lt })
 	b := startNode(t, "lg2", "127.0.1.205", silenceProfile)
 	c := startNode(t, "lg3", "127.0.1.206", silenceProfile)
@@ -170,8 +171,8 @@ func TestLaggingNodeHoldsItsVerdicts(t *testing.T) {
 		heard(t, o, "lg4")
 	}
 	testutil.WaitFor(t, waitTimeout, func() error {
-		if !lagging.health.Degraded() {
-			return fmt.Errorf("lg1 is not degraded (late rounds %v)", lagging.health.Stats().LateRounds)
+		if !lagging.det.Degraded() {
+			return fmt.Errorf("lg1 is not degraded (late rounds %v)", lagging.det.Health().Stats().LateRounds)
 		}
 		return nil
 	})

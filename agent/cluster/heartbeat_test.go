@@ -9,69 +9,6 @@ import (
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
 
-func TestHeartbeatTargetsWalkPeersInTurn(t *testing.T) {
-	var peers []heartbeatPeer
-	for i := range 20 {
-		peers = append(peers, heartbeatPeer{key: heartbeatKey("self", fmt.Sprintf("pi%02d", i))})
-	}
-	const fanout = 8
-	sent := map[uint64][]int{} // key → rounds it was sent in
-	var last uint64
-	for round := range 30 {
-		targets := heartbeatTargets(peers, last, fanout)
-		if len(targets) != fanout {
-			t.Fatalf("round %d: %d targets, want %d", round, len(targets), fanout)
-		}
-		for _, p := range targets {
-			sent[p.key] = append(sent[p.key], round)
-		}
-		last = targets[len(targets)-1].key
-	}
-	// 30 rounds of 8 is 240 heartbeats: 12 for each of 20 peers, never more
-	// than ceil(20/8) = 3 rounds apart.
-	for _, p := range peers {
-		rounds := sent[p.key]
-		if len(rounds) != 12 {
-			t.Errorf("peer %x got %d heartbeats in 30 rounds, want 12", p.key, len(rounds))
-		}
-		for i := 1; i < len(rounds); i++ {
-			if gap := rounds[i] - rounds[i-1]; gap > 3 {
-				t.Errorf("peer %x waited %d rounds", p.key, gap)
-			}
-		}
-	}
-
-	// A new peer takes its own place; the walk goes on where it was.
-	next := heartbeatTargets(peers, last, fanout)[0]
-	peers = append(peers, heartbeatPeer{key: heartbeatKey("self", "newcomer")})
-	if got := heartbeatTargets(peers, last, fanout)[0]; got.key != next.key && got.key != heartbeatKey("self", "newcomer") {
-		t.Errorf("after a join the walk restarts at %x, want %x or the newcomer", got.key, next.key)
-	}
-
-	if got := heartbeatTargets(peers[:fanout], last, fanout); len(got) != fanout {
-		t.Errorf("%d peers with fanout %d: %d targets, want all", fanout, fanout, len(got))
-	}
-}
-
-func TestHeartbeatPeriod(t *testing.T) {
-	p := Profile{HeartbeatInterval: time.Second, HeartbeatFanout: 8}
-	for n, want := range map[int]time.Duration{0: time.Second, 1: time.Second, 8: time.Second, 9: 2 * time.Second, 99: 13 * time.Second, 499: 63 * time.Second} {
-		if got := heartbeatPeriod(p, n); got != want {
-			t.Errorf("heartbeatPeriod(%d peers) = %v, want %v", n, got, want)
-		}
-	}
-	// Fast heartbeats: every peer every 50 ms up to 11 peers, then as before.
-	p.FastHeartbeatPeers, p.FastHeartbeatInterval = 11, 50*time.Millisecond
-	for n, want := range map[int]time.Duration{1: 50 * time.Millisecond, 11: 50 * time.Millisecond, 12: 2 * time.Second, 99: 13 * time.Second} {
-		if got := heartbeatPeriod(p, n); got != want {
-			t.Errorf("fast: heartbeatPeriod(%d peers) = %v, want %v", n, got, want)
-		}
-		if got, fast := roundInterval(p, n), n <= 11; (got == p.FastHeartbeatInterval) != fast {
-			t.Errorf("fast: roundInterval(%d peers) = %v", n, got)
-		}
-	}
-}
-
 // With a fanout below the number of peers every node still hears from
 // every other, at the period the sender announces, and a dead node's phi
 // still rises everywhere.
@@ -92,8 +29,8 @@ func TestHeartbeatFanoutSmallerThanCluster(t *testing.T) {
 		for _, o := range nodes {
 			o.mu.Lock()
 			for name, p := range o.peers {
-				if p.lastSeq == 0 || p.period != want {
-					err := fmt.Errorf("%s: %s heartbeat seq %d period %v, want one at %v", o.conf.NodeName, name, p.lastSeq, p.period, want)
+				if p.live.LastSeq() == 0 || p.live.Period() != want {
+					err := fmt.Errorf("%s: %s heartbeat seq %d period %v, want one at %v", o.conf.NodeName, name, p.live.LastSeq(), p.live.Period(), want)
 					o.mu.Unlock()
 					return err
 				}
@@ -125,8 +62,8 @@ func TestHeartbeatFanoutSmallerThanCluster(t *testing.T) {
 		for _, o := range nodes[:4] {
 			o.mu.Lock()
 			for name, p := range o.peers {
-				if p.status == StatusAlive && p.period != want {
-					err := fmt.Errorf("%s: %s period %v, want %v", o.conf.NodeName, name, p.period, want)
+				if p.state().IsAlive() && p.live.Period() != want {
+					err := fmt.Errorf("%s: %s period %v, want %v", o.conf.NodeName, name, p.live.Period(), want)
 					o.mu.Unlock()
 					return err
 				}

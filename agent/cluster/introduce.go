@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 )
 
 // A heartbeat can come from a node memberlist has never reported: the
@@ -26,7 +28,7 @@ import (
 // msgReadvertise; it answers with memberlist's UpdateNode, an alive message
 // with a higher incarnation, which revives it everywhere it was failed).
 // The same request goes to a node whose failure verdict was overruled
-// (verdict.go), at the verdict and at each heartbeat until it is revived.
+// (agent/detector), at the verdict and at each heartbeat until it is revived.
 //
 // Introductions are bounded: one per sender per introduceEvery, at most
 // introduceQueue waiting, one running at a time.
@@ -74,11 +76,11 @@ func (c *Cluster) introduceLoop() {
 		case hb := <-c.introduceCh:
 			c.mu.Lock()
 			p := c.peers[hb.name]
-			known := p != nil && p.status != ""
+			known := p != nil && p.state() != detector.Unknown
 			moved := known && movingLocked(p, time.Now()) && hb.addr == p.movingTo && hostPort(p.addr, p.port) != hb.addr
 			var failed *memberlist.Node
-			heldFailed := known && p.status == StatusFailed
-			if heldFailed || known && (!p.overruled.IsZero() || p.staleLeave) {
+			heldFailed := known && p.state().IsFailed()
+			if heldFailed || known && (p.state() == detector.Overruled || p.staleLeave) {
 				failed = memberNode(hb.name, p.addr, p.port)
 			}
 			c.mu.Unlock()

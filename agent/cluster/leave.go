@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
@@ -50,7 +51,7 @@ func (c *Cluster) Leave(timeout time.Duration) error {
 	var targets []*memberlist.Node
 	acks := &leaveAcks{pending: make(map[string]bool), done: make(chan struct{})}
 	for name, p := range c.peers {
-		if p.status == StatusAlive {
+		if p.state().IsAlive() {
 			targets = append(targets, memberNode(name, p.addr, p.port))
 			acks.pending[name] = true
 		}
@@ -206,16 +207,14 @@ func (c *Cluster) handleLeaveIntent(l leaveIntent, signed []byte) {
 	now := time.Now()
 	c.mu.Lock()
 	p := c.peers[l.Name]
-	if l.Name == c.self.Name || p == nil || p.status == "" || p.leaving ||
+	if l.Name == c.self.Name || p == nil || p.state() == detector.Unknown || p.live.Leaving() ||
 		(p.rec != nil && l.Version < p.rec.Version) {
 		c.mu.Unlock()
 		return
 	}
-	p.leaving = true
 	p.leaveSigned = signed
 	var ev *Event
-	if p.status == StatusFailed {
-		p.status, p.left = StatusLeft, true
+	if c.det.LeaveIntent(&p.live) {
 		c.gen++
 		ev = &Event{Type: EventLeave, Member: c.memberLocked(l.Name, p, now), Time: now}
 	}

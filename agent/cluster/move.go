@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
@@ -98,7 +99,7 @@ func (c *Cluster) Readdress(addr string) error {
 	for name, p := range c.peers {
 		// Peers held failed too: after a gap without an address it is
 		// this node that was cut off, and they are likely up.
-		if p.status == StatusAlive || p.status == StatusFailed {
+		if s := p.state(); s.IsAlive() || s.IsFailed() {
 			peers = append(peers, memberNode(name, p.addr, p.port))
 			joinAddrs = append(joinAddrs, hostPort(p.addr, p.port))
 		}
@@ -175,7 +176,7 @@ func (c *Cluster) handleMoveNotice(signed []byte) {
 	now := time.Now()
 	c.mu.Lock()
 	p := c.peers[l.Name]
-	if p == nil || p.status == "" || (p.rec != nil && l.Version < p.rec.Version) ||
+	if p == nil || p.state() == detector.Unknown || (p.rec != nil && l.Version < p.rec.Version) ||
 		(p.movingTo == l.To && now.Sub(p.movedAt) < moveGrace) {
 		c.mu.Unlock()
 		return
@@ -210,7 +211,7 @@ func (c *Cluster) checkMoving(n *memberlist.Node) error {
 	a := n.Address()
 	c.mu.Lock()
 	p := c.peers[n.Name]
-	if p == nil || p.status == "" || a == hostPort(p.addr, p.port) {
+	if p == nil || p.state() == detector.Unknown || a == hostPort(p.addr, p.port) {
 		c.mu.Unlock()
 		return nil
 	}
@@ -220,12 +221,12 @@ func (c *Cluster) checkMoving(n *memberlist.Node) error {
 	case moving && a == p.movingTo:
 	case moving:
 		refuse = fmt.Errorf("%s is moving to %s; refusing it at %s", n.Name, p.movingTo, a)
-	case p.status == StatusFailed && now.Sub(p.since) < c.conf.Profile.DeadNodeReclaimTime:
+	case p.state().IsFailed() && now.Sub(p.live.Since()) < c.conf.Profile.DeadNodeReclaimTime:
 		refuse = fmt.Errorf("%s failed at %s %v ago; refusing it at %s until %v have passed, or it announces the move with its key",
-			n.Name, hostPort(p.addr, p.port), now.Sub(p.since).Round(time.Millisecond), a, c.conf.Profile.DeadNodeReclaimTime)
-	case p.status == StatusAlive && !p.overruled.IsZero() && now.Sub(p.overruled) < c.conf.Profile.DeadNodeReclaimTime:
+			n.Name, hostPort(p.addr, p.port), now.Sub(p.live.Since()).Round(time.Millisecond), a, c.conf.Profile.DeadNodeReclaimTime)
+	case p.state() == detector.Overruled && now.Sub(p.live.OverruledAt()) < c.conf.Profile.DeadNodeReclaimTime:
 		// memberlist holds it dead while this node holds it alive (see
-		// verdict.go): keep the name where it is for the reclaim time,
+		// agent/detector): keep the name where it is for the reclaim time,
 		// as memberlist would have.
 		refuse = fmt.Errorf("%s is alive at %s; refusing it at %s", n.Name, hostPort(p.addr, p.port), a)
 	}
@@ -255,12 +256,14 @@ func (c *Cluster) moveTimedOut(name string, movedAt time.Time) {
 	now := time.Now()
 	c.mu.Lock()
 	p := c.peers[name]
-	if p == nil || p.status != StatusAlive || !p.movedAt.Equal(movedAt) || hostPort(p.addr, p.port) == p.movingTo {
+	if p == nil || !p.state().IsAlive() || !p.movedAt.Equal(movedAt) || hostPort(p.addr, p.port) == p.movingTo {
 		c.mu.Unlock()
 		return
 	}
 	p.movingTo = ""
-	ev := c.goneLocked(name, p, false, now)
+	c.det.Fail(&p.live, now)
+	c.recountLocked()
+	ev := c.goneEventLocked(name, p, now)
 	c.mu.Unlock()
 	c.logger.Warn("node announced a move and never showed up at its new address", "peer", name)
 	c.reportGone(ev)

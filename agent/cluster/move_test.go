@@ -92,7 +92,7 @@ func TestReaddressMovesNode(t *testing.T) {
 	// The node sees its peers alive, and they stay that way: no
 	// flapping after the move.
 	testutil.WaitFor(t, waitTimeout, allAlive([]*Cluster{a, b, m}, 3))
-	deadline := time.After(2 * m.minSuspicion())
+	deadline := time.After(2 * m.det.Timing().MinSuspicion)
 	for {
 		select {
 		case s := <-events:

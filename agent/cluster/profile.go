@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 	"github.com/rpi-cluster/rpi-cluster/agent/phi"
 )
 
@@ -72,11 +73,11 @@ type Profile struct {
 	// SilenceTimeout, when set, lets a node declare a peer failed itself,
 	// ahead of memberlist, once the peer's fast heartbeats have been
 	// silent this long and another peer finds it silent too (see
-	// silence.go). It needs fast heartbeats; zero leaves every verdict to
+	// agent/detector). It needs fast heartbeats; zero leaves every verdict to
 	// memberlist.
 	SilenceTimeout time.Duration
 	// WatchPeers, WatchInterval and WatchSilenceTimeout carry silence
-	// verdicts past FastHeartbeatPeers (see watch.go): each node
+	// verdicts past FastHeartbeatPeers (see agent/detector): each node
 	// heartbeats the WatchPeers nodes that follow it on a ring of the
 	// cluster every WatchInterval, they fail it once it has been silent
 	// for WatchSilenceTimeout and one of them has a witness, and they tell
@@ -114,9 +115,9 @@ var profiles = map[string]Profile{
 	// trips. Heartbeats: 1 s rounds of at most 8 peers (phi crosses 8 about
 	// 3.5 s after the last one). Up to 12 nodes every peer gets one every
 	// 50 ms and a peer silent for 2.35 s with a witness is failed at once
-	// (silence.go): a 2 s stall plus five heartbeats lost in a row is
+	// (agent/detector): a 2 s stall plus five heartbeats lost in a row is
 	// survived. Beyond 12 each node also heartbeats its two watchers every
-	// 200 ms (watch.go), which fail it after 3.2 s: a 2 s stall plus six
+	// 200 ms (agent/detector), which fail it after 3.2 s: a 2 s stall plus six
 	// lost in a row. The fast heartbeats cost about ten times the
 	// bandwidth of slow rounds at 10 nodes: nothing on Ethernet, but on a
 	// busy Wi-Fi memberlist-lan, which has none of them, is the better
@@ -279,6 +280,23 @@ var profiles = map[string]Profile{
 // DefaultProfileName is the profile used when none is configured.
 const DefaultProfileName = "lan"
 
+// Timing is what the failure detector (agent/detector) needs of the
+// profile.
+func (p Profile) Timing() detector.Timing {
+	return detector.Timing{
+		HeartbeatInterval:     p.HeartbeatInterval,
+		HeartbeatFanout:       p.HeartbeatFanout,
+		FastHeartbeatPeers:    p.FastHeartbeatPeers,
+		FastHeartbeatInterval: p.FastHeartbeatInterval,
+		SilenceTimeout:        p.SilenceTimeout,
+		WatchPeers:            p.WatchPeers,
+		WatchInterval:         p.WatchInterval,
+		WatchSilenceTimeout:   p.WatchSilenceTimeout,
+		MinSuspicion:          time.Duration(p.SuspicionMult) * p.ProbeInterval,
+		Phi:                   p.Phi,
+	}
+}
+
 // ProfileNames returns the names of the built-in profiles, sorted.
 func ProfileNames() []string {
 	names := make([]string, 0, len(profiles))
@@ -337,9 +355,9 @@ func (p Profile) Validate() error {
 	if (p.FastHeartbeatPeers > 0) != (p.FastHeartbeatInterval > 0) {
 		return fmt.Errorf("profile %q: fast heartbeats need both a peer count and an interval (or neither)", p.Name)
 	}
-	if p.SilenceTimeout > 0 && (p.FastHeartbeatInterval == 0 || p.SilenceTimeout < minSilenceRounds*p.FastHeartbeatInterval) {
+	if p.SilenceTimeout > 0 && (p.FastHeartbeatInterval == 0 || p.SilenceTimeout < detector.MinSilenceRounds*p.FastHeartbeatInterval) {
 		return fmt.Errorf("profile %q: silence timeout %v needs fast heartbeats at least %d times as frequent (fast heartbeat interval %v)",
-			p.Name, p.SilenceTimeout, minSilenceRounds, p.FastHeartbeatInterval)
+			p.Name, p.SilenceTimeout, detector.MinSilenceRounds, p.FastHeartbeatInterval)
 	}
 	if p.WatchPeers < 0 || p.WatchInterval < 0 || p.WatchSilenceTimeout < 0 {
 		return fmt.Errorf("profile %q: watch peers, watch interval and watch silence timeout must not be negative", p.Name)
@@ -351,9 +369,9 @@ func (p Profile) Validate() error {
 		return fmt.Errorf("profile %q: watch peers must be at least 2: a verdict needs a second watcher as its witness", p.Name)
 	}
 	if p.WatchInterval > 0 {
-		if p.WatchSilenceTimeout < minSilenceRounds*p.WatchInterval {
+		if p.WatchSilenceTimeout < detector.MinSilenceRounds*p.WatchInterval {
 			return fmt.Errorf("profile %q: watch silence timeout %v needs watch heartbeats at least %d times as frequent (watch interval %v)",
-				p.Name, p.WatchSilenceTimeout, minSilenceRounds, p.WatchInterval)
+				p.Name, p.WatchSilenceTimeout, detector.MinSilenceRounds, p.WatchInterval)
 		}
 		if p.WatchInterval <= p.FastHeartbeatInterval || p.WatchInterval >= p.HeartbeatInterval {
 			return fmt.Errorf("profile %q: watch interval %v must lie between the fast heartbeat interval %v and the heartbeat interval %v",

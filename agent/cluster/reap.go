@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/apitypes"
+	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
@@ -115,23 +116,23 @@ func (c *Cluster) reap(now time.Time) {
 	unknown := 0
 	for name, p := range c.peers {
 		switch {
-		case p.status == "":
-			if p.since.IsZero() {
-				p.since = now // first seen by a sweep
-			} else if now.Sub(p.since) >= leftAfter {
+		case p.state() == detector.Unknown:
+			if p.seenAt.IsZero() {
+				p.seenAt = now // first seen by a sweep
+			} else if now.Sub(p.seenAt) >= leftAfter {
 				c.forgetLocked(name, p)
 				unknown++
 			}
 			continue
 		// A node failed here on silence is still alive to memberlist
-		// (silence.go): removed now, it would not be reported again.
-		case p.status == StatusFailed && !p.silenced && now.Sub(p.since) >= failedAfter:
-		case p.status == StatusLeft && now.Sub(p.since) >= leftAfter:
+		// (agent/detector): removed now, it would not be reported again.
+		case p.state() == detector.Failed && now.Sub(p.live.Since()) >= failedAfter:
+		case p.state() == detector.Left && now.Sub(p.live.Since()) >= leftAfter:
 		default:
 			continue
 		}
 		reaped = append(reaped, Event{Type: EventReap, Member: c.memberLocked(name, p, now), Time: now})
-		since = append(since, now.Sub(p.since))
+		since = append(since, now.Sub(p.live.Since()))
 		c.forgetLocked(name, p)
 	}
 	for name, t := range c.introduced {
@@ -158,7 +159,7 @@ func (c *Cluster) reap(now time.Time) {
 // record, pending record, phi detector and introduction. Its key pin stays.
 // The caller recounts.
 func (c *Cluster) forgetLocked(name string, p *peer) {
-	if p.status == "" {
+	if p.state() == detector.Unknown {
 		c.unknown--
 	}
 	delete(c.peers, name)
@@ -182,15 +183,15 @@ func (c *Cluster) ForceLeave(name string) (Member, error) {
 	now := time.Now()
 	c.mu.Lock()
 	p := c.peers[name]
-	if p == nil || p.status == "" {
+	if p == nil || p.state() == detector.Unknown {
 		c.mu.Unlock()
 		return Member{}, fmt.Errorf("force-leave %s: %w: this node does not know it (already reaped?)", name, ErrUnknownMember)
 	}
 	m := c.memberLocked(name, p, now)
-	if p.status == StatusAlive || p.silenced {
+	if s := p.state(); s.IsAlive() || s == detector.Silenced {
 		c.mu.Unlock()
 		held := "this node holds it " + m.Status
-		if p.silenced {
+		if s == detector.Silenced {
 			held = "its failure here is not yet confirmed by memberlist's probes"
 		}
 		return m, fmt.Errorf("force-leave %s: %w: %s: stop it first, or wait until it is failed", name, ErrMemberAlive, held)
@@ -250,9 +251,8 @@ func (c *Cluster) handleForceLeave(signed []byte) {
 	now := time.Now()
 	c.mu.Lock()
 	from, p := c.peers[f.From], c.peers[f.Name]
-	if from == nil || from.status != StatusAlive || p == nil || p.silenced ||
-		(p.status != StatusFailed && p.status != StatusLeft) {
-		alive := p != nil && (p.status == StatusAlive || p.silenced)
+	if from == nil || !from.state().IsAlive() || p == nil || (p.state() != detector.Failed && p.state() != detector.Left) {
+		alive := p != nil && (p.state().IsAlive() || p.state() == detector.Silenced)
 		c.mu.Unlock()
 		if alive { // or it came back since the sender gave up on it
 			c.logger.Debug("a peer asked to force-leave a node this node holds alive; ignored", "peer", f.Name, "from", f.From)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
@@ -185,7 +186,7 @@ func confirmedFailed(observers []*Cluster, name string) func() error {
 		for _, o := range observers {
 			o.mu.Lock()
 			p := o.peers[name]
-			ok := p != nil && p.status == StatusFailed && !p.silenced
+			ok := p != nil && p.state() == detector.Failed
 			o.mu.Unlock()
 			if !ok {
 				return fmt.Errorf("%s does not hold %s failed with memberlist's agreement", o.conf.NodeName, name)

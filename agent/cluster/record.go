@@ -121,10 +121,10 @@ const (
 	// holds it failed but still gets its heartbeats (see introduce.go).
 	msgReadvertise byte = 8
 	// msgSilent names the peers whose heartbeats the sender has missed
-	// for a while: it witnesses their silence (see silence.go).
+	// for a while: it witnesses their silence (see agent/detector).
 	msgSilent byte = 9
 	// msgVerdict names a peer the sender, one of its watchers, has failed
-	// on silence (see watch.go).
+	// on silence (see agent/detector).
 	msgVerdict byte = 10
 	// msgMove is a leaveIntent naming the node's new address, sent before
 	// it moves there (see move.go).

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
 
@@ -135,7 +136,7 @@ func heard(t *testing.T, o *Cluster, name string) {
 	testutil.WaitFor(t, waitTimeout, func() error {
 		o.mu.Lock()
 		defer o.mu.Unlock()
-		if p := o.peers[name]; p == nil || p.heardAt.IsZero() {
+		if p := o.peers[name]; p == nil || p.live.HeardAt().IsZero() {
 			return fmt.Errorf("%s has no heartbeat from %s yet", o.conf.NodeName, name)
 		}
 		return nil
@@ -183,7 +184,7 @@ func TestSilenceFailsDeadNodeAheadOfMemberlist(t *testing.T) {
 			t.Errorf("%s: %d fail events for si4, want 1", o.conf.NodeName, n)
 		}
 		o.mu.Lock()
-		silenced := o.peers["si4"].silenced
+		silenced := o.peers["si4"].state() == detector.Silenced
 		o.mu.Unlock()
 		if silenced {
 			t.Errorf("%s: si4 still marked failed on silence after memberlist agreed", o.conf.NodeName)
@@ -210,10 +211,10 @@ func TestSilenceWithoutWitnessFailsNobody(t *testing.T) {
 			return nil // reported below
 		}
 		a.mu.Lock()
-		silent, _, _ := a.silenceLocked(a.peers["sw2"], time.Now())
+		silent, _, _ := a.det.Silence(&a.peers["sw2"].live, a.fastLocked(), time.Now())
 		a.mu.Unlock()
 		c.mu.Lock()
-		reported := c.peers["sw2"].witness == "sw1"
+		reported := c.peers["sw2"].live.Witness() == "sw1"
 		c.mu.Unlock()
 		if silent < 2*timeout || !reported {
 			return fmt.Errorf("a has not heard b for %v (want %v), reported to c: %v", silent, 2*timeout, reported)
@@ -290,7 +291,7 @@ func TestIsolatedNodeFailsNobodyOnSilence(t *testing.T) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		for _, name := range []string{"so1", "so3"} {
-			if silent, _, _ := b.silenceLocked(b.peers[name], time.Now()); silent < 2*timeout {
+			if silent, _, _ := b.det.Silence(&b.peers[name].live, b.fastLocked(), time.Now()); silent < 2*timeout {
 				return fmt.Errorf("b has not heard %s for %v only", name, silent)
 			}
 		}
@@ -365,9 +366,8 @@ func TestSilenceUpholdsOverruledVerdict(t *testing.T) {
 	a.mu.Lock()
 	// g's last heartbeat came 500 ms ago (silent for more than the 400 ms
 	// timeout, heard after memberlist's 3 s suspicion began); w witnesses.
-	a.peers["sug"] = &peer{status: StatusAlive, addr: "127.0.1.162", port: 9, period: fast, heardAt: time.Now().Add(-500 * time.Millisecond)}
-	a.peers["suw"] = &peer{status: StatusAlive, addr: "127.0.1.163", port: 9, period: fast, heardAt: time.Now()}
-	a.recountLocked()
+	a.addPeerLocked("sug", "127.0.1.162", fast, time.Now().Add(-500*time.Millisecond))
+	a.addPeerLocked("suw", "127.0.1.163", fast, time.Now())
 	a.mu.Unlock()
 
 	a.handleNodeLeave(memberNode("sug", "127.0.1.162", 9))
@@ -375,7 +375,7 @@ func TestSilenceUpholdsOverruledVerdict(t *testing.T) {
 		t.Fatalf("overrules %d, want 1", got)
 	}
 	a.mu.Lock()
-	at := a.peers["sug"].overruled
+	at := a.peers["sug"].live.OverruledAt()
 	a.mu.Unlock()
 	a.handleSilent("suw", []string{"sug"}, time.Now())
 	testutil.WaitFor(t, waitTimeout, func() error { return events.has(EventFail, "sug") })
@@ -383,10 +383,10 @@ func TestSilenceUpholdsOverruledVerdict(t *testing.T) {
 		t.Fatalf("silence verdicts %d, want 1: the overrule's deadline failed the node, not its silence", got)
 	}
 	a.mu.Lock()
-	p := *a.peers["sug"]
+	state := a.peers["sug"].state()
 	a.mu.Unlock()
-	if !p.overruled.IsZero() || p.silenced || p.status != StatusFailed {
-		t.Fatalf("after the verdict: overruled %v, silenced %v, status %s; want cleared, false, failed", p.overruled, p.silenced, p.status)
+	if state != detector.Failed {
+		t.Fatalf("after the verdict: %s, want failed (memberlist's verdict upheld)", state)
 	}
 	a.upholdVerdict("sug", at) // what the overrule's timer does
 	if n := events.count(EventFail, "sug"); n != 1 {

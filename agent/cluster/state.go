@@ -15,7 +15,6 @@ import (
 
 	"github.com/rpi-cluster/rpi-cluster/agent/detector"
 	"github.com/rpi-cluster/rpi-cluster/agent/identity"
-	"github.com/rpi-cluster/rpi-cluster/agent/phi"
 )
 
 // maxUnknown bounds the records kept for nodes memberlist has not reported
@@ -123,13 +122,7 @@ func (c *Cluster) handleNodeJoin(n *memberlist.Node) {
 	now := time.Now()
 	c.mu.Lock()
 	p := c.peers[n.Name]
-	if p != nil && !p.overruled.IsZero() {
-		c.withdrawVerdictLocked(p, n)
-		c.mu.Unlock()
-		c.logger.Info("node re-advertised itself; memberlist's failure verdict is withdrawn", "peer", n.Name)
-		return
-	}
-	if p != nil && p.status == StatusAlive && movingLocked(p, now) && n.Address() == p.movingTo {
+	if p != nil && p.state() == detector.Alive && movingLocked(p, now) && n.Address() == p.movingTo {
 		// At its new address (move.go), or back from the stale leave of
 		// its old one.
 		from := hostPort(p.addr, p.port)
@@ -152,23 +145,20 @@ func (c *Cluster) handleNodeJoin(n *memberlist.Node) {
 	if p == nil {
 		p = &peer{}
 		c.peers[n.Name] = p
-	} else if p.status == "" {
+	} else if p.state() == detector.Unknown {
 		c.unknown--
 	}
-	p.status = StatusAlive
-	p.leaving, p.silenced = false, false
-	p.since = now
+	// Until its first heartbeat says otherwise, expect the period this
+	// node's own view of the cluster size gives.
+	expect := detector.HeartbeatPeriod(c.det.Timing(), int(c.numAlive.Load())-1)
+	if c.det.Joined(&p.live, expect, now) == detector.Withdrawn {
+		c.setAddrLocked(p, n)
+		c.mu.Unlock()
+		c.logger.Info("node re-advertised itself; memberlist's failure verdict is withdrawn", "peer", n.Name)
+		return
+	}
 	c.setAddrLocked(p, n)
 	c.recountLocked()
-	// A node coming (back) to life starts a fresh phi history: the silence
-	// while it was gone is not an inter-arrival time. Until its first
-	// heartbeat says otherwise, expect the period this node's own view of
-	// the cluster size gives.
-	c.resetDetectorLocked(p, heartbeatPeriod(c.conf.Profile, int(c.numAlive.Load())-1))
-	p.lastSeq = 0
-	// memberlist just heard from the node: count that as its first
-	// heartbeat, so phi rises even for a node that dies before sending one.
-	p.det.Heartbeat(now)
 	if r := p.pending; r != nil {
 		c.applyLocked(p, *r, p.pendingSigned, now)
 		p.pending, p.pendingSigned = nil, nil
@@ -180,9 +170,8 @@ func (c *Cluster) handleNodeJoin(n *memberlist.Node) {
 }
 
 // handleNodeLeave: memberlist declared a node dead or left. memberlist v0.7
-// does not say which (Node.State is never filled in), so the node's leave
-// intent decides. A failure verdict on a node whose heartbeat arrived after
-// the suspicion began is overruled (see verdict.go).
+// does not say which (Node.State is never filled in): the detector decides
+// (detector.Gone), after a move has had its say.
 func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 	if n.Name == c.conf.NodeName {
 		return
@@ -190,11 +179,11 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 	now := time.Now()
 	c.mu.Lock()
 	p := c.peers[n.Name]
-	if p == nil || p.status == "" {
+	if p == nil {
 		c.mu.Unlock()
 		return
 	}
-	if p.status == StatusAlive && !p.leaving && movingLocked(p, now) {
+	if p.state().IsAlive() && !p.live.Leaving() && movingLocked(p, now) {
 		// The leave of its old address (move.go): it comes back at
 		// movingTo in a moment. Once it is there, this is the same leave
 		// relayed late, which memberlist took for news: ask the node to
@@ -209,42 +198,30 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 		c.mu.Unlock()
 		return
 	}
-	if p.silenced {
-		// Failed here on silence already (silence.go): memberlist agrees.
-		p.silenced = false
-		c.mu.Unlock()
-		return
-	}
-	// A node that left and came back can be reported gone again right
-	// after it rejoins: memberlist still relays the dead message of its
-	// previous run, takes the new run for dead, and the new run refutes a
-	// moment later. No verdict about the new run can come that soon (one
-	// takes a whole suspicion timeout), so within that time it is the old
-	// leave, not a failure.
-	stale := p.left && now.Sub(p.since) < c.minSuspicion()
-	if !p.leaving && !stale && p.status == StatusAlive && c.outlivedSuspicionLocked(p, now) {
-		heard := now.Sub(p.heardAt)
-		c.overruleLocked(n.Name, p, now)
+	heard := now.Sub(p.live.HeardAt())
+	switch c.det.Gone(&p.live, now) {
+	case detector.GoneOverruled:
+		c.overruleLocked(n.Name, now)
 		c.mu.Unlock()
 		c.logger.Info("memberlist declared a node failed that sent a heartbeat after it was suspected; asking it to re-advertise",
 			"peer", n.Name, "last_heartbeat", heard.Round(time.Millisecond))
-		return
+	case detector.GoneFailed, detector.GoneLeft:
+		c.recountLocked()
+		ev := c.goneEventLocked(n.Name, p, now)
+		c.mu.Unlock()
+		c.reportGone(ev)
+	default: // never reported, or failed here first (on silence)
+		c.mu.Unlock()
 	}
-	ev := c.goneLocked(n.Name, p, stale, now)
-	c.mu.Unlock()
-	c.reportGone(ev)
 }
 
-// goneLocked marks p failed, or left if it announced its leave (or stale:
-// the verdict is its previous run's leave), and returns the event.
-func (c *Cluster) goneLocked(name string, p *peer, stale bool, now time.Time) Event {
+// goneEventLocked returns the event of p's failure or leave: the detector
+// has moved it to Failed, Silenced or Left. The caller recounts.
+func (c *Cluster) goneEventLocked(name string, p *peer, now time.Time) Event {
 	typ := EventFail
-	p.status, p.left = StatusFailed, false
-	if p.leaving || stale {
-		typ, p.status, p.left = EventLeave, StatusLeft, true
+	if p.state() == detector.Left {
+		typ = EventLeave
 	}
-	p.since = now
-	c.recountLocked()
 	return Event{Type: typ, Member: c.memberLocked(name, p, now), Time: now}
 }
 
@@ -260,13 +237,6 @@ func (c *Cluster) reportGone(ev Event) {
 	c.publish(ev)
 }
 
-// minSuspicion is the shortest time in which memberlist can declare an
-// alive node dead: its suspicion timeout at the smallest cluster size.
-func (c *Cluster) minSuspicion() time.Duration {
-	p := c.conf.Profile
-	return time.Duration(p.SuspicionMult) * p.ProbeInterval
-}
-
 // handleNodeUpdate: a node's memberlist metadata or address changed.
 func (c *Cluster) handleNodeUpdate(n *memberlist.Node) {
 	if n.Name == c.conf.NodeName {
@@ -275,7 +245,7 @@ func (c *Cluster) handleNodeUpdate(n *memberlist.Node) {
 	now := time.Now()
 	c.mu.Lock()
 	p := c.peers[n.Name]
-	if p == nil || p.status == "" {
+	if p == nil || p.state() == detector.Unknown {
 		c.mu.Unlock()
 		return
 	}
@@ -300,7 +270,7 @@ func (c *Cluster) recountLocked() {
 	c.gen++
 	n := int64(1)
 	for _, p := range c.peers {
-		if p.status == StatusAlive {
+		if p.state().IsAlive() {
 			n++
 		}
 	}
@@ -395,57 +365,41 @@ func (c *Cluster) dropMalformed(err error) {
 func (c *Cluster) handleHeartbeat(hb heartbeat, now time.Time) {
 	c.mu.Lock()
 	p := c.peers[hb.name]
-	if p != nil && p.silenced && p.status == StatusFailed {
-		if hb.seq <= p.lastSeq {
-			c.mu.Unlock()
-			return // sent before the silence
+	if p == nil {
+		c.strangerLocked(hb, now)
+		c.mu.Unlock()
+		return
+	}
+	if s := p.state(); s != detector.Unknown && s != detector.Silenced &&
+		movingLocked(p, now) && hb.addr == p.movingTo && hostPort(p.addr, p.port) != hb.addr {
+		// Moved, and memberlist has not taken the new address yet: sync
+		// with it there (see move.go).
+		c.strangerLocked(hb, now)
+	}
+	var failedFor time.Duration
+	if p.state() == detector.Silenced {
+		failedFor = now.Sub(p.live.Since()) // since the verdict
+	}
+	switch c.det.Heartbeat(&p.live, hb.seq, hb.period, now) {
+	case detector.HeartbeatStranger, detector.HeartbeatFromFailed:
+		// Unknown to memberlist: introduce it; held failed: alive after
+		// all, ask it to re-advertise (introduce.go).
+		c.strangerLocked(hb, now)
+	case detector.HeartbeatOverruled:
+		c.askReadvertiseLocked(hb.name) // alive still: ask again
+	case detector.HeartbeatRevived:
+		if r := p.pending; r != nil {
+			c.applyLocked(p, *r, p.pendingSigned, now)
+			p.pending, p.pendingSigned = nil, nil
 		}
-		failedFor := now.Sub(p.since) // since the verdict (goneLocked)
-		ev := c.reviveLocked(p, hb, now)
+		c.recountLocked()
+		ev := Event{Type: EventJoin, Member: c.memberLocked(hb.name, p, now), Time: now}
 		c.mu.Unlock()
 		c.logger.Info("heartbeats resumed from a node failed on silence; it is alive", "peer", hb.name, "failed_for", failedFor.Round(time.Millisecond))
 		c.publish(ev)
 		return
 	}
-	defer c.mu.Unlock()
-	if p == nil || p.status == "" {
-		c.strangerLocked(hb, now)
-		return
-	}
-	if movingLocked(p, now) && hb.addr == p.movingTo && hostPort(p.addr, p.port) != hb.addr {
-		// Moved, and memberlist has not taken the new address yet: sync
-		// with it there (see move.go).
-		c.strangerLocked(hb, now)
-	}
-	if p.status == StatusFailed {
-		c.strangerLocked(hb, now) // alive after all: ask it to re-advertise
-		return
-	}
-	if p.status != StatusAlive || hb.seq <= p.lastSeq {
-		return // left, duplicate or reordered
-	}
-	p.lastSeq = hb.seq
-	p.heardAt = now
-	p.held = false
-	if !p.overruled.IsZero() {
-		c.askReadvertiseLocked(hb.name) // alive still: ask again
-	}
-	if hb.period != p.period {
-		// The sender's cluster grew or shrank past a multiple of its
-		// fanout: intervals measured at the old period would make phi
-		// wrong either way, so start over at the announced one.
-		c.resetDetectorLocked(p, hb.period)
-	}
-	p.det.Heartbeat(now)
-}
-
-// resetDetectorLocked gives p a fresh phi detector expecting a heartbeat
-// every period.
-func (c *Cluster) resetDetectorLocked(p *peer, period time.Duration) {
-	conf := c.conf.Profile.Phi
-	conf.FirstHeartbeatEstimate = period
-	p.det = phi.New(conf)
-	p.period = period
+	c.mu.Unlock()
 }
 
 // handleSignedRecord checks a signed record received by gossip (relay
@@ -485,7 +439,7 @@ func (c *Cluster) staleRecord(r Record) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.peers[r.Name]
-	return p != nil && p.status == StatusAlive && p.rec != nil && p.rec.Addr == r.Addr &&
+	return p != nil && p.state().IsAlive() && p.rec != nil && p.rec.Addr == r.Addr &&
 		p.rec.GossipPort == r.GossipPort && r.Addr == p.addr && r.GossipPort == p.port && r.Version <= p.rec.Version
 }
 
@@ -519,7 +473,7 @@ func (c *Cluster) handleRecord(r Record, signed []byte, relay bool) {
 		c.peers[r.Name] = p
 		c.unknown++
 	}
-	if p.status != StatusAlive {
+	if !p.state().IsAlive() {
 		if rj := c.checkPinnedLocked(r.Name, r.IdentityKey, false, now); rj != nil {
 			c.mu.Unlock()
 			c.dropRejected(r.Name, rj)
@@ -632,10 +586,10 @@ func (c *Cluster) handleLocalState(join bool) []byte {
 		s.Records = append(s.Records, c.selfSigned)
 	}
 	for _, p := range c.peers {
-		if p.status == StatusAlive && p.recSigned != nil {
+		if p.state().IsAlive() && p.recSigned != nil {
 			s.Records = append(s.Records, p.recSigned)
 		}
-		if p.status == StatusLeft && p.leaveSigned != nil {
+		if p.state() == detector.Left && p.leaveSigned != nil {
 			s.Left = append(s.Left, p.leaveSigned)
 		}
 	}
@@ -685,13 +639,7 @@ func (c *Cluster) selfMemberLocked() Member {
 
 // phiThreshold is the phi a peer is shown suspect at: the profile's,
 // widened by this node's health score.
-func (c *Cluster) phiThreshold() float64 {
-	t := c.conf.Profile.Phi.Threshold
-	if c.healthActs() {
-		t = c.health.ScaleFloat(t)
-	}
-	return t
-}
+func (c *Cluster) phiThreshold() float64 { return c.det.Threshold() }
 
 // Members returns every node known, this one included, failed and left
 // nodes too, sorted by name. Phi is as computed by this node.
@@ -701,7 +649,7 @@ func (c *Cluster) Members() []Member {
 	out := make([]Member, 0, len(c.peers)+1)
 	out = append(out, c.selfMemberLocked())
 	for name, p := range c.peers {
-		if p.status != "" {
+		if p.state() != detector.Unknown {
 			out = append(out, c.memberLocked(name, p, now))
 		}
 	}
@@ -718,7 +666,7 @@ func (c *Cluster) Member(name string) (Member, bool) {
 		return c.selfMemberLocked(), true
 	}
 	p := c.peers[name]
-	if p == nil || p.status == "" {
+	if p == nil || p.state() == detector.Unknown {
 		return Member{}, false
 	}
 	return c.memberLocked(name, p, time.Now()), true
@@ -736,10 +684,8 @@ func (c *Cluster) memberLocked(name string, p *peer, now time.Time) Member {
 	if r.HTTPPort == 0 {
 		r.HTTPPort = p.httpPort
 	}
-	m := Member{Record: r, Status: p.status, PhiThreshold: c.phiThreshold(), Signed: signed}
-	if p.det != nil {
-		m.Phi = detector.Shown(p.det.Phi(now), m.PhiThreshold, p.status == StatusFailed, p.status == StatusLeft)
-	}
+	m := Member{Record: r, Status: p.status(), PhiThreshold: c.phiThreshold(), Signed: signed}
+	m.Phi, _ = c.det.Phi(&p.live, now)
 	if m.Status == StatusAlive && m.Phi >= m.PhiThreshold {
 		m.Status = StatusSuspect
 	}

@@ -123,12 +123,11 @@ func TestVerdictOverruleRule(t *testing.T) {
 	events := collect(a)
 	ghost := func(name string, heard time.Duration) *memberlist.Node {
 		a.mu.Lock()
-		a.peers[name] = &peer{status: StatusAlive, addr: "127.0.1.98", port: 9, heardAt: time.Now().Add(-heard)}
-		a.recountLocked()
+		a.addPeerLocked(name, "127.0.1.98", a.conf.Profile.HeartbeatInterval, time.Now().Add(-heard))
 		a.mu.Unlock()
 		return memberNode(name, "127.0.1.98", 9)
 	}
-	window := a.minSuspicion()
+	window := a.det.Timing().MinSuspicion
 
 	// Heard from after the suspicion began: held back, then upheld.
 	start := time.Now()
@@ -160,7 +159,7 @@ func TestVerdictOverruleRule(t *testing.T) {
 	n := ghost("g3", 0)
 	a.handleNodeLeave(n)
 	a.mu.Lock()
-	at := a.peers["g3"].overruled
+	at := a.peers["g3"].live.OverruledAt()
 	a.mu.Unlock()
 	a.handleNodeJoin(n)
 	a.upholdVerdict("g3", at) // what the window's timer does

@@ -1,6 +1,3 @@
-// Package detector is the failure detector that runs beside memberlist's
-// SWIM: heartbeats, phi per peer, silence and watcher verdicts, and the
-// node's measure of its own health.
 package detector
 
 import (
