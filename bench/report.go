@@ -467,6 +467,7 @@ func (r *Report) writeKinds(b *strings.Builder) {
 		if len(s.Idle.Kinds.Bytes) == 0 {
 			continue
 		}
+		r.writeIdleSeries(b, s)
 		idle, upd := s.Idle, s.Update
 		fmt.Fprintf(b, "| %s, N = %d: sent per node by kind | idle | share | messages/s | with updates | messages/s |\n|---|---:|---:|---:|---:|---:|\n", s.Contender, s.N)
 		kinds := idle.Kinds.Kinds()
@@ -509,4 +510,28 @@ func (r *Report) writeKinds(b *strings.Builder) {
 		}
 		fmt.Fprintf(b, "| nodes scoring themselves late at the end | %d of %d | | | %d of %d | |\n\n", idle.Degraded, idle.Nodes, upd.Degraded, upd.Nodes)
 	}
+}
+
+// writeIdleSeries writes a result's idle windows one after the other, by
+// the kinds that sent most in the first, when there is more than one.
+func (r *Report) writeIdleSeries(b *strings.Builder, s ScaleResult) {
+	if len(s.IdleSeries) < 2 {
+		return
+	}
+	top := s.IdleSeries[0].Kinds.Kinds()
+	top = top[:min(len(top), 4)]
+	fmt.Fprintf(b, "| %s, N = %d: idle windows after formation | sent per node | %s | other kinds |\n|---|---:|%s---:|\n",
+		s.Contender, s.N, strings.Join(top, " | "), strings.Repeat("---:|", len(top)))
+	at := s.Warmup.Seconds()
+	for _, w := range s.IdleSeries {
+		cells := make([]string, len(top))
+		rest := w.Kinds.Total()
+		for i, k := range top {
+			cells[i] = bps(max(0, w.PerNodeSecond(w.Kinds.Bytes[k])))
+			rest -= w.Kinds.Bytes[k]
+		}
+		fmt.Fprintf(b, "| %.0f–%.0f s | %s | %s | %s |\n", at, at+w.Seconds, bps(w.PerNodeSecond(float64(w.Bytes))), strings.Join(cells, " | "), bps(max(0, w.PerNodeSecond(rest))))
+		at += w.Seconds
+	}
+	b.WriteString("\n")
 }

@@ -23,6 +23,10 @@ type ScalePlan struct {
 	Warmup time.Duration
 	// Window is the length of each bandwidth measurement; zero skips them.
 	Window time.Duration
+	// IdleWindows is how many idle windows run back to back after the
+	// warm-up (at least one); the last is the idle figure, the series
+	// shows how long the formation's gossip took to die down.
+	IdleWindows int
 	// UpdateInterval is how often each node changes its monitoring record
 	// during the second bandwidth window.
 	UpdateInterval time.Duration
@@ -46,7 +50,12 @@ type ScaleResult struct {
 	IdleBytes, UpdateBytes float64
 	// Idle and Update are the two bandwidth windows' traffic, split by
 	// kind when the swarm splits kinds (SwarmConfig.SplitKinds).
-	Idle, Update   Window
+	Idle, Update Window
+	// IdleSeries is every idle window, in order (see IdleWindows); the
+	// last is Idle.
+	IdleSeries []Window
+	// Warmup is how long after formation the first idle window began.
+	Warmup         time.Duration
 	FalsePositives []FalsePositive
 	// Overruled counts failure verdicts the nodes set aside (see
 	// Swarm.Overrules); one about a killed node delays its detection.
@@ -62,7 +71,7 @@ type ScaleResult struct {
 // RunScale measures one contender at one size: formation, bandwidth idle and
 // with monitoring updates, join convergence and failure detection.
 func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig, logger *slog.Logger) ScaleResult {
-	res := ScaleResult{Contender: c.Label, N: plan.N, Dilation: conf.Dilation}
+	res := ScaleResult{Contender: c.Label, N: plan.N, Dilation: conf.Dilation, Warmup: plan.Warmup}
 	conf.Profile = c.Profile
 	sw, err := NewSwarm(conf)
 	if err != nil {
@@ -86,12 +95,16 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 			res.Err = err
 			return res
 		}
-		res.Idle, err = measureBandwidth(ctx, sw, plan.Window, nil)
-		res.IdleBytes = res.Idle.PerNodeSecond(float64(res.Idle.Bytes))
-		if err != nil {
-			res.Err = err
-			return res
+		for range max(plan.IdleWindows, 1) {
+			res.Idle, err = measureBandwidth(ctx, sw, plan.Window, nil)
+			if err != nil {
+				res.Err = err
+				return res
+			}
+			res.IdleSeries = append(res.IdleSeries, res.Idle)
+			log.Debug("idle window", "i", len(res.IdleSeries), "Bps", int(res.Idle.PerNodeSecond(float64(res.Idle.Bytes))))
 		}
+		res.IdleBytes = res.Idle.PerNodeSecond(float64(res.Idle.Bytes))
 		res.Update, err = measureBandwidth(ctx, sw, plan.Window, func(ctx context.Context) {
 			sw.RunUpdates(ctx, plan.UpdateInterval)
 		})

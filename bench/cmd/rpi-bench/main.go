@@ -57,6 +57,7 @@ type options struct {
 	dilate      string
 	detectMaxN  int
 	splitKinds  bool
+	idleWindows int
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -88,6 +89,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.verbose, "v", false, "log progress at debug level")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the in-process rows to `FILE` (go tool pprof)")
 	fs.BoolVar(&o.splitKinds, "split-kinds", false, "split the scale rows' bandwidth by message kind (memberlist's and the agent's, packets and TCP streams), decrypting every packet sent once more, and print the Stats counters of each window")
+	fs.IntVar(&o.idleWindows, "idle-windows", 1, "the scale rows measure this many idle --window's back to back after the warm-up and report the last as the idle figure, and the series (with --split-kinds, by kind) to show the formation's gossip dying down")
 	showVersion := fs.Bool("version", false, "print the version")
 	// As the other tools: -h prints the flags on stdout; a bad command line
 	// is one line on stderr and exit status 2, not the whole list.
@@ -328,7 +330,7 @@ func measure(ctx context.Context, o options, dilation bench.Dilation, cs []bench
 			}
 			plan := bench.ScalePlan{
 				N: n, Warmup: 5*time.Second + time.Duration(n)*50*time.Millisecond, Window: o.window, UpdateInterval: 5 * time.Second,
-				JoinTrials: o.joinTrials,
+				JoinTrials: o.joinTrials, IdleWindows: o.idleWindows,
 			}
 			// Quick mode keeps the full warm-up: right after formation
 			// the nodes are still gossiping everyone's alive messages and
