@@ -6,6 +6,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 	"github.com/hashicorp/go-msgpack/v2/codec"
 
 	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
+	"github.com/rpi-cluster/rpi-cluster/agent/identity"
 )
 
 // memberlist's message types (the first byte of every packet, compound
@@ -130,15 +132,20 @@ func (k KindCounts) Sub(earlier KindCounts) KindCounts {
 // records by the header's user state length. Safe for concurrent use.
 type KindCounter struct {
 	gcm cipher.AEAD
+	// self is the node's name: its own records are told from those it
+	// relays.
+	self string
 
 	mu sync.Mutex
 	c  KindCounts
 }
 
-// NewKindCounter returns a counter for gossip encrypted with key (nil:
-// unencrypted).
-func NewKindCounter(key []byte) (*KindCounter, error) {
-	k := &KindCounter{c: KindCounts{Bytes: map[string]float64{}, Messages: map[string]uint64{}}}
+// NewKindCounter returns a counter for the gossip node self sends,
+// encrypted with key (nil: unencrypted). With self set, records are split
+// into the node's own ("user record, own") and those it relays ("user
+// record, relayed").
+func NewKindCounter(key []byte, self string) (*KindCounter, error) {
+	k := &KindCounter{self: self, c: KindCounts{Bytes: map[string]float64{}, Messages: map[string]uint64{}}}
 	if len(key) > 0 {
 		b, err := aes.NewCipher(key)
 		if err != nil {
@@ -189,7 +196,7 @@ func (k *KindCounter) splitPacket(b []byte) []share {
 		}
 		out = append(out, share{KindEncryption, float64(len(b) - len(plain)), 0})
 	}
-	return splitPlain(out, plain, 1, "")
+	return k.splitPlain(out, plain, 1, "")
 }
 
 // Stream returns the shares of a stream's first write, to be applied to
@@ -213,7 +220,7 @@ func (k *KindCounter) Stream(first []byte) streamShares {
 		}
 		out = append(out, share{KindTCPPrefix + KindEncryption, float64(len(first) - len(plain)), 0})
 	}
-	return streamShares{k: k, parts: splitPlain(out, plain, 1, KindTCPPrefix)}
+	return streamShares{k: k, parts: k.splitPlain(out, plain, 1, KindTCPPrefix)}
 }
 
 // streamShares spreads a stream's bytes over the kinds of its first write.
@@ -266,7 +273,7 @@ func (k *KindCounter) open(b, ad []byte) ([]byte, error) {
 
 // splitPlain appends the shares of plaintext message b, whose bytes each
 // count scale wire bytes, to out; prefix marks stream contents.
-func splitPlain(out []share, b []byte, scale float64, prefix string) []share {
+func (k *KindCounter) splitPlain(out []share, b []byte, scale float64, prefix string) []share {
 	unknown := func(b []byte) []share {
 		return append(out, share{prefix + KindUnknown, scale * float64(len(b)), 1})
 	}
@@ -279,13 +286,13 @@ func splitPlain(out []share, b []byte, scale float64, prefix string) []share {
 			return unknown(b)
 		}
 		out = append(out, share{prefix + KindFraming, 5 * scale, 0})
-		return splitPlain(out, b[5:], scale, prefix)
+		return k.splitPlain(out, b[5:], scale, prefix)
 	case mlCompress:
 		d, err := decompress(b[1:])
 		if err != nil || len(d) == 0 {
 			return unknown(b)
 		}
-		return splitPlain(out, d, scale*float64(len(b))/float64(len(d)), prefix)
+		return k.splitPlain(out, d, scale*float64(len(b))/float64(len(d)), prefix)
 	case mlCompound:
 		if len(b) < 2 || len(b) < 2+2*int(b[1]) {
 			return unknown(b)
@@ -298,7 +305,7 @@ func splitPlain(out []share, b []byte, scale float64, prefix string) []share {
 			if l > len(rest) {
 				return splitPlainUnknown(out, rest, scale, prefix)
 			}
-			out = splitPlain(out, rest[:l], scale, prefix)
+			out = k.splitPlain(out, rest[:l], scale, prefix)
 			rest = rest[l:]
 		}
 		if len(rest) > 0 {
@@ -309,7 +316,7 @@ func splitPlain(out []share, b []byte, scale float64, prefix string) []share {
 		if len(b) < 2 {
 			return unknown(b)
 		}
-		return append(out, share{prefix + "user " + cluster.MessageKind(b[1]), scale * float64(len(b)), 1})
+		return append(out, share{prefix + "user " + k.userKind(b[1:]), scale * float64(len(b)), 1})
 	case mlPushPull:
 		var h struct {
 			Nodes        int
@@ -350,4 +357,23 @@ func decompress(b []byte) ([]byte, error) {
 	r := lzw.NewReader(bytes.NewReader(c.Buf), lzw.LSB, 8)
 	defer r.Close()
 	return io.ReadAll(io.LimitReader(r, 10<<20))
+}
+
+// userKind names a user message (its type byte first); a record is the
+// node's own or relayed when the counter knows the node's name.
+func (k *KindCounter) userKind(m []byte) string {
+	kind := cluster.MessageKind(m[0])
+	if kind != "record" || k.self == "" {
+		return kind
+	}
+	var r struct {
+		Name string `json:"n"`
+	}
+	if len(m) <= 1+identity.SignatureSize || json.Unmarshal(m[1+identity.SignatureSize:], &r) != nil {
+		return kind
+	}
+	if r.Name == k.self {
+		return kind + ", own"
+	}
+	return kind + ", relayed"
 }

@@ -97,7 +97,7 @@ func wantCounts(t *testing.T, got KindCounts, bytes map[string]float64, msgs map
 }
 
 func TestKindCounterSplitsAnEncryptedCompoundPacket(t *testing.T) {
-	k, err := NewKindCounter(kindsKey)
+	k, err := NewKindCounter(kindsKey, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestKindCounterSplitsAnEncryptedCompoundPacket(t *testing.T) {
 }
 
 func TestKindCounterSharesCompressedBytesByUncompressedSize(t *testing.T) {
-	k, _ := NewKindCounter(nil)
+	k, _ := NewKindCounter(nil, "")
 	inner := compound(msg(40, mlAck), msg(60, mlUser, 1)) // 6 + 100 bytes
 	wire := compressed(t, inner)
 	if len(wire) >= len(inner) {
@@ -137,7 +137,7 @@ func TestKindCounterSharesCompressedBytesByUncompressedSize(t *testing.T) {
 }
 
 func TestKindCounterSplitsAPushPullStream(t *testing.T) {
-	k, _ := NewKindCounter(kindsKey)
+	k, _ := NewKindCounter(kindsKey, "")
 	head := msgpack(t, mlPushPull, struct {
 		Nodes        int
 		UserStateLen int
@@ -177,13 +177,13 @@ func TestKindCounterSplitsAPushPullStream(t *testing.T) {
 }
 
 func TestKindCounterCountsWhatItCannotParse(t *testing.T) {
-	k, _ := NewKindCounter(kindsKey)
+	k, _ := NewKindCounter(kindsKey, "")
 	other := bytes.Repeat([]byte{9}, 16)
 	b, _ := aes.NewCipher(other)
 	gcm, _ := cipher.NewGCM(b)
 	nonce := make([]byte, 12)
 	k.Packet(gcm.Seal(append([]byte{1}, nonce...), nonce, msg(20, mlPing), nil)) // another key: 49 bytes
-	k2, _ := NewKindCounter(nil)
+	k2, _ := NewKindCounter(nil, "")
 	k2.Packet(msg(10, 200))                                                  // no such type
 	k2.Packet(append([]byte{mlCompound, 2, 0, 5, 0, 50}, msg(5, mlPing)...)) // second part truncated
 	wantCounts(t, k.Counts(), map[string]float64{KindUnknown: 49}, nil)
@@ -243,4 +243,19 @@ func TestSwarmSplitsEveryByteByKind(t *testing.T) {
 			t.Logf("%d bytes: %v", tr.Bytes, tr.Kinds.Bytes)
 		})
 	}
+}
+
+func TestKindCounterTellsOwnRecordsFromRelayed(t *testing.T) {
+	record := func(name string) []byte {
+		b := append([]byte{mlUser, 1}, make([]byte, 64)...) // type, signature
+		return append(b, fmt.Sprintf(`{"n":%q,"a":"127.0.0.1","gp":7946}`, name)...)
+	}
+	k, _ := NewKindCounter(nil, "n1")
+	own, relayed := record("n1"), record("n22")
+	k.Packet(compound(own, relayed))
+	wantCounts(t, k.Counts(), map[string]float64{
+		KindFraming:            2 + 2*2,
+		"user record, own":     float64(len(own)),
+		"user record, relayed": float64(len(relayed)),
+	}, map[string]uint64{"user record, own": 1, "user record, relayed": 1})
 }

@@ -152,7 +152,7 @@ func (s *Swarm) Add() (string, time.Time, error) {
 	ft := NewFaultyTransport(nt, s.conf.Loss, s.conf.Seed^uint64(id+1)*0x9e3779b97f4a7c15)
 	var kinds *KindCounter
 	if s.conf.SplitKinds {
-		if kinds, err = NewKindCounter(s.conf.Key); err != nil {
+		if kinds, err = NewKindCounter(s.conf.Key, name); err != nil {
 			ft.Shutdown()
 			return "", time.Time{}, fmt.Errorf("add node %s: %w", name, err)
 		}
