@@ -464,10 +464,10 @@ func (r *Report) writeCPUCap(b *strings.Builder) {
 // its bandwidth windows by message kind and the counters that explain them.
 func (r *Report) writeKinds(b *strings.Builder) {
 	for _, s := range r.Scale {
+		r.writeIdleSeries(b, s)
 		if len(s.Idle.Kinds.Bytes) == 0 {
 			continue
 		}
-		r.writeIdleSeries(b, s)
 		idle, upd := s.Idle, s.Update
 		fmt.Fprintf(b, "| %s, N = %d: sent per node by kind | idle | share | messages/s | with updates | messages/s |\n|---|---:|---:|---:|---:|---:|\n", s.Contender, s.N)
 		kinds := idle.Kinds.Kinds()
@@ -520,8 +520,11 @@ func (r *Report) writeIdleSeries(b *strings.Builder, s ScaleResult) {
 	}
 	top := s.IdleSeries[0].Kinds.Kinds()
 	top = top[:min(len(top), 4)]
-	fmt.Fprintf(b, "| %s, N = %d: idle windows after formation | sent per node | %s | other kinds |\n|---|---:|%s---:|\n",
-		s.Contender, s.N, strings.Join(top, " | "), strings.Repeat("---:|", len(top)))
+	head := "| %s, N = %d: idle windows after formation | sent per node | %s | other kinds |\n|---|---:|%s---:|\n"
+	if len(top) == 0 {
+		head = "| %s, N = %d: idle windows after formation | sent per node |%s%s\n|---|---:|\n"
+	}
+	fmt.Fprintf(b, head, s.Contender, s.N, strings.Join(top, " | "), strings.Repeat("---:|", len(top)))
 	at := s.Warmup.Seconds()
 	for _, w := range s.IdleSeries {
 		cells := make([]string, len(top))
@@ -530,7 +533,11 @@ func (r *Report) writeIdleSeries(b *strings.Builder, s ScaleResult) {
 			cells[i] = bps(max(0, w.PerNodeSecond(w.Kinds.Bytes[k])))
 			rest -= w.Kinds.Bytes[k]
 		}
-		fmt.Fprintf(b, "| %.0f–%.0f s | %s | %s | %s |\n", at, at+w.Seconds, bps(w.PerNodeSecond(float64(w.Bytes))), strings.Join(cells, " | "), bps(max(0, w.PerNodeSecond(rest))))
+		if len(top) == 0 {
+			fmt.Fprintf(b, "| %.0f–%.0f s | %s |\n", at, at+w.Seconds, bps(w.PerNodeSecond(float64(w.Bytes))))
+		} else {
+			fmt.Fprintf(b, "| %.0f–%.0f s | %s | %s | %s |\n", at, at+w.Seconds, bps(w.PerNodeSecond(float64(w.Bytes))), strings.Join(cells, " | "), bps(max(0, w.PerNodeSecond(rest))))
+		}
 		at += w.Seconds
 	}
 	b.WriteString("\n")
