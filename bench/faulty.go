@@ -38,6 +38,8 @@ type FaultyTransport struct {
 	// ends; zero or past means not frozen.
 	frozenUntil atomic.Int64
 	dropped     atomic.Uint64
+	// kinds, when set, splits what is sent by message kind.
+	kinds atomic.Pointer[KindCounter]
 
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
@@ -83,6 +85,49 @@ func (t *FaultyTransport) Freeze(d time.Duration) {
 			return
 		}
 	}
+}
+
+// CountKinds makes the transport split everything sent from now on by
+// message kind into k: packets as they are written (dropped ones too, as
+// they count as sent), streams by their first write, dialled and accepted.
+func (t *FaultyTransport) CountKinds(k *KindCounter) { t.kinds.Store(k) }
+
+// kindPacket counts one packet sent, if kinds are counted.
+func (t *FaultyTransport) kindPacket(b []byte) {
+	if k := t.kinds.Load(); k != nil {
+		k.Packet(b)
+	}
+}
+
+// kindConn wraps a stream to count its writes by kind, if kinds are counted.
+func (t *FaultyTransport) kindConn(c net.Conn) net.Conn {
+	if k := t.kinds.Load(); k != nil && c != nil {
+		return &kindConn{Conn: c, k: k}
+	}
+	return c
+}
+
+// kindConn splits a stream's writes by the kinds of its first one.
+type kindConn struct {
+	net.Conn
+	k *KindCounter
+
+	mu     sync.Mutex
+	shares *streamShares
+}
+
+func (c *kindConn) Write(b []byte) (int, error) {
+	n, err := c.Conn.Write(b)
+	c.mu.Lock()
+	if c.shares == nil && n > 0 {
+		s := c.k.Stream(b[:n])
+		c.shares = &s
+	}
+	if c.shares != nil {
+		c.shares.apply(n)
+	}
+	c.mu.Unlock()
+	return n, err
 }
 
 // Dropped returns how many outgoing packets were dropped so far.
@@ -171,6 +216,7 @@ func (t *FaultyTransport) forwardStreams() {
 				c.Close()
 				return
 			}
+			c = t.kindConn(c)
 			select {
 			case t.streamCh <- c:
 			case <-t.stopCh:
@@ -195,9 +241,14 @@ func (t *FaultyTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 		return time.Time{}, errTransportStopped
 	}
 	if t.drop() {
+		t.kindPacket(b)
 		return time.Now(), nil
 	}
-	return t.inner.WriteTo(b, addr)
+	ts, err := t.inner.WriteTo(b, addr)
+	if err == nil {
+		t.kindPacket(b)
+	}
+	return ts, err
 }
 
 // WriteToAddress implements memberlist.NodeAwareTransport.
@@ -206,9 +257,14 @@ func (t *FaultyTransport) WriteToAddress(b []byte, addr memberlist.Address) (tim
 		return time.Time{}, errTransportStopped
 	}
 	if t.drop() {
+		t.kindPacket(b)
 		return time.Now(), nil
 	}
-	return t.inner.WriteToAddress(b, addr)
+	ts, err := t.inner.WriteToAddress(b, addr)
+	if err == nil {
+		t.kindPacket(b)
+	}
+	return ts, err
 }
 
 // PacketCh implements memberlist.Transport.
@@ -222,7 +278,8 @@ func (t *FaultyTransport) DialTimeout(addr string, timeout time.Duration) (net.C
 	if !t.waitThaw() {
 		return nil, errTransportStopped
 	}
-	return t.inner.DialTimeout(addr, timeout)
+	c, err := t.inner.DialTimeout(addr, timeout)
+	return t.kindConn(c), err
 }
 
 // DialAddressTimeout implements memberlist.NodeAwareTransport.
@@ -230,7 +287,8 @@ func (t *FaultyTransport) DialAddressTimeout(addr memberlist.Address, timeout ti
 	if !t.waitThaw() {
 		return nil, errTransportStopped
 	}
-	return t.inner.DialAddressTimeout(addr, timeout)
+	c, err := t.inner.DialAddressTimeout(addr, timeout)
+	return t.kindConn(c), err
 }
 
 // Shutdown stops forwarding, releases blocked senders and shuts the inner

@@ -10,9 +10,11 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 )
@@ -267,6 +269,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		b.WriteString("\n")
 	}
 
+	r.writeKinds(&b)
 	r.writeProcs(&b)
 	r.writeCPUCap(&b)
 
@@ -454,5 +457,88 @@ func (r *Report) writeCPUCap(b *strings.Builder) {
 		}
 		return fmt.Sprintf("%.1f %% of a core; %d (%s)", c.CappedCPU, c.ThrottledPeriods, secs(c.Throttled))
 	})
+	b.WriteString("\n")
+}
+
+// writeKinds writes, for every scale result with a split (--split-kinds),
+// its bandwidth windows by message kind and the counters that explain them.
+func (r *Report) writeKinds(b *strings.Builder) {
+	for _, s := range r.Scale {
+		r.writeIdleSeries(b, s)
+		if len(s.Idle.Kinds.Bytes) == 0 {
+			continue
+		}
+		idle, upd := s.Idle, s.Update
+		fmt.Fprintf(b, "| %s, N = %d: sent per node by kind | idle | share | messages/s | with updates | messages/s |\n|---|---:|---:|---:|---:|---:|\n", s.Contender, s.N)
+		kinds := idle.Kinds.Kinds()
+		for _, k := range upd.Kinds.Kinds() {
+			if _, ok := idle.Kinds.Bytes[k]; !ok {
+				kinds = append(kinds, k)
+			}
+		}
+		total := idle.Kinds.Total()
+		rate := func(w Window, k string) string {
+			if w.Kinds.Messages[k] == 0 {
+				return ""
+			}
+			return fmt.Sprintf("%.1f", w.PerNodeSecond(float64(w.Kinds.Messages[k])))
+		}
+		for _, k := range kinds {
+			if math.Abs(idle.Kinds.Bytes[k]) < 0.5 && math.Abs(upd.Kinds.Bytes[k]) < 0.5 {
+				continue
+			}
+			share := 0.0
+			if total > 0 {
+				share = 100 * idle.Kinds.Bytes[k] / total
+			}
+			fmt.Fprintf(b, "| %s | %s | %.1f %% | %s | %s | %s |\n", k,
+				bps(max(0, idle.PerNodeSecond(idle.Kinds.Bytes[k]))), share, rate(idle, k),
+				bps(max(0, upd.PerNodeSecond(upd.Kinds.Bytes[k]))), rate(upd, k))
+		}
+		fmt.Fprintf(b, "| all kinds (transport's count) | %s (%s) | | | %s (%s) | |\n",
+			bps(idle.PerNodeSecond(total)), bps(idle.PerNodeSecond(float64(idle.Bytes))),
+			bps(upd.PerNodeSecond(upd.Kinds.Total())), bps(upd.PerNodeSecond(float64(upd.Bytes))))
+		names := make([]string, 0, len(idle.Counters))
+		for k := range idle.Counters {
+			if idle.Counters[k] > 0 || upd.Counters[k] > 0 {
+				names = append(names, k)
+			}
+		}
+		sort.Strings(names)
+		for _, k := range names {
+			fmt.Fprintf(b, "| counter: %s, all nodes | %d | | | %d | |\n", k, idle.Counters[k], upd.Counters[k])
+		}
+		fmt.Fprintf(b, "| nodes scoring themselves late at the end | %d of %d | | | %d of %d | |\n\n", idle.Degraded, idle.Nodes, upd.Degraded, upd.Nodes)
+	}
+}
+
+// writeIdleSeries writes a result's idle windows one after the other, by
+// the kinds that sent most in the first, when there is more than one.
+func (r *Report) writeIdleSeries(b *strings.Builder, s ScaleResult) {
+	if len(s.IdleSeries) < 2 {
+		return
+	}
+	top := s.IdleSeries[0].Kinds.Kinds()
+	top = top[:min(len(top), 4)]
+	head := "| %s, N = %d: idle windows after formation | sent per node | %s | other kinds |\n|---|---:|%s---:|\n"
+	if len(top) == 0 {
+		head = "| %s, N = %d: idle windows after formation | sent per node |%s%s\n|---|---:|\n"
+	}
+	fmt.Fprintf(b, head, s.Contender, s.N, strings.Join(top, " | "), strings.Repeat("---:|", len(top)))
+	at := s.Warmup.Seconds()
+	for _, w := range s.IdleSeries {
+		cells := make([]string, len(top))
+		rest := w.Kinds.Total()
+		for i, k := range top {
+			cells[i] = bps(max(0, w.PerNodeSecond(w.Kinds.Bytes[k])))
+			rest -= w.Kinds.Bytes[k]
+		}
+		if len(top) == 0 {
+			fmt.Fprintf(b, "| %.0f–%.0f s | %s |\n", at, at+w.Seconds, bps(w.PerNodeSecond(float64(w.Bytes))))
+		} else {
+			fmt.Fprintf(b, "| %.0f–%.0f s | %s | %s | %s |\n", at, at+w.Seconds, bps(w.PerNodeSecond(float64(w.Bytes))), strings.Join(cells, " | "), bps(max(0, w.PerNodeSecond(rest))))
+		}
+		at += w.Seconds
+	}
 	b.WriteString("\n")
 }

@@ -23,6 +23,10 @@ type ScalePlan struct {
 	Warmup time.Duration
 	// Window is the length of each bandwidth measurement; zero skips them.
 	Window time.Duration
+	// IdleWindows is how many idle windows run back to back after the
+	// warm-up (at least one); the last is the idle figure, the series
+	// shows how long the formation's gossip took to die down.
+	IdleWindows int
 	// UpdateInterval is how often each node changes its monitoring record
 	// during the second bandwidth window.
 	UpdateInterval time.Duration
@@ -44,7 +48,15 @@ type ScaleResult struct {
 	Join      []time.Duration
 	// IdleBytes and UpdateBytes are gossip bytes sent per node per second.
 	IdleBytes, UpdateBytes float64
-	FalsePositives         []FalsePositive
+	// Idle and Update are the two bandwidth windows' traffic, split by
+	// kind when the swarm splits kinds (SwarmConfig.SplitKinds).
+	Idle, Update Window
+	// IdleSeries is every idle window, in order (see IdleWindows); the
+	// last is Idle.
+	IdleSeries []Window
+	// Warmup is how long after formation the first idle window began.
+	Warmup         time.Duration
+	FalsePositives []FalsePositive
 	// Overruled counts failure verdicts the nodes set aside (see
 	// Swarm.Overrules); one about a killed node delays its detection.
 	Overruled uint64
@@ -59,7 +71,7 @@ type ScaleResult struct {
 // RunScale measures one contender at one size: formation, bandwidth idle and
 // with monitoring updates, join convergence and failure detection.
 func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig, logger *slog.Logger) ScaleResult {
-	res := ScaleResult{Contender: c.Label, N: plan.N, Dilation: conf.Dilation}
+	res := ScaleResult{Contender: c.Label, N: plan.N, Dilation: conf.Dilation, Warmup: plan.Warmup}
 	conf.Profile = c.Profile
 	sw, err := NewSwarm(conf)
 	if err != nil {
@@ -83,14 +95,20 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 			res.Err = err
 			return res
 		}
-		res.IdleBytes, err = measureBandwidth(ctx, sw, plan.Window, nil)
-		if err != nil {
-			res.Err = err
-			return res
+		for range max(plan.IdleWindows, 1) {
+			res.Idle, err = measureBandwidth(ctx, sw, plan.Window, nil)
+			if err != nil {
+				res.Err = err
+				return res
+			}
+			res.IdleSeries = append(res.IdleSeries, res.Idle)
+			log.Debug("idle window", "i", len(res.IdleSeries), "Bps", int(res.Idle.PerNodeSecond(float64(res.Idle.Bytes))))
 		}
-		res.UpdateBytes, err = measureBandwidth(ctx, sw, plan.Window, func(ctx context.Context) {
+		res.IdleBytes = res.Idle.PerNodeSecond(float64(res.Idle.Bytes))
+		res.Update, err = measureBandwidth(ctx, sw, plan.Window, func(ctx context.Context) {
 			sw.RunUpdates(ctx, plan.UpdateInterval)
 		})
+		res.UpdateBytes = res.Update.PerNodeSecond(float64(res.Update.Bytes))
 		if err != nil {
 			res.Err = err
 			return res
@@ -168,9 +186,25 @@ func sideBySide[R any](cs []Contender, base SwarmConfig, fn func(c Contender, co
 	return out
 }
 
-// measureBandwidth returns the bytes sent per node per (emulated) second
-// during window, with load (if any) running meanwhile.
-func measureBandwidth(ctx context.Context, sw *Swarm, window time.Duration, load func(context.Context)) (float64, error) {
+// Window is the traffic of one bandwidth window.
+type Window struct {
+	Traffic
+	// Seconds is the window's emulated length.
+	Seconds float64
+}
+
+// PerNodeSecond turns a count over the window into one per node per
+// emulated second.
+func (w Window) PerNodeSecond(x float64) float64 {
+	if w.Nodes == 0 || w.Seconds == 0 {
+		return 0
+	}
+	return x / float64(w.Nodes) / w.Seconds
+}
+
+// measureBandwidth returns the traffic during window, with load (if any)
+// running meanwhile.
+func measureBandwidth(ctx context.Context, sw *Swarm, window time.Duration, load func(context.Context)) (Window, error) {
 	lctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	if load != nil {
@@ -180,17 +214,18 @@ func measureBandwidth(ctx context.Context, sw *Swarm, window time.Duration, load
 			load(lctx)
 		}()
 	}
-	b0, n := sw.BytesSent()
 	t0 := time.Now()
+	before := sw.Traffic()
 	err := sw.Sleep(ctx, window)
-	b1, _ := sw.BytesSent()
+	after := sw.Traffic()
 	el := sw.conf.Dilation.Emulated(time.Since(t0))
 	cancel()
 	wg.Wait()
 	if err != nil {
-		return 0, err
+		return Window{}, err
 	}
-	return float64(b1-b0) / float64(n) / el.Seconds(), nil
+	after.Nodes = before.Nodes
+	return Window{Traffic: after.Sub(before), Seconds: el.Seconds()}, nil
 }
 
 // formationTimeout bounds cluster formation and single joins: generous,

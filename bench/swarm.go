@@ -46,6 +46,9 @@ type SwarmConfig struct {
 	// arguments and results of Grow, WaitJoined, WaitFailed, Freeze,
 	// RunUpdates and Sleep, its poll intervals) are emulated time.
 	Dilation Dilation
+	// SplitKinds splits every byte sent by message kind (see KindCounter):
+	// each packet is decrypted and parsed once more, which costs CPU.
+	SplitKinds bool
 }
 
 // eventBuffer is each node's event subscription. A node joining a formed
@@ -93,6 +96,8 @@ type swarmNode struct {
 	ip   string
 	c    *cluster.Cluster
 	ft   *FaultyTransport
+	// kinds splits what the node sends by kind; nil unless SplitKinds.
+	kinds *KindCounter
 }
 
 // NewSwarm returns an empty swarm.
@@ -145,6 +150,14 @@ func (s *Swarm) Add() (string, time.Time, error) {
 		return "", time.Time{}, fmt.Errorf("add node %s: listen on %s: %w", name, ip, err)
 	}
 	ft := NewFaultyTransport(nt, s.conf.Loss, s.conf.Seed^uint64(id+1)*0x9e3779b97f4a7c15)
+	var kinds *KindCounter
+	if s.conf.SplitKinds {
+		if kinds, err = NewKindCounter(s.conf.Key, name); err != nil {
+			ft.Shutdown()
+			return "", time.Time{}, fmt.Errorf("add node %s: %w", name, err)
+		}
+		ft.CountKinds(kinds)
+	}
 	c, err := cluster.Create(&cluster.Config{
 		NodeName:    name,
 		ClusterName: s.conf.ClusterName,
@@ -174,7 +187,7 @@ func (s *Swarm) Add() (string, time.Time, error) {
 		c.Shutdown()
 		return "", time.Time{}, errors.New("add node: swarm shut down")
 	}
-	s.nodes[name] = &swarmNode{name: name, ip: ip, c: c, ft: ft}
+	s.nodes[name] = &swarmNode{name: name, ip: ip, c: c, ft: ft, kinds: kinds}
 	s.mu.Unlock()
 
 	// A saturated machine can leave a seed's TCP accept queue unserved
@@ -542,6 +555,73 @@ func (s *Swarm) BytesSent() (uint64, int) {
 		total += n.c.Stats().BytesSent
 	}
 	return total, len(nodes)
+}
+
+// Traffic is what the live nodes sent so far: bytes as their transports
+// counted them, the same split by kind (empty unless SplitKinds), and the
+// counters of cluster.Stats that say why a node sent what it did.
+type Traffic struct {
+	Nodes    int
+	Bytes    uint64
+	Kinds    KindCounts
+	Counters map[string]uint64
+	// Degraded is how many nodes scored themselves late (detector.Health)
+	// when the traffic was taken: a gauge, not a count.
+	Degraded int
+}
+
+// Sub returns t minus earlier.
+func (t Traffic) Sub(earlier Traffic) Traffic {
+	d := Traffic{Nodes: t.Nodes, Degraded: t.Degraded, Bytes: t.Bytes - earlier.Bytes, Kinds: t.Kinds.Sub(earlier.Kinds), Counters: map[string]uint64{}}
+	for k, v := range t.Counters {
+		d.Counters[k] = v - earlier.Counters[k]
+	}
+	return d
+}
+
+// Traffic sums the live nodes' traffic so far. Nodes stopped between two
+// calls take their counts with them: take differences over windows
+// without kills or joins.
+func (s *Swarm) Traffic() Traffic {
+	s.mu.Lock()
+	nodes := make([]*swarmNode, 0, len(s.nodes))
+	for _, n := range s.nodes {
+		nodes = append(nodes, n)
+	}
+	s.mu.Unlock()
+	t := Traffic{Nodes: len(nodes), Counters: map[string]uint64{}}
+	for _, n := range nodes {
+		st := n.c.Stats()
+		t.Bytes += st.BytesSent
+		for k, v := range map[string]uint64{
+			"messages sent":               st.MessagesSent,
+			"introductions":               st.Introductions,
+			"readvertisements":            st.Readvertisements,
+			"overrules":                   st.Overrules,
+			"silence verdicts":            st.SilenceVerdicts,
+			"watcher verdicts":            st.WatcherVerdicts,
+			"refutations":                 st.Refutations,
+			"reaped":                      st.Reaped,
+			"malformed":                   st.MalformedMessages,
+			"dropped events":              st.DroppedEvents,
+			"health: suppressed verdicts": st.Health.Suppressed,
+		} {
+			t.Counters[k] += v
+		}
+		for cause, v := range st.Health.LateRounds {
+			t.Counters["health: late rounds, "+cause] += v
+		}
+		for reason, v := range st.Rejected {
+			t.Counters["rejected: "+reason] += v
+		}
+		if st.Health.Score > 0 {
+			t.Degraded++
+		}
+		if n.kinds != nil {
+			t.Kinds.add(n.kinds.Counts(), 1)
+		}
+	}
+	return t
 }
 
 // RunUpdates changes every live node's monitoring sample once per interval,

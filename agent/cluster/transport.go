@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -253,4 +254,36 @@ func (s shim) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) 
 
 func (s shim) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
 	return s.DialTimeout(a.Addr, timeout)
+}
+
+// MessageKind names a user message or push-pull state by its first byte,
+// for tools that split gossip by kind (rpi-bench --split-kinds).
+func MessageKind(b byte) string {
+	switch b {
+	case msgRecord:
+		return "record"
+	case msgHeartbeat:
+		return "heartbeat"
+	case msgLeave:
+		return "leave"
+	case msgState:
+		return "state"
+	case msgDesired:
+		return "desired"
+	case msgLeaveDirect:
+		return "leave direct"
+	case msgLeaveAck:
+		return "leave ack"
+	case msgReadvertise:
+		return "readvertise"
+	case msgSilent:
+		return "silence report"
+	case msgVerdict:
+		return "verdict"
+	case msgForceLeave:
+		return "force leave"
+	case msgMove:
+		return "move"
+	}
+	return fmt.Sprintf("type %d", b)
 }

@@ -56,6 +56,8 @@ type options struct {
 	capDuration time.Duration
 	dilate      string
 	detectMaxN  int
+	splitKinds  bool
+	idleWindows int
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -86,6 +88,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.capDuration, "cap-duration", 2*time.Minute, "how long the cpucap row holds its agent capped; another agent is killed half-way")
 	fs.BoolVar(&o.verbose, "v", false, "log progress at debug level")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the in-process rows to `FILE` (go tool pprof)")
+	fs.BoolVar(&o.splitKinds, "split-kinds", false, "split the scale rows' bandwidth by message kind (memberlist's and the agent's, packets and TCP streams), decrypting every packet sent once more, and print the Stats counters of each window")
+	fs.IntVar(&o.idleWindows, "idle-windows", 1, "the scale rows measure this many idle --window's back to back after the warm-up and report the last as the idle figure, and the series (with --split-kinds, by kind) to show the formation's gossip dying down")
 	showVersion := fs.Bool("version", false, "print the version")
 	// As the other tools: -h prints the flags on stdout; a bad command line
 	// is one line on stderr and exit status 2, not the whole list.
@@ -314,7 +318,7 @@ func measure(ctx context.Context, o options, dilation bench.Dilation, cs []bench
 	}
 	key := make([]byte, 32)
 	rand.Read(key)
-	base := bench.SwarmConfig{ClusterName: "bench", Key: key, Seed: uint64(time.Now().UnixNano()), Logger: logger.With("component", "node")}
+	base := bench.SwarmConfig{ClusterName: "bench", Key: key, Seed: uint64(time.Now().UnixNano()), Logger: logger.With("component", "node"), SplitKinds: o.splitKinds}
 	if !o.verbose {
 		base.Logger = nil
 	}
@@ -326,7 +330,7 @@ func measure(ctx context.Context, o options, dilation bench.Dilation, cs []bench
 			}
 			plan := bench.ScalePlan{
 				N: n, Warmup: 5*time.Second + time.Duration(n)*50*time.Millisecond, Window: o.window, UpdateInterval: 5 * time.Second,
-				JoinTrials: o.joinTrials,
+				JoinTrials: o.joinTrials, IdleWindows: o.idleWindows,
 			}
 			// Quick mode keeps the full warm-up: right after formation
 			// the nodes are still gossiping everyone's alive messages and
@@ -418,6 +422,9 @@ func notes(o options) []string {
 		"False positives: 10 % of every node's outgoing UDP packets dropped; one node frozen for 2 s every 30 s: its transport delivers nothing to memberlist (packets and streams wait, as in socket buffers) and every send blocks, as a descheduled process's goroutines would. Counted: live nodes any peer declared failed.",
 		"Separate processes: real rpi-agent processes (the contender's --profile, encrypted, mDNS off, static join to the first two) on 127.20.x.y and 127.21.x.y, one contender after the other, started 10 a second (all at once, 100 agents' start-up work on two shared cores sent lan into a storm of false suspicions that sustained itself: 3.4 % of a core per agent instead of 1.3 %); each trial starts a new agent (join: from starting the process to the last peer's join event, process start included) and then SIGKILLs a random one (detection: to the last survivor's fail event); events come from every agent's /v1/events stream, bytes from every agent's rpi_gossip_bytes_total over the bandwidth window, monitoring sampled every 5 s as agents do.",
 		"Footprint: separate rpi-agent processes (lan profile, encrypted, mDNS off, static join) on 127.0.9.201 and up; RSS is VmRSS, CPU is utime+stime over the idle window.",
+	}
+	if o.splitKinds {
+		n = append(n, "By kind (--split-kinds): every packet and TCP stream a node sent, decrypted again with the cluster key, stripped of its CRC header, decompressed and split into its compound parts: memberlist's messages by type, the agent's user messages by their first byte (\"user heartbeat\", \"user record\", ...), TCP streams (\"tcp ...\") by their first write, a push-pull into memberlist's node states and the agent's records. \"encryption\" is AES-GCM's 29 bytes per packet, \"framing\" the compound and CRC headers; compressed bytes are shared among the parts by their uncompressed sizes, so the kinds add up to the transports' count (in brackets). The counters are the nodes' cluster.Stats over the same window.")
 	}
 	return n
 }
