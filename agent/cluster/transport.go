@@ -32,16 +32,16 @@ type Stats struct {
 	Readvertisements uint64
 	// Overrules counts memberlist failure verdicts on peers set aside
 	// because a heartbeat showed the peer outlived the suspicion (see
-	// verdict.go).
+	// agent/detector).
 	Overrules uint64
 	// SilenceVerdicts counts peers this node failed itself, ahead of
-	// memberlist, because their heartbeats fell silent (see silence.go).
+	// memberlist, because their heartbeats fell silent (see agent/detector).
 	SilenceVerdicts uint64
 	// WatcherVerdicts counts peers this node failed, ahead of memberlist,
-	// on the silence verdict of one of their watchers (see watch.go).
+	// on the silence verdict of one of their watchers (see agent/detector).
 	WatcherVerdicts uint64
 	// Refutations counts watchers' verdicts about this node that it
-	// answered with a heartbeat to every peer (see watch.go).
+	// answered with a heartbeat to every peer (see agent/detector).
 	Refutations uint64
 	// Reaped counts members removed from the view: failed or left for
 	// their reap time, or force-left (see reap.go).
@@ -52,7 +52,7 @@ type Stats struct {
 	// them, desired entries versioned too far ahead (see validate.go).
 	Rejected map[string]uint64
 	// Health is this node's measure of its own lateness and the verdicts
-	// it held back while degraded (see health.go).
+	// it held back while degraded (see agent/detector).
 	Health detector.HealthStats
 }
 
