@@ -223,7 +223,8 @@ func TestReportMarkdownAndFailures(t *testing.T) {
 		Command: "rpi-bench --quick", Mode: "quick", Labels: []string{"lan", "memberlist DefaultLANConfig"},
 		Scale: []ScaleResult{
 			{Contender: "lan", N: 10, Formation: time.Second, Detect: []time.Duration{2 * time.Second, 3 * time.Second},
-				Join: []time.Duration{100 * time.Millisecond}, IdleBytes: 1500, UpdateBytes: 2500},
+				Join: []time.Duration{100 * time.Millisecond}, IdleBytes: 1500, UpdateBytes: 2500,
+				FalsePositives: []FalsePositive{{Subject: "n3", Observer: "n1"}, {Subject: "n3", Observer: "n2"}, {Subject: "n4", Observer: "n1"}}, Overruled: 1},
 			{Contender: "memberlist DefaultLANConfig", N: 10, Err: errors.New("grow to 10 nodes: timed out")},
 		},
 		FalsePos: []FalsePosResult{
@@ -241,6 +242,7 @@ func TestReportMarkdownAndFailures(t *testing.T) {
 		"| failure detection p50 / p99 (trials) | 10 | 2.00 s / 3.00 s (2) | **failed** | p99 ≤ 2.5 s |",
 		"| gossip sent per node, idle | 10 | 1.5 KB/s | – |",
 		"1 nodes (1 verdicts, 2 freezes; 4 overruled)",
+		"| live nodes declared failed during the rows above (fail verdicts) | 10 | 2 (3); 1 verdicts overruled |",
 		"### Gross failures",
 	} {
 		if !strings.Contains(out, want) {
@@ -248,8 +250,9 @@ func TestReportMarkdownAndFailures(t *testing.T) {
 		}
 	}
 	fails := r.Failures()
-	if len(fails) != 2 || !strings.Contains(fails[0], "timed out") || !strings.Contains(fails[1], "1 live nodes declared failed") {
-		t.Errorf("failures %q, want the timed-out formation and lan's false positive", fails)
+	if len(fails) != 3 || !strings.Contains(fails[0], "2 live nodes declared failed (3 fail verdicts)") ||
+		!strings.Contains(fails[1], "timed out") || !strings.Contains(fails[2], "1 live nodes declared failed") {
+		t.Errorf("failures %q, want lan's false positives at N=10, the timed-out formation and the false-positive row's", fails)
 	}
 }
 

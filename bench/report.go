@@ -88,8 +88,8 @@ func (r *Report) Failures() []string {
 			out = append(out, fmt.Sprintf("%s at N=%d: %v", s.Contender, s.N, s.Err))
 		}
 		if s.Contender == "lan" && len(s.FalsePositives) > 0 {
-			out = append(out, fmt.Sprintf("lan at N=%d: %d false positives, first %s failed on %s",
-				s.N, len(s.FalsePositives), s.FalsePositives[0].Subject, s.FalsePositives[0].Observer))
+			out = append(out, fmt.Sprintf("lan at N=%d: %d live nodes declared failed (%d fail verdicts), first %s failed on %s",
+				s.N, wronged(s.FalsePositives), len(s.FalsePositives), s.FalsePositives[0].Subject, s.FalsePositives[0].Observer))
 		}
 	}
 	for _, p := range r.Procs {
@@ -238,14 +238,18 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			})
 		}
 		for _, n := range sizes {
-			row("false positives during the rows above", n, "0", func(s ScaleResult) string {
+			row("live nodes declared failed during the rows above (fail verdicts)", n, "0", func(s ScaleResult) string {
 				if s.Err != nil && len(s.Join) == 0 {
 					return ""
 				}
+				// One wrong verdict is one fail event per observer that
+				// takes it: at N = 1,000 a watcher's verdict alone can be a
+				// thousand. The nodes wronged say how many mistakes there were.
+				cell := fmt.Sprintf("%d (%d)", wronged(s.FalsePositives), len(s.FalsePositives))
 				if s.Overruled > 0 {
-					return fmt.Sprintf("%d (%d verdicts overruled)", len(s.FalsePositives), s.Overruled)
+					cell += fmt.Sprintf("; %d verdicts overruled", s.Overruled)
 				}
-				return fmt.Sprint(len(s.FalsePositives))
+				return cell
 			})
 		}
 		if len(r.FalsePos) > 0 {
@@ -395,11 +399,7 @@ func (r *Report) writeProcs(b *strings.Builder) {
 		if p.Formation == 0 {
 			return "–"
 		}
-		nodes := map[string]bool{}
-		for _, f := range p.FalsePositives {
-			nodes[f.Subject] = true
-		}
-		return fmt.Sprintf("%d (%d)", len(nodes), len(p.FalsePositives))
+		return fmt.Sprintf("%d (%d)", wronged(p.FalsePositives), len(p.FalsePositives))
 	})
 	b.WriteString("\n")
 }
@@ -429,11 +429,7 @@ func (r *Report) writeCPUCap(b *strings.Builder) {
 		if c.Detect == 0 && c.Err != nil {
 			return "**failed**"
 		}
-		nodes := map[string]bool{}
-		for _, f := range c.FalsePositives {
-			nodes[f.Subject] = true
-		}
-		s := fmt.Sprintf("%d (%d)", len(nodes), len(c.FalsePositives))
+		s := fmt.Sprintf("%d (%d)", wronged(c.FalsePositives), len(c.FalsePositives))
 		if c.Err != nil {
 			s += " **then failed**"
 		}
@@ -541,4 +537,13 @@ func (r *Report) writeIdleSeries(b *strings.Builder, s ScaleResult) {
 		at += w.Seconds
 	}
 	b.WriteString("\n")
+}
+
+// wronged counts the live nodes that fps declared failed.
+func wronged(fps []FalsePositive) int {
+	nodes := map[string]bool{}
+	for _, f := range fps {
+		nodes[f.Subject] = true
+	}
+	return len(nodes)
 }
