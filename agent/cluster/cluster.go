@@ -647,7 +647,11 @@ func (c *Cluster) heartbeatLoop() {
 			// Degraded: announce a longer period, which peers do not
 			// judge on silence.
 			sends[i].Period = c.det.AnnouncedPeriod(hs.Period)
-			c.peers[hs.Name].live.SetSentPeriod(sends[i].Period)
+			// A dropped watcher is told the slow period for a while even
+			// if it has been removed from the view (force-leave) since.
+			if p := c.peers[hs.Name]; p != nil {
+				p.live.SetSentPeriod(sends[i].Period)
+			}
 		}
 		c.mu.Unlock()
 		c.reportSilence(verdicts, events)
