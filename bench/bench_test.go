@@ -224,7 +224,11 @@ func TestReportMarkdownAndFailures(t *testing.T) {
 		Scale: []ScaleResult{
 			{Contender: "lan", N: 10, Formation: time.Second, Detect: []time.Duration{2 * time.Second, 3 * time.Second},
 				Join: []time.Duration{100 * time.Millisecond}, IdleBytes: 1500, UpdateBytes: 2500,
-				FalsePositives: []FalsePositive{{Subject: "n3", Observer: "n1"}, {Subject: "n3", Observer: "n2"}, {Subject: "n4", Observer: "n1"}}, Overruled: 1},
+				FalsePositives: []FalsePositive{
+					{Subject: "n3", Observer: "n1", Cause: cluster.CauseWatcher, By: "n5", Phase: PhaseTrials},
+					{Subject: "n3", Observer: "n2", Cause: cluster.CauseWatcher, By: "n5", Phase: PhaseTrials},
+					{Subject: "n4", Observer: "n1", Cause: cluster.CauseSilence, By: "n2", Phase: PhaseFormation},
+				}, Overruled: 1},
 			{Contender: "memberlist DefaultLANConfig", N: 10, Err: errors.New("grow to 10 nodes: timed out")},
 		},
 		FalsePos: []FalsePosResult{
@@ -244,6 +248,9 @@ func TestReportMarkdownAndFailures(t *testing.T) {
 		"1 nodes (1 verdicts, 2 freezes; 4 overruled)",
 		"| live nodes declared failed during the rows above (fail verdicts) | 10 | 2 (3); 1 verdicts overruled |",
 		"### Gross failures",
+		"| lan, N = 10: live nodes declared failed, by phase and cause | fail events | nodes | verdicts at their origin |",
+		"| join and detection trials: watcher | 2 | 1 | 1 |",
+		"| formation: silence | 1 | 1 | 1 |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

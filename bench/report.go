@@ -17,6 +17,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/agent/cluster"
 )
 
 // Machine describes where a run happened.
@@ -274,6 +276,7 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	}
 
 	r.writeKinds(&b)
+	r.writeWrongVerdicts(&b)
 	r.writeProcs(&b)
 	r.writeCPUCap(&b)
 
@@ -546,4 +549,63 @@ func wronged(fps []FalsePositive) int {
 		nodes[f.Subject] = true
 	}
 	return len(nodes)
+}
+
+// writeWrongVerdicts splits each scale row's false positives by the phase
+// of the run and the cause of the verdict. One wrong verdict can reach
+// every node (a watcher's verdict is told to all, memberlist's is
+// gossiped), so each line also counts the verdicts at their origin: one per
+// node and watcher for a watcher's, one per node and observer for a silence
+// verdict, one per node for memberlist's.
+func (r *Report) writeWrongVerdicts(b *strings.Builder) {
+	for _, s := range r.Scale {
+		if len(s.FalsePositives) == 0 {
+			continue
+		}
+		type key struct {
+			phase string
+			cause cluster.Cause
+		}
+		type tally struct {
+			events         int
+			nodes, origins map[string]bool
+		}
+		var order []key
+		tallies := map[key]*tally{}
+		for _, f := range s.FalsePositives {
+			k := key{f.Phase, f.Cause}
+			t := tallies[k]
+			if t == nil {
+				t = &tally{nodes: map[string]bool{}, origins: map[string]bool{}}
+				tallies[k] = t
+				order = append(order, k)
+			}
+			t.events++
+			t.nodes[f.Subject] = true
+			t.origins[verdictOrigin(f)] = true
+		}
+		fmt.Fprintf(b, "| %s, N = %d: live nodes declared failed, by phase and cause | fail events | nodes | verdicts at their origin |\n|---|---:|---:|---:|\n", s.Contender, s.N)
+		for _, k := range order {
+			t := tallies[k]
+			cause := string(k.cause)
+			if cause == "" {
+				cause = "unknown"
+			}
+			fmt.Fprintf(b, "| %s: %s | %d | %d | %d |\n", k.phase, cause, t.events, len(t.nodes), len(t.origins))
+		}
+		b.WriteString("\n")
+	}
+}
+
+// verdictOrigin names the wrong verdict a false positive came from (see
+// writeWrongVerdicts).
+func verdictOrigin(f FalsePositive) string {
+	switch f.Cause {
+	case cluster.CauseWatcher:
+		return f.Subject + " by " + f.By
+	case cluster.CauseSilence:
+		return f.Subject + " on " + f.Observer
+	default:
+		return f.Subject
+	}
 }

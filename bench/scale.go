@@ -68,6 +68,13 @@ type ScaleResult struct {
 	Err error
 }
 
+// The phases of a scale run, which its false positives are labelled with.
+const (
+	PhaseFormation = "formation"
+	PhaseBandwidth = "warm-up and bandwidth windows"
+	PhaseTrials    = "join and detection trials"
+)
+
 // RunScale measures one contender at one size: formation, bandwidth idle and
 // with monitoring updates, join convergence and failure detection.
 func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig, logger *slog.Logger) ScaleResult {
@@ -82,6 +89,7 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 	log := logger.With("contender", c.Label, "n", plan.N)
 
 	log.Info("forming cluster")
+	sw.SetPhase(PhaseFormation)
 	res.Formation, err = sw.Grow(ctx, plan.N, plan.GrowEvery, formationTimeout(conf.Profile, plan.N))
 	if err != nil {
 		log.Error("cluster did not form", "err", err)
@@ -91,6 +99,7 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 	log.Info("cluster formed", "took", res.Formation.Round(time.Millisecond))
 
 	if plan.Window > 0 {
+		sw.SetPhase(PhaseBandwidth)
 		if err := sw.Sleep(ctx, plan.Warmup); err != nil {
 			res.Err = err
 			return res
@@ -116,6 +125,7 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 		log.Info("bandwidth", "idle_Bps", int(res.IdleBytes), "updates_Bps", int(res.UpdateBytes))
 	}
 
+	sw.SetPhase(PhaseTrials)
 	trials := max(plan.DetectTrials, plan.JoinTrials)
 	joinTimeout := formationTimeout(conf.Profile, plan.N)
 	for i := range trials {

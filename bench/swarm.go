@@ -63,6 +63,11 @@ const eventBuffer = 2048
 type FalsePositive struct {
 	Subject, Observer string
 	Time              time.Time
+	// Cause and By say who reached the verdict (cluster.Event); Phase is
+	// what the run was doing then (Swarm.SetPhase).
+	Cause cluster.Cause
+	By    string
+	Phase string
 }
 
 // Swarm is a cluster of in-process nodes on loopback whose membership
@@ -84,6 +89,7 @@ type Swarm struct {
 	failed map[string]map[string]time.Time
 	killed map[string]time.Time
 	fps    []FalsePositive
+	phase  string
 	closed bool
 	// gone sums the counters of nodes already stopped.
 	gone cluster.Stats
@@ -252,7 +258,7 @@ func (s *Swarm) collect(observer string, events <-chan cluster.Event) {
 					f[observer] = ev.Time
 				}
 				if _, ok := s.killed[subject]; !ok {
-					s.fps = append(s.fps, FalsePositive{Subject: subject, Observer: observer, Time: ev.Time})
+					s.fps = append(s.fps, FalsePositive{Subject: subject, Observer: observer, Time: ev.Time, Cause: ev.Cause, By: ev.By, Phase: s.phase})
 				}
 			}
 			s.mu.Unlock()
@@ -494,6 +500,14 @@ func (s *Swarm) Freeze(name string, d time.Duration) error {
 // Sleep waits for emulated duration d or until ctx is done.
 func (s *Swarm) Sleep(ctx context.Context, d time.Duration) error {
 	return sleepCtx(ctx, s.conf.Dilation.Real(d))
+}
+
+// SetPhase names what the run does from now on; false positives are
+// labelled with it.
+func (s *Swarm) SetPhase(phase string) {
+	s.mu.Lock()
+	s.phase = phase
+	s.mu.Unlock()
 }
 
 // FalsePositives returns the fail verdicts about nodes that were not killed.

@@ -62,7 +62,34 @@ type Event struct {
 	Desired Desired
 	// Conflict is the key conflict of an EventConflict.
 	Conflict *KeyConflict
+	// Cause says who reached an EventFail's verdict; By names the peer
+	// whose report decided it (the witness of a silence verdict, the
+	// watcher of a watcher's verdict), empty for the others.
+	Cause Cause
+	By    string
 }
+
+// Cause is why a node was declared failed.
+type Cause string
+
+// Causes of an EventFail (see agent/detector).
+const (
+	// CauseMemberlist: memberlist's suspicion of the node ran out.
+	CauseMemberlist Cause = "memberlist"
+	// CauseUpheld: memberlist's verdict, set aside because the node had
+	// sent a heartbeat since it was suspected, upheld when the node did not
+	// re-advertise itself.
+	CauseUpheld Cause = "upheld"
+	// CauseSilence: this node found the node's heartbeats silent, and a
+	// witness (By) did too.
+	CauseSilence Cause = "silence"
+	// CauseWatcher: one of the node's watchers (By) found it silent and
+	// told every peer.
+	CauseWatcher Cause = "watcher"
+	// CauseMove: the node announced a move and never showed up at its new
+	// address.
+	CauseMove Cause = "move"
+)
 
 // Conflict is a name claimed by two nodes at different addresses.
 type Conflict struct {

@@ -213,6 +213,19 @@ func (col *collector) count(typ EventType, name string) int {
 	return n
 }
 
+// failCause returns who reached the first fail verdict on name (Event.Cause
+// and By).
+func (col *collector) failCause(name string) (Cause, string, error) {
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	for _, ev := range col.events {
+		if ev.Type == EventFail && ev.Member.Name == name {
+			return ev.Cause, ev.By, nil
+		}
+	}
+	return "", "", fmt.Errorf("no fail event for %s among %d events", name, len(col.events))
+}
+
 func (col *collector) has(typ EventType, name string) error {
 	col.mu.Lock()
 	defer col.mu.Unlock()

@@ -263,7 +263,7 @@ func (c *Cluster) moveTimedOut(name string, movedAt time.Time) {
 	p.movingTo = ""
 	c.det.Fail(&p.live, now)
 	c.recountLocked()
-	ev := c.goneEventLocked(name, p, now)
+	ev := c.goneEventLocked(name, p, now, CauseMove, "")
 	c.mu.Unlock()
 	c.logger.Warn("node announced a move and never showed up at its new address", "peer", name)
 	c.reportGone(ev)

@@ -22,7 +22,7 @@ func (c *Cluster) verdictEventsLocked(verdicts []detector.Verdict, now time.Time
 	c.recountLocked()
 	events := make([]Event, 0, len(verdicts))
 	for _, v := range verdicts {
-		events = append(events, c.goneEventLocked(v.Name, c.peers[v.Name], now))
+		events = append(events, c.goneEventLocked(v.Name, c.peers[v.Name], now, CauseSilence, v.Witness))
 	}
 	return events
 }

@@ -183,6 +183,9 @@ func TestSilenceFailsDeadNodeAheadOfMemberlist(t *testing.T) {
 		if n := events[i].count(EventFail, "si4"); n != 1 {
 			t.Errorf("%s: %d fail events for si4, want 1", o.conf.NodeName, n)
 		}
+		if cause, by, err := events[i].failCause("si4"); err != nil || cause != CauseSilence || by == "" || by == "si4" || by == o.conf.NodeName {
+			t.Errorf("%s: si4's fail event has cause %q witnessed by %q (%v), want a silence verdict witnessed by another peer", o.conf.NodeName, cause, by, err)
+		}
 		o.mu.Lock()
 		silenced := o.peers["si4"].state() == detector.Silenced
 		o.mu.Unlock()

@@ -207,7 +207,7 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 			"peer", n.Name, "last_heartbeat", heard.Round(time.Millisecond))
 	case detector.GoneFailed, detector.GoneLeft:
 		c.recountLocked()
-		ev := c.goneEventLocked(n.Name, p, now)
+		ev := c.goneEventLocked(n.Name, p, now, CauseMemberlist, "")
 		c.mu.Unlock()
 		c.reportGone(ev)
 	default: // never reported, or failed here first (on silence)
@@ -216,13 +216,13 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 }
 
 // goneEventLocked returns the event of p's failure or leave: the detector
-// has moved it to Failed, Silenced or Left. The caller recounts.
-func (c *Cluster) goneEventLocked(name string, p *peer, now time.Time) Event {
-	typ := EventFail
+// has moved it to Failed, Silenced or Left. cause and by say who reached a
+// failure verdict (see Event). The caller recounts.
+func (c *Cluster) goneEventLocked(name string, p *peer, now time.Time, cause Cause, by string) Event {
 	if p.state() == detector.Left {
-		typ = EventLeave
+		return Event{Type: EventLeave, Member: c.memberLocked(name, p, now), Time: now}
 	}
-	return Event{Type: typ, Member: c.memberLocked(name, p, now), Time: now}
+	return Event{Type: EventFail, Member: c.memberLocked(name, p, now), Time: now, Cause: cause, By: by}
 }
 
 // reportGone logs and publishes an event from goneLocked.
@@ -230,7 +230,7 @@ func (c *Cluster) reportGone(ev Event) {
 	m := ev.Member
 	addr := hostPort(m.Addr, m.GossipPort)
 	if ev.Type == EventFail {
-		c.logger.Warn("node failed", "peer", m.Name, "addr", addr)
+		c.logger.Warn("node failed", "peer", m.Name, "addr", addr, "cause", ev.Cause)
 	} else {
 		c.logger.Info("node left", "peer", m.Name, "addr", addr)
 	}

@@ -45,7 +45,7 @@ func (c *Cluster) upholdVerdict(name string, at time.Time) {
 		return
 	}
 	c.recountLocked()
-	ev := c.goneEventLocked(name, p, now)
+	ev := c.goneEventLocked(name, p, now, CauseUpheld, "")
 	c.mu.Unlock()
 	c.logger.Info("node did not re-advertise itself; upholding memberlist's verdict", "peer", name)
 	c.reportGone(ev)

@@ -112,6 +112,9 @@ func TestHeartbeatOverrulesUnrefutedSuspicion(t *testing.T) {
 	if n := events.count(EventFail, "ov2"); n != 1 {
 		t.Fatalf("%d fail events for b, want 1", n)
 	}
+	if cause, by, _ := events.failCause("ov2"); cause != CauseMemberlist && cause != CauseUpheld || by != "" {
+		t.Fatalf("b's fail event has cause %q by %q, want memberlist's verdict, upheld or not", cause, by)
+	}
 }
 
 // The rule itself, on a peer memberlist has never heard of: a verdict that
@@ -145,11 +148,18 @@ func TestVerdictOverruleRule(t *testing.T) {
 	if held := time.Since(start); held < window {
 		t.Fatalf("verdict upheld after %v, before the %v window ran out", held, window)
 	}
+	if cause, _, _ := events.failCause("g1"); cause != CauseUpheld {
+		t.Fatalf("upheld verdict's event has cause %q, want %q", cause, CauseUpheld)
+	}
 
 	// Last heard from before any suspicion could have begun: failed at once.
 	a.handleNodeLeave(ghost("g2", window+time.Millisecond))
 	if m, _ := a.Member("g2"); m.Status != StatusFailed {
 		t.Fatalf("node silent for %v is %s after the verdict, want failed", window, m.Status)
+	}
+	testutil.WaitFor(t, waitTimeout, func() error { return events.has(EventFail, "g2") })
+	if cause, _, _ := events.failCause("g2"); cause != CauseMemberlist {
+		t.Fatalf("memberlist's verdict's event has cause %q, want %q", cause, CauseMemberlist)
 	}
 	if got := a.Stats().Overrules; got != 1 {
 		t.Fatalf("overrules %d, want still 1", got)

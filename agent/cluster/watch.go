@@ -34,7 +34,7 @@ func (c *Cluster) handleVerdict(from, name string, now time.Time) {
 	case detector.VerdictTaken:
 		c.watcherVerdicts.Add(1)
 		c.recountLocked()
-		ev := c.goneEventLocked(name, p, now)
+		ev := c.goneEventLocked(name, p, now, CauseWatcher, from)
 		c.mu.Unlock()
 		c.logger.Info("a watcher failed a node on silence; failing it ahead of memberlist", "peer", name, "watcher", from)
 		c.reportGone(ev)

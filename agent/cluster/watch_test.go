@@ -94,9 +94,26 @@ func TestWatchersFailDeadNodeForEveryone(t *testing.T) {
 		}
 		return nil
 	})
+	judges := map[string]bool{}
+	for _, o := range observers {
+		if o.Stats().SilenceVerdicts > 0 {
+			judges[o.conf.NodeName] = true
+		}
+	}
 	for i, o := range observers {
 		if n := events[i].count(EventFail, victim.conf.NodeName); n != 1 {
 			t.Errorf("%s: %d fail events, want 1", o.conf.NodeName, n)
+		}
+		// Each event names who reached the verdict: a watcher its own
+		// silence verdict, every other peer the watcher it took it from.
+		cause, by, err := events[i].failCause(victim.conf.NodeName)
+		switch {
+		case err != nil:
+			t.Error(err)
+		case judges[o.conf.NodeName] && cause != CauseSilence:
+			t.Errorf("%s judged the victim itself but its event has cause %q", o.conf.NodeName, cause)
+		case !judges[o.conf.NodeName] && (cause != CauseWatcher || !judges[by]):
+			t.Errorf("%s took a watcher's verdict but its event has cause %q by %q, want %q by one of %v", o.conf.NodeName, cause, by, CauseWatcher, judges)
 		}
 	}
 }
