@@ -254,3 +254,43 @@ func TestGracefulLeaveAndRejoin(t *testing.T) {
 	back := startAgent(t, 22, joinTo(seed))
 	waitAlive(t, []*Agent{seed, back}, 2)
 }
+
+// A fail event on /v1/events says who reached the verdict: a node killed
+// in a three-node cluster is failed on silence, with the third node as the
+// witness.
+func TestFailEventSaysWhy(t *testing.T) {
+	a := startAgent(t, 91, nil)
+	b := startAgent(t, 92, joinTo(a))
+	victim := startAgent(t, 93, joinTo(a))
+	waitAlive(t, []*Agent{a, b, victim}, 3)
+
+	c, err := client.New("http://"+a.HTTPAddr(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	opened := make(chan struct{})
+	got := make(chan apitypes.Event, 1)
+	go c.Follow(ctx, func() { close(opened) }, func(ev apitypes.Event) error {
+		if ev.Kind == apitypes.EventFail && ev.Node.Name == victim.Name() {
+			got <- ev
+			return io.EOF
+		}
+		return nil
+	})
+	select {
+	case <-opened:
+	case <-ctx.Done():
+		t.Fatal("the event stream never opened")
+	}
+	victim.Shutdown() // no leave: a crash, as far as the others can tell
+	select {
+	case ev := <-got:
+		if ev.Cause != string(cluster.CauseSilence) || ev.By != b.Name() {
+			t.Fatalf("fail event has cause %q by %q, want %q witnessed by %s", ev.Cause, ev.By, cluster.CauseSilence, b.Name())
+		}
+	case <-ctx.Done():
+		t.Fatalf("no fail event for %s", victim.Name())
+	}
+}

@@ -85,5 +85,5 @@ func toAPIEvent(ev cluster.Event) apitypes.Event {
 		d := toAPIDesired(ev.Desired)
 		return apitypes.Event{Kind: apitypes.EventDesired, Time: ev.Time, Desired: &d}
 	}
-	return apitypes.Event{Kind: string(ev.Type), Node: toAPINode(ev.Member), Time: ev.Time}
+	return apitypes.Event{Kind: string(ev.Type), Node: toAPINode(ev.Member), Time: ev.Time, Cause: string(ev.Cause), By: ev.By}
 }

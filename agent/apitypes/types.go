@@ -103,6 +103,15 @@ type Event struct {
 	// Conflict is set on "conflict" events only: a node name offered with
 	// another key than the one the answering agent pinned for it.
 	Conflict *KeyConflict `json:"conflict,omitempty"`
+	// Cause says, on "fail" events only, who reached the verdict:
+	// "memberlist" (its suspicion of the node ran out), "upheld"
+	// (memberlist's verdict, held back while the node's heartbeats
+	// outlived the suspicion, then upheld), "silence" (the answering agent
+	// stopped hearing the node's heartbeats, and a witness, By, did too),
+	// "watcher" (one of the node's watchers, By, did) or "move" (the node
+	// announced a new address and never showed up there).
+	Cause string `json:"cause,omitempty"`
+	By    string `json:"by,omitempty"`
 }
 
 // EventConflict is the kind of an event carrying a KeyConflict.
