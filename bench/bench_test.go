@@ -228,7 +228,7 @@ func TestReportMarkdownAndFailures(t *testing.T) {
 					{Subject: "n3", Observer: "n1", Cause: cluster.CauseWatcher, By: "n5", Phase: PhaseTrials},
 					{Subject: "n3", Observer: "n2", Cause: cluster.CauseWatcher, By: "n5", Phase: PhaseTrials},
 					{Subject: "n4", Observer: "n1", Cause: cluster.CauseSilence, By: "n2", Phase: PhaseFormation},
-				}, Overruled: 1},
+				}, Overruled: 1, HandoffDrops: map[string]uint64{PhaseFormation: 7, PhaseTrials: 2}},
 			{Contender: "memberlist DefaultLANConfig", N: 10, Err: errors.New("grow to 10 nodes: timed out")},
 		},
 		FalsePos: []FalsePosResult{
@@ -251,6 +251,7 @@ func TestReportMarkdownAndFailures(t *testing.T) {
 		"| lan, N = 10: live nodes declared failed, by phase and cause | fail events | nodes | verdicts at their origin |",
 		"| join and detection trials: watcher | 2 | 1 | 1 |",
 		"| formation: silence | 1 | 1 | 1 |",
+		"| received messages memberlist dropped, its handler queue full: formation / bandwidth windows / trials | 10 | 7 / 0 / 2 | – |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

@@ -254,6 +254,14 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 				return cell
 			})
 		}
+		for _, n := range sizes {
+			row("received messages memberlist dropped, its handler queue full: formation / bandwidth windows / trials", n, "", func(s ScaleResult) string {
+				if s.HandoffDrops == nil {
+					return ""
+				}
+				return fmt.Sprintf("%d / %d / %d", s.HandoffDrops[PhaseFormation], s.HandoffDrops[PhaseBandwidth], s.HandoffDrops[PhaseTrials])
+			})
+		}
 		if len(r.FalsePos) > 0 {
 			p := r.FalsePos[0].Plan
 			cells := make([]string, len(r.Labels))

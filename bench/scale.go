@@ -54,6 +54,9 @@ type ScaleResult struct {
 	// IdleSeries is every idle window, in order (see IdleWindows); the
 	// last is Idle.
 	IdleSeries []Window
+	// HandoffDrops counts, by phase (PhaseFormation, ...), the received
+	// messages memberlist dropped on all nodes, its handler queue full.
+	HandoffDrops map[string]uint64
 	// Warmup is how long after formation the first idle window began.
 	Warmup         time.Duration
 	FalsePositives []FalsePositive
@@ -89,6 +92,15 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 	log := logger.With("contender", c.Label, "n", plan.N)
 
 	log.Info("forming cluster")
+	res.HandoffDrops = map[string]uint64{}
+	var dropsBefore uint64
+	phase := func(next string) {
+		d := sw.HandoffDrops()
+		res.HandoffDrops[sw.Phase()] += d - dropsBefore
+		dropsBefore = d
+		sw.SetPhase(next)
+	}
+	defer phase("")
 	sw.SetPhase(PhaseFormation)
 	res.Formation, err = sw.Grow(ctx, plan.N, plan.GrowEvery, formationTimeout(conf.Profile, plan.N))
 	if err != nil {
@@ -99,7 +111,7 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 	log.Info("cluster formed", "took", res.Formation.Round(time.Millisecond))
 
 	if plan.Window > 0 {
-		sw.SetPhase(PhaseBandwidth)
+		phase(PhaseBandwidth)
 		if err := sw.Sleep(ctx, plan.Warmup); err != nil {
 			res.Err = err
 			return res
@@ -125,7 +137,7 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 		log.Info("bandwidth", "idle_Bps", int(res.IdleBytes), "updates_Bps", int(res.UpdateBytes))
 	}
 
-	sw.SetPhase(PhaseTrials)
+	phase(PhaseTrials)
 	trials := max(plan.DetectTrials, plan.JoinTrials)
 	joinTimeout := formationTimeout(conf.Profile, plan.N)
 	for i := range trials {

@@ -510,6 +510,13 @@ func (s *Swarm) SetPhase(phase string) {
 	s.mu.Unlock()
 }
 
+// Phase returns what the run does now (SetPhase).
+func (s *Swarm) Phase() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.phase
+}
+
 // FalsePositives returns the fail verdicts about nodes that were not killed.
 func (s *Swarm) FalsePositives() []FalsePositive {
 	s.mu.Lock()
@@ -530,6 +537,12 @@ func (s *Swarm) DroppedEvents() uint64 {
 // reported.
 func (s *Swarm) Overrules() uint64 {
 	return s.sum(func(st cluster.Stats) uint64 { return st.Overrules })
+}
+
+// HandoffDrops returns how many received messages memberlist dropped on
+// the nodes, its handler queue full (cluster.Stats.HandoffDrops).
+func (s *Swarm) HandoffDrops() uint64 {
+	return s.sum(func(st cluster.Stats) uint64 { return st.HandoffDrops })
 }
 
 // sum adds up one counter over every node, stopped ones included.

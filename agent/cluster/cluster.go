@@ -153,6 +153,9 @@ type Cluster struct {
 	watcherVerdicts atomic.Uint64
 	// refutations counts verdicts about this node it refuted.
 	refutations atomic.Uint64
+	// handoffDrops counts received messages memberlist dropped, its
+	// handler queue full (see memberlistLog).
+	handoffDrops atomic.Uint64
 	// reaped counts members removed from the view, reaped or force-left
 	// (see reap.go).
 	reaped atomic.Uint64
@@ -433,7 +436,7 @@ func (c *Cluster) memberlistConfig(advertise string) *memberlist.Config {
 	mc.Conflict = &conflictDelegate{c}
 	mc.Alive = &aliveDelegate{c}
 	mc.Merge = &mergeDelegate{c}
-	mc.Logger = newMemberlistLogger(c.logger)
+	mc.Logger = newMemberlistLogger(c.logger, &c.handoffDrops)
 	if len(c.conf.SecretKey) > 0 {
 		// The key was checked by Validate: NewKeyring cannot fail.
 		kr, _ := memberlist.NewKeyring(nil, c.conf.SecretKey)
@@ -528,6 +531,7 @@ func (c *Cluster) Stats() Stats {
 	s.SilenceVerdicts = c.silenceVerdicts.Load()
 	s.WatcherVerdicts = c.watcherVerdicts.Load()
 	s.Refutations = c.refutations.Load()
+	s.HandoffDrops = c.handoffDrops.Load()
 	s.Reaped = c.reaped.Load()
 	s.Rejected = c.rejectedStats()
 	s.Health = c.det.Health().Stats()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"log"
 	"log/slog"
+	"sync/atomic"
 )
 
 // memberlistLog adapts memberlist's *log.Logger output ("[WARN] memberlist:
@@ -14,11 +15,22 @@ import (
 // in its own words, so its lines go out at debug level, except the life of
 // a suspicion (a peer suspected, declared failed, or this node refuting
 // one), which explains every failure verdict and goes out at info.
-type memberlistLog struct{ logger *slog.Logger }
-
-func newMemberlistLogger(l *slog.Logger) *log.Logger {
-	return log.New(memberlistLog{l.With("component", "memberlist")}, "", 0)
+//
+// It also counts the messages memberlist dropped because its handler
+// queue was full (dropped may be nil): memberlist has no other way to say
+// so, and a node that drops what it receives may be dropping heartbeats.
+type memberlistLog struct {
+	logger  *slog.Logger
+	dropped *atomic.Uint64
 }
+
+func newMemberlistLogger(l *slog.Logger, dropped *atomic.Uint64) *log.Logger {
+	return log.New(memberlistLog{l.With("component", "memberlist"), dropped}, "", 0)
+}
+
+// queueFull is memberlist's line for a received message dropped because
+// its handler queue (HandoffQueueDepth) was full.
+var queueFull = []byte("handler queue full, dropping message")
 
 // suspicionLines start memberlist's messages about suspicions.
 var suspicionLines = [][]byte{
@@ -29,6 +41,9 @@ var suspicionLines = [][]byte{
 }
 
 func (w memberlistLog) Write(p []byte) (int, error) {
+	if w.dropped != nil && bytes.Contains(p, queueFull) {
+		w.dropped.Add(1)
+	}
 	ctx := context.Background()
 	if !w.logger.Enabled(ctx, slog.LevelInfo) { // nor, then, debug
 		return len(p), nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -20,7 +21,7 @@ func TestMemberlistLogLevels(t *testing.T) {
 	}
 	for _, min := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
 		var out bytes.Buffer
-		l := newMemberlistLogger(slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: min})))
+		l := newMemberlistLogger(slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: min})), nil)
 		for line := range lines {
 			l.Print(line)
 		}
@@ -40,5 +41,18 @@ func TestMemberlistLogLevels(t *testing.T) {
 				t.Errorf("log at %v: %q came out as %q, want nothing", min, line, got)
 			}
 		}
+	}
+}
+
+// memberlist's drops of received messages are counted whatever the log
+// level, since it says so only in its log.
+func TestMemberlistLogCountsDroppedMessages(t *testing.T) {
+	var dropped atomic.Uint64
+	l := newMemberlistLogger(slog.New(slog.DiscardHandler), &dropped)
+	l.Print("[WARN] memberlist: handler queue full, dropping message (8) from=127.0.0.1:7946")
+	l.Print("[WARN] memberlist: handler queue full, dropping message (2) from=127.0.0.2:7946")
+	l.Print("[WARN] memberlist: Refuting a suspect message (from: n3)")
+	if n := dropped.Load(); n != 2 {
+		t.Fatalf("counted %d dropped messages, want 2", n)
 	}
 }

@@ -43,6 +43,10 @@ type Stats struct {
 	// Refutations counts watchers' verdicts about this node that it
 	// answered with a heartbeat to every peer (see agent/detector).
 	Refutations uint64
+	// HandoffDrops counts received messages memberlist dropped because
+	// its handler queue was full (HandoffQueueDepth): gossip, SWIM
+	// messages other than pings and acks, heartbeats among them.
+	HandoffDrops uint64
 	// Reaped counts members removed from the view: failed or left for
 	// their reap time, or force-left (see reap.go).
 	Reaped uint64
