@@ -41,6 +41,9 @@ type SwarmConfig struct {
 	Seed uint64
 	// Logger receives the nodes' logs. Nil discards them.
 	Logger *slog.Logger
+	// Progress receives the swarm's own: joins retried, formation
+	// progress. Nil discards them.
+	Progress *slog.Logger
 	// Dilation runs the swarm in dilated time: the nodes get Profile with
 	// every duration multiplied by it, and the swarm's own durations (the
 	// arguments and results of Grow, WaitJoined, WaitFailed, Freeze,
@@ -75,8 +78,9 @@ type FalsePositive struct {
 // verdict about a node can be measured. Nodes are named n0, n1, ... and
 // names are never reused. All methods are safe for concurrent use.
 type Swarm struct {
-	conf   SwarmConfig
-	logger *slog.Logger
+	conf     SwarmConfig
+	logger   *slog.Logger
+	progress *slog.Logger
 
 	mu     sync.Mutex
 	rng    *rand.Rand
@@ -115,18 +119,22 @@ func NewSwarm(conf SwarmConfig) (*Swarm, error) {
 		return nil, fmt.Errorf("new swarm: %w", err)
 	}
 	conf.Profile = conf.Dilation.Profile(conf.Profile)
-	logger := conf.Logger
+	logger, progress := conf.Logger, conf.Progress
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	if progress == nil {
+		progress = slog.New(slog.DiscardHandler)
+	}
 	return &Swarm{
-		conf:   conf,
-		logger: logger.With("swarm", conf.ClusterName),
-		rng:    rand.New(rand.NewPCG(conf.Seed, 1)),
-		nodes:  make(map[string]*swarmNode),
-		alive:  make(map[string]map[string]time.Time),
-		failed: make(map[string]map[string]time.Time),
-		killed: make(map[string]time.Time),
+		conf:     conf,
+		logger:   logger.With("swarm", conf.ClusterName),
+		progress: progress.With("swarm", conf.ClusterName),
+		rng:      rand.New(rand.NewPCG(conf.Seed, 1)),
+		nodes:    make(map[string]*swarmNode),
+		alive:    make(map[string]map[string]time.Time),
+		failed:   make(map[string]map[string]time.Time),
+		killed:   make(map[string]time.Time),
 	}, nil
 }
 
@@ -207,7 +215,7 @@ func (s *Swarm) Add() (string, time.Time, error) {
 		if attempt == 2 {
 			return name, began, fmt.Errorf("add node %s: %w", name, err)
 		}
-		s.logger.Warn("join failed, trying another seed", "node", name, "seed", seed, "err", err)
+		s.progress.Warn("join failed, trying another seed", "node", name, "seed", seed, "err", err)
 		other, ok := s.RandomLive(name)
 		if !ok {
 			return name, began, fmt.Errorf("add node %s: %w", name, err)
@@ -298,7 +306,11 @@ func (s *Swarm) Grow(ctx context.Context, n int, every, timeout time.Duration) (
 		err := s.converged()
 		if err != nil && time.Since(lastLog) > 5*time.Second {
 			lastLog = time.Now()
-			s.logger.Info("still forming", "after", time.Since(start).Round(time.Millisecond), "waiting_for", err)
+			s.mu.Lock()
+			fps := len(s.fps)
+			s.mu.Unlock()
+			s.progress.Info("still forming", "after", time.Since(start).Round(time.Millisecond), "waiting_for", err,
+				"false_positives", fps, "handoff_drops", s.HandoffDrops())
 		}
 		return err
 	})

@@ -318,7 +318,7 @@ func measure(ctx context.Context, o options, dilation bench.Dilation, cs []bench
 	}
 	key := make([]byte, 32)
 	rand.Read(key)
-	base := bench.SwarmConfig{ClusterName: "bench", Key: key, Seed: uint64(time.Now().UnixNano()), Logger: logger.With("component", "node"), SplitKinds: o.splitKinds}
+	base := bench.SwarmConfig{ClusterName: "bench", Key: key, Seed: uint64(time.Now().UnixNano()), Logger: logger.With("component", "node"), Progress: logger, SplitKinds: o.splitKinds}
 	if !o.verbose {
 		base.Logger = nil
 	}
