@@ -85,6 +85,7 @@ func (b backend) GossipStats() api.GossipStats {
 		BytesSent:        s.BytesSent,
 		BytesReceived:    s.BytesReceived,
 		EventsDropped:    s.DroppedEvents,
+		MessagesDropped:  s.HandoffDrops,
 
 		VerdictsOverruled:     s.Overrules,
 		ReadvertisementsAsked: s.Readvertisements,

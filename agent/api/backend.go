@@ -15,6 +15,9 @@ type GossipStats struct {
 	// EventsDropped counts events that subscribers (event streams, hooks)
 	// were too slow to take.
 	EventsDropped uint64
+	// MessagesDropped counts received gossip messages memberlist dropped
+	// because its handler queue was full: the agent could not keep up.
+	MessagesDropped uint64
 	// VerdictsOverruled counts memberlist failure verdicts on peers that
 	// this agent set aside because the peer's heartbeat outlived the
 	// suspicion; ReadvertisementsAsked counts peers' requests that this

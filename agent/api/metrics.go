@@ -61,6 +61,8 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	p.sample("rpi_gossip_bytes_total", float64(stats.BytesReceived), "direction", "received")
 	p.family("rpi_events_dropped_total", "counter", "Membership events that event streams and hooks were too slow to take.")
 	p.sample("rpi_events_dropped_total", float64(stats.EventsDropped))
+	p.family("rpi_gossip_messages_dropped_total", "counter", "Received gossip messages dropped because memberlist's handler queue was full: this agent could not keep up, and counts each such round as late.")
+	p.sample("rpi_gossip_messages_dropped_total", float64(stats.MessagesDropped))
 	p.family("rpi_verdicts_overruled_total", "counter", "Failure verdicts on peers set aside because the peer's heartbeat arrived after it was suspected.")
 	p.sample("rpi_verdicts_overruled_total", float64(stats.VerdictsOverruled))
 	p.family("rpi_readvertisements_total", "counter", "Times a peer holding this agent failed asked it to re-advertise itself.")
@@ -71,7 +73,7 @@ func (s *Server) metrics(w http.ResponseWriter, _ *http.Request) {
 	p.sample("rpi_watcher_verdicts_total", float64(stats.WatcherVerdicts))
 	p.family("rpi_detector_health_score", "gauge", "This agent's score of its own lateness, 0 (healthy) to 8; above 0 it issues no silence verdicts and widens its windows by 1+score.")
 	p.sample("rpi_detector_health_score", float64(stats.HealthScore))
-	p.family("rpi_detector_late_rounds_total", "counter", "Heartbeat rounds of this agent that ran late, by cause: its timer fired late, judging and sending took too long, or received packets waited too long.")
+	p.family("rpi_detector_late_rounds_total", "counter", "Heartbeat rounds of this agent that ran late, by cause: its timer fired late, judging and sending took too long, or received packets waited too long or were dropped.")
 	for _, cause := range slices.Sorted(maps.Keys(stats.LateRounds)) {
 		p.sample("rpi_detector_late_rounds_total", float64(stats.LateRounds[cause]), "cause", cause)
 	}

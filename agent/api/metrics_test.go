@@ -244,7 +244,7 @@ func TestMetrics(t *testing.T) {
 	nodes[1].Name = weird
 	nodes[3].Phi = math.Inf(1) // certainly failed
 	ts, f, _ := testServer(t, "", nodes...)
-	f.stats = GossipStats{MessagesSent: 1200, MessagesReceived: 1100, BytesSent: 98765, BytesReceived: 87654, EventsDropped: 7, VerdictsOverruled: 3, ReadvertisementsAsked: 2, SilenceVerdicts: 4, WatcherVerdicts: 5}
+	f.stats = GossipStats{MessagesSent: 1200, MessagesReceived: 1100, BytesSent: 98765, BytesReceived: 87654, EventsDropped: 7, MessagesDropped: 11, VerdictsOverruled: 3, ReadvertisementsAsked: 2, SilenceVerdicts: 4, WatcherVerdicts: 5}
 	f.stats.HealthScore = 2
 	f.stats.LateRounds = map[string]uint64{"timer": 3, "send": 1, "receive": 0}
 	f.stats.VerdictsSuppressed = 4
@@ -267,6 +267,7 @@ func TestMetrics(t *testing.T) {
 		{"rpi_gossip_bytes_total", []string{"direction", "sent"}, 98765},
 		{"rpi_gossip_bytes_total", []string{"direction", "received"}, 87654},
 		{"rpi_events_dropped_total", nil, 7},
+		{"rpi_gossip_messages_dropped_total", nil, 11},
 		{"rpi_verdicts_overruled_total", nil, 3},
 		{"rpi_readvertisements_total", nil, 2},
 		{"rpi_silence_verdicts_total", nil, 4},

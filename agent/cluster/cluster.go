@@ -633,6 +633,7 @@ func (c *Cluster) heartbeatLoop() {
 	var targets []detector.Target
 	var gen uint64
 	var accused []string
+	var dropsSeen uint64 // handoffDrops as of the last round
 	for {
 		select {
 		case <-c.shutdownCh:
@@ -640,12 +641,15 @@ func (c *Cluster) heartbeatLoop() {
 		case <-timer.C:
 		}
 		now := time.Now()
+		drops := c.handoffDrops.Load()
 		c.det.Round(detector.Round{
 			Slip:    now.Sub(due),
 			Send:    sent,
 			Backlog: c.transport.TakeBacklog(),
+			Dropped: drops - dropsSeen,
 			Slack:   detector.RoundSlack(timing, interval),
 		})
+		dropsSeen = drops
 		c.mu.Lock()
 		if c.leaving {
 			c.mu.Unlock()

@@ -18,7 +18,8 @@ import (
 // Each heartbeat round the node compares three figures with the round's
 // slack (see Observe): how late its timer fired, how long the round took
 // to plan and send, and how long the heartbeats it received last waited
-// before memberlist took them. Any of them past the slack raises the
+// before memberlist took them; a round in which memberlist dropped a
+// received message, its handler queue full, is late as well. Any of them past the slack raises the
 // score by one, up to MaxScore; DefaultCalmRounds rounds in a row on time
 // lower it by one, so a node recovers only after it has been on time for
 // a while (hysteresis: a node stalled again and again stays degraded).
@@ -83,6 +84,11 @@ type Round struct {
 	// Backlog is the longest a received packet waited before memberlist
 	// took it, since the last round.
 	Backlog time.Duration
+	// Dropped counts the received messages memberlist dropped since the
+	// last round because its handler queue was full: any at all makes the
+	// round late (CauseReceive), since a dropped heartbeat is silence
+	// that this node made itself.
+	Dropped uint64
 	// Slack is how late any of them may be before the round counts as
 	// late: it comes from the profile's intervals (see the caller).
 	Slack time.Duration
@@ -119,7 +125,7 @@ func NewHealth(calmRounds int) *Health {
 func (h *Health) Observe(r Round) int {
 	late := false
 	for c, d := range [numCauses]time.Duration{CauseTimer: r.Slip, CauseSend: r.Send, CauseReceive: r.Backlog} {
-		if r.Slack > 0 && d > r.Slack {
+		if r.Slack > 0 && (d > r.Slack || Cause(c) == CauseReceive && r.Dropped > 0) {
 			h.late[c].Add(1)
 			late = true
 		}

@@ -12,6 +12,7 @@ func TestHealthScore(t *testing.T) {
 		"timer":   {Slip: slack + 1, Slack: slack},
 		"send":    {Send: 2 * slack, Slack: slack},
 		"receive": {Backlog: 3 * slack, Slack: slack},
+		"dropped": {Dropped: 1, Slack: slack},
 	}
 	tests := []struct {
 		name   string
@@ -23,6 +24,7 @@ func TestHealthScore(t *testing.T) {
 		{"a late timer degrades", []Round{late["timer"]}, 1},
 		{"a slow send degrades", []Round{late["send"]}, 1},
 		{"a receive backlog degrades", []Round{late["receive"]}, 1},
+		{"a received message dropped degrades", []Round{late["dropped"]}, 1},
 		{"one late round counts once whatever its causes", []Round{{Slip: 2 * slack, Send: 2 * slack, Backlog: 2 * slack, Slack: slack}}, 1},
 		{"late rounds add up", []Round{late["timer"], late["send"], late["receive"]}, 3},
 		{"the score is capped", repeat(late["timer"], MaxScore+5), MaxScore},
@@ -78,28 +80,29 @@ func TestHealthStats(t *testing.T) {
 		h.Observe(Round{Slip: slip, Slack: slack})
 	}
 	h.Observe(Round{Backlog: 2 * slack, Slack: slack})
+	h.Observe(Round{Dropped: 3, Slack: slack})
 	h.Suppressed()
 	h.Suppressed()
 	s := h.Stats()
-	if s.Score != 3 {
-		t.Errorf("score %d, want 3", s.Score)
+	if s.Score != 4 {
+		t.Errorf("score %d, want 4", s.Score)
 	}
-	if s.LateRounds["timer"] != 2 || s.LateRounds["receive"] != 1 || s.LateRounds["send"] != 0 {
-		t.Errorf("late rounds %v, want timer 2, receive 1, send 0", s.LateRounds)
+	if s.LateRounds["timer"] != 2 || s.LateRounds["receive"] != 2 || s.LateRounds["send"] != 0 {
+		t.Errorf("late rounds %v, want timer 2, receive 2, send 0", s.LateRounds)
 	}
 	if s.Suppressed != 2 {
 		t.Errorf("suppressed %d, want 2", s.Suppressed)
 	}
-	// Buckets 0.125 0.25 0.5 1 2 4 8 16 (cumulative); six rounds, the
-	// sixth with no slip.
-	want := []uint64{2, 2, 3, 4, 5, 5, 5, 5}
+	// Buckets 0.125 0.25 0.5 1 2 4 8 16 (cumulative); seven rounds, the
+	// last two with no slip.
+	want := []uint64{3, 3, 4, 5, 6, 6, 6, 6}
 	for i, w := range want {
 		if s.SlipBuckets[i] != w {
 			t.Errorf("bucket le=%v: %d, want %d (all %v)", SlipBuckets()[i], s.SlipBuckets[i], w, s.SlipBuckets)
 		}
 	}
-	if s.SlipCount != 6 || s.SlipSum != 103.5 {
-		t.Errorf("count %d sum %v, want 6 and 103.5", s.SlipCount, s.SlipSum)
+	if s.SlipCount != 7 || s.SlipSum != 103.5 {
+		t.Errorf("count %d sum %v, want 7 and 103.5", s.SlipCount, s.SlipSum)
 	}
 	if s.MaxSlip != 100*slack {
 		t.Errorf("max slip %v", s.MaxSlip)
