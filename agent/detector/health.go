@@ -19,10 +19,11 @@ import (
 // slack (see Observe): how late its timer fired, how long the round took
 // to plan and send, and how long the heartbeats it received last waited
 // before memberlist took them; a round in which memberlist dropped a
-// received message, its handler queue full, is late as well. Any of them past the slack raises the
-// score by one, up to MaxScore; DefaultCalmRounds rounds in a row on time
-// lower it by one, so a node recovers only after it has been on time for
-// a while (hysteresis: a node stalled again and again stays degraded).
+// received message, its handler queue full, is late as well. Any of them
+// past the slack raises the score by one, up to MaxScore;
+// DefaultCalmRounds rounds in a row on time lower it by one, so a node
+// recovers only after it has been on time for a while (hysteresis: a node
+// stalled again and again stays degraded).
 //
 // While the score is above zero the node is degraded: it issues no
 // silence verdicts and no silence reports, and widens its windows by
