@@ -2,10 +2,14 @@ package cluster
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/rpi-cluster/rpi-cluster/internal/testutil"
 )
 
 // memberlist's lines about suspicions reach an info-level log; the rest
@@ -55,4 +59,39 @@ func TestMemberlistLogCountsDroppedMessages(t *testing.T) {
 	if n := dropped.Load(); n != 2 {
 		t.Fatalf("counted %d dropped messages, want 2", n)
 	}
+}
+
+// A node whose packet handler cannot keep up has memberlist drop what it
+// receives; the drops are counted and make the node's next round late.
+func TestMemberlistDropsAreCountedAndDegrade(t *testing.T) {
+	a := startNode(t, "dr1", "127.0.1.231")
+	b := startNode(t, "dr2", "127.0.1.232")
+	formCluster(t, a, b)
+	// While a's member lock is held its handler stalls on the first
+	// heartbeat, and the rest fill memberlist's queue (1,024 deep): send
+	// until memberlist drops some (the kernel may drop some first), then
+	// let go of the lock before anything can fail.
+	msg := encodeHeartbeat("dr2", addr(b), 1, time.Second)
+	to := memberNode("dr1", "127.0.1.231", int(a.ml.Load().LocalNode().Port))
+	deadline := time.Now().Add(waitTimeout)
+	a.mu.Lock()
+	var err error
+	for a.handoffDrops.Load() == 0 && err == nil && time.Now().Before(deadline) {
+		err = b.ml.Load().SendBestEffort(to, msg)
+	}
+	dropped := a.handoffDrops.Load()
+	a.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dropped == 0 {
+		t.Fatalf("memberlist dropped nothing in %v with its handler stalled", waitTimeout)
+	}
+	testutil.WaitFor(t, waitTimeout, func() error {
+		s := a.Stats()
+		if s.HandoffDrops == 0 || s.Health.LateRounds["receive"] == 0 {
+			return fmt.Errorf("%d messages dropped, %d rounds late on receive: want both counted", s.HandoffDrops, s.Health.LateRounds["receive"])
+		}
+		return nil
+	})
 }
