@@ -80,8 +80,8 @@ const (
 
 // RunScale measures one contender at one size: formation, bandwidth idle and
 // with monitoring updates, join convergence and failure detection.
-func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig, logger *slog.Logger) ScaleResult {
-	res := ScaleResult{Contender: c.Label, N: plan.N, Dilation: conf.Dilation, Warmup: plan.Warmup}
+func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig, logger *slog.Logger) (res ScaleResult) {
+	res = ScaleResult{Contender: c.Label, N: plan.N, Dilation: conf.Dilation, Warmup: plan.Warmup}
 	conf.Profile = c.Profile
 	sw, err := NewSwarm(conf)
 	if err != nil {
@@ -100,7 +100,13 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 		dropsBefore = d
 		sw.SetPhase(next)
 	}
-	defer phase("")
+	defer func() {
+		phase("")
+		// On every path, a formation that failed included: its false
+		// positives are what explains it.
+		res.FalsePositives = sw.FalsePositives()
+		res.Overruled = sw.Overrules()
+	}()
 	sw.SetPhase(PhaseFormation)
 	res.Formation, err = sw.Grow(ctx, plan.N, plan.GrowEvery, formationTimeout(conf.Profile, plan.N))
 	if err != nil {
@@ -167,15 +173,13 @@ func RunScale(ctx context.Context, c Contender, plan ScalePlan, conf SwarmConfig
 		}
 		log.Debug("trial", "i", i+1, "join", res.Join[len(res.Join)-1], "detect", res.Detect[len(res.Detect)-1])
 	}
-	res.FalsePositives = sw.FalsePositives()
-	res.Overruled = sw.Overrules()
 	if err := sw.checkEvents(); err != nil && res.Err == nil {
 		res.Err = err
 	}
 	if res.Err != nil {
 		log.Error("scale run failed", "err", res.Err)
 	}
-	log.Info("trials done", "joins", len(res.Join), "detections", len(res.Detect), "false_positives", len(res.FalsePositives), "overruled", res.Overruled)
+	log.Info("trials done", "joins", len(res.Join), "detections", len(res.Detect), "false_positives", len(sw.FalsePositives()), "overruled", sw.Overrules())
 	return res
 }
 

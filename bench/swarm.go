@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -306,11 +309,8 @@ func (s *Swarm) Grow(ctx context.Context, n int, every, timeout time.Duration) (
 		err := s.converged()
 		if err != nil && time.Since(lastLog) > 5*time.Second {
 			lastLog = time.Now()
-			s.mu.Lock()
-			fps := len(s.fps)
-			s.mu.Unlock()
 			s.progress.Info("still forming", "after", time.Since(start).Round(time.Millisecond), "waiting_for", err,
-				"false_positives", fps, "handoff_drops", s.HandoffDrops())
+				"false_positives", s.falsePositivesByCause(), "handoff_drops", s.HandoffDrops())
 		}
 		return err
 	})
@@ -520,6 +520,22 @@ func (s *Swarm) SetPhase(phase string) {
 	s.mu.Lock()
 	s.phase = phase
 	s.mu.Unlock()
+}
+
+// falsePositivesByCause counts the false positives so far by cause, for
+// the progress log.
+func (s *Swarm) falsePositivesByCause() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := map[cluster.Cause]int{}
+	for _, f := range s.fps {
+		n[f.Cause]++
+	}
+	var parts []string
+	for _, c := range slices.Sorted(maps.Keys(n)) {
+		parts = append(parts, fmt.Sprintf("%s:%d", c, n[c]))
+	}
+	return strings.Join(parts, " ")
 }
 
 // Phase returns what the run does now (SetPhase).
