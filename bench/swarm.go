@@ -424,6 +424,7 @@ func (s *Swarm) Kill(name string) (time.Time, []string, error) {
 	st := n.c.Stats()
 	s.gone.DroppedEvents += st.DroppedEvents
 	s.gone.Overrules += st.Overrules
+	s.gone.HandoffDrops += st.HandoffDrops
 	s.mu.Unlock()
 	return at, survivors, nil
 }

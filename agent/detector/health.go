@@ -125,10 +125,16 @@ func NewHealth(calmRounds int) *Health {
 // Observe takes one round's measurements and returns the new score.
 func (h *Health) Observe(r Round) int {
 	late := false
-	for c, d := range [numCauses]time.Duration{CauseTimer: r.Slip, CauseSend: r.Send, CauseReceive: r.Backlog} {
-		if r.Slack > 0 && (d > r.Slack || Cause(c) == CauseReceive && r.Dropped > 0) {
-			h.late[c].Add(1)
-			late = true
+	if r.Slack > 0 {
+		for c, l := range [numCauses]bool{
+			CauseTimer:   r.Slip > r.Slack,
+			CauseSend:    r.Send > r.Slack,
+			CauseReceive: r.Backlog > r.Slack || r.Dropped > 0,
+		} {
+			if l {
+				h.late[c].Add(1)
+				late = true
+			}
 		}
 	}
 	h.recordSlip(r.Slip, r.Slack)
