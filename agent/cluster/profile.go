@@ -102,35 +102,34 @@ type Profile struct {
 var profiles = map[string]Profile{
 	// lan: Pis on one switched Ethernet or Wi-Fi segment, tuned with
 	// rpi-bench against memberlist's DefaultLANConfig, which Serf and
-	// Consul ship (the figures are in docs/PERFORMANCE.md). A probe every
-	// 200 ms and a suspicion window of 11·log10(N)·200 ms: a Pi stalled for
-	// 2 s (an SD-card write, a CPU hog) refutes before it runs out, with
-	// room for the refutation to spread. Up to 10 nodes memberlist cannot
-	// expect the 9 confirmations (SuspicionMult-2) Lifeguard asks for, so
-	// the window is fixed; in larger clusters it starts at 3 times that and
-	// shrinks as peers confirm, which a dead node's many probers do quickly
-	// while a node that is merely slow gets longer to refute. The 100 ms
-	// probe timeout only starts the indirect probes early; a direct ack
-	// still counts until the probe interval ends, which covers Wi-Fi round
-	// trips. Heartbeats: 1 s rounds of at most 8 peers (phi crosses 8 about
-	// 3.5 s after the last one). Up to 12 nodes every peer gets one every
-	// 50 ms and a peer silent for 2.35 s with a witness is failed at once
-	// (agent/detector): a 2 s stall plus five heartbeats lost in a row is
-	// survived. Beyond 12 each node also heartbeats its two watchers every
-	// 200 ms (agent/detector), which fail it after 3.2 s: a 2 s stall plus six
-	// lost in a row. The fast heartbeats cost about ten times the
-	// bandwidth of slow rounds at 10 nodes: nothing on Ethernet, but on a
-	// busy Wi-Fi memberlist-lan, which has none of them, is the better
-	// choice.
+	// Consul ship (the figures are in docs/PERFORMANCE.md). Failures are
+	// detected by heartbeats (agent/detector): up to 12 nodes every peer
+	// gets one every 50 ms and a peer silent for 2.35 s with a witness is
+	// failed at once, so a 2 s stall (an SD-card write, a CPU hog) plus
+	// five heartbeats lost in a row is survived; beyond 12 each node also
+	// heartbeats its two watchers every 200 ms, which fail it after 3.2 s
+	// (a 2 s stall plus six lost in a row). Besides, 1 s rounds of at most
+	// 8 peers feed phi (it crosses 8 about 3.5 s after the last one).
+	// memberlist's SWIM keeps DefaultLANConfig's probe and suspicion
+	// timings: with the heartbeats ahead of it at every size it is the
+	// backstop (both watchers gone with the node, or a degraded observer),
+	// and a backstop that hurries accuses live nodes whenever a process is
+	// starved of CPU: lan's earlier 200 ms probes and 11·log10(N)·200 ms
+	// suspicion did, at scale, where these timings do not (the figures are
+	// in docs/PERFORMANCE.md). Gossip runs every 100 ms, twice
+	// DefaultLANConfig's rate, so joins and records spread in half the
+	// time. The fast heartbeats cost about ten times the bandwidth of slow
+	// rounds at 10 nodes: nothing on Ethernet, but on a busy Wi-Fi
+	// memberlist-lan, which has none of them, is the better choice.
 	"lan": {
 		Name:                    "lan",
-		ProbeInterval:           200 * time.Millisecond,
-		ProbeTimeout:            100 * time.Millisecond,
+		ProbeInterval:           time.Second,
+		ProbeTimeout:            500 * time.Millisecond,
 		GossipInterval:          100 * time.Millisecond,
 		PushPullInterval:        30 * time.Second,
 		TCPTimeout:              10 * time.Second,
-		SuspicionMult:           11,
-		SuspicionMaxTimeoutMult: 3,
+		SuspicionMult:           4,
+		SuspicionMaxTimeoutMult: 6,
 		RetransmitMult:          4,
 		IndirectChecks:          3,
 		GossipNodes:             3,

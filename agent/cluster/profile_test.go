@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/binary"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -145,5 +146,28 @@ func TestCodecRoundTripAndLimits(t *testing.T) {
 	*c.Monitoring.TempC = 0
 	if r.Services[0] != "web" || *r.Monitoring.TempC != 48.5 {
 		t.Error("Clone shares memory with the original")
+	}
+}
+
+// In lan the heartbeats decide first at every size: memberlist's shortest
+// suspicion (its suspicionTimeout: SuspicionMult·max(1, log10 N) probe
+// intervals, reached once enough peers confirm) outlasts the detector's
+// verdict, a silence verdict up to FastHeartbeatPeers+1 nodes and a
+// watcher's beyond. SWIM is the backstop, so a starved process's late
+// acks do not turn into memberlist verdicts on live nodes before the
+// heartbeats, which local health discounts, have had their say.
+func TestLanHeartbeatsDecideBeforeSWIM(t *testing.T) {
+	p, _ := ProfileByName("lan")
+	for n := 3; n <= 5000; n++ {
+		scale := max(1, math.Log10(float64(n)))
+		swim := time.Duration(float64(p.SuspicionMult) * scale * float64(p.ProbeInterval))
+		heartbeats, by := p.WatchSilenceTimeout, "a watcher's"
+		if n-1 <= p.FastHeartbeatPeers {
+			heartbeats, by = p.SilenceTimeout, "a silence"
+		}
+		if swim <= heartbeats {
+			t.Fatalf("at N = %d memberlist's shortest suspicion (%v) ends before %s verdict (%v): SWIM, the backstop, would judge live nodes first whenever acks are late",
+				n, swim.Round(time.Millisecond), by, heartbeats)
+		}
 	}
 }
