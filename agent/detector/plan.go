@@ -62,7 +62,18 @@ func (r *Plan) Next(t Timing, self string, peers []Target, gen uint64, accused [
 	to := func(hp Target, period time.Duration) Send {
 		return Send{Name: hp.Name, Addr: hp.Addr, Port: hp.Port, Period: period}
 	}
-	if FastHeartbeats(t, n) {
+	// Fast rounds go by the peers alive here, as this node's own silence
+	// judgement does (Judge's fast): a peer failed here on silence still
+	// gets heartbeats, but until memberlist confirms (seconds later) it must
+	// not push a cluster at the limit into watch rounds, whose silence
+	// timeout is longer.
+	alive := 0
+	for _, hp := range peers {
+		if hp.Alive {
+			alive++
+		}
+	}
+	if FastHeartbeats(t, alive) {
 		r.fastAt = now
 		r.setWatchers(nil, now, 0)
 		r.ring = nil

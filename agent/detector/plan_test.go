@@ -283,3 +283,29 @@ func BenchmarkRoundPlan(b *testing.B) {
 		}
 	}
 }
+
+// A cluster at the fast-round limit in which a peer was just failed on
+// silence stays in fast rounds: the failed peer still gets heartbeats, but
+// counts as gone, as it does for this node's own judgement. Counted as a
+// peer, it pushed every node into watch rounds until memberlist confirmed
+// the failure, so a second death in that window took the watchers' longer
+// timeout.
+func TestRoundPlanCountsOnlyAlivePeersForFastRounds(t *testing.T) {
+	timing := lan()
+	var peers []Target
+	for i := range timing.FastHeartbeatPeers {
+		peers = append(peers, Target{Key: HeartbeatKey("self", fmt.Sprintf("pi%02d", i)), Name: fmt.Sprintf("pi%02d", i), Alive: true})
+	}
+	peers = append(peers, Target{Key: HeartbeatKey("self", "gone"), Name: "gone"}) // failed here on silence
+	var r Plan
+	sends, _, interval := r.Next(timing, "self", peers, 1, nil, time.Unix(1000, 0))
+	if interval != timing.FastHeartbeatInterval || len(sends) != len(peers) {
+		t.Fatalf("%d alive peers and one failed on silence: a round of %d heartbeats, next in %v; want fast rounds (%v) to all %d",
+			timing.FastHeartbeatPeers, len(sends), interval, timing.FastHeartbeatInterval, len(peers))
+	}
+	for _, s := range sends {
+		if s.Period != timing.FastHeartbeatInterval {
+			t.Fatalf("%s told period %v, want %v", s.Name, s.Period, timing.FastHeartbeatInterval)
+		}
+	}
+}
