@@ -609,7 +609,7 @@ func (r *Report) writeWrongVerdicts(b *strings.Builder) {
 // writeWrongVerdicts).
 func verdictOrigin(f FalsePositive) string {
 	switch f.Cause {
-	case cluster.CauseWatcher:
+	case cluster.CauseWatcher, cluster.CausePeer:
 		return f.Subject + " by " + f.By
 	case cluster.CauseSilence:
 		return f.Subject + " on " + f.Observer

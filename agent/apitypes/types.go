@@ -108,7 +108,9 @@ type Event struct {
 	// (memberlist's verdict, held back while the node's heartbeats
 	// outlived the suspicion, then upheld), "silence" (the answering agent
 	// stopped hearing the node's heartbeats, and a witness, By, did too),
-	// "watcher" (one of the node's watchers, By, did) or "move" (the node
+	// "watcher" (one of the node's watchers, By, did), "peer" (in a cluster
+	// small enough for silence verdicts, another node, By, did and told
+	// this one, which had not yet) or "move" (the node
 	// announced a new address and never showed up there).
 	Cause string `json:"cause,omitempty"`
 	By    string `json:"by,omitempty"`

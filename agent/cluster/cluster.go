@@ -86,6 +86,10 @@ const (
 	// CauseWatcher: one of the node's watchers (By) found it silent and
 	// told every peer.
 	CauseWatcher Cause = "watcher"
+	// CausePeer: in a cluster small enough for silence verdicts, another
+	// node (By) failed it on silence and told every peer; this node had not
+	// reached its own verdict (it was degraded, or had no witness yet).
+	CausePeer Cause = "peer"
 	// CauseMove: the node announced a move and never showed up at its new
 	// address.
 	CauseMove Cause = "move"

@@ -157,9 +157,11 @@ func (t *lagTransport) Shutdown() error {
 	return t.NetTransport.Shutdown()
 }
 
-// A node whose received packets wait knows it is late and holds back its
-// silence verdicts, counting them, while its healthy peers fail a dead
-// node on silence as before.
+// A node whose received packets wait knows it is late and reaches no
+// silence verdict of its own, while its healthy peers fail a dead node on
+// silence as before and tell it: it takes their verdict (cause peer) at
+// once instead of lagging the cluster until it recovers or memberlist
+// decides (3 s in silenceProfile).
 func TestLaggingNodeHoldsItsVerdicts(t *testing.T) {
 	lt := newLagTransport(t, "127.0.1.204", 4*silenceTimeout(t)/detector.MinSilenceRounds)
 	lagging := startNode(t, "lg1", "127.0.1.204", silenceProfile, func(c *Config) { c.Transport = lt })
@@ -180,20 +182,32 @@ func TestLaggingNodeHoldsItsVerdicts(t *testing.T) {
 		t.Errorf("lg1's late rounds %v: none for its receive backlog", s)
 	}
 
+	events := collect(lagging)
 	victim.Shutdown()
-	testutil.WaitFor(t, waitTimeout, expect([]*Cluster{b, c}, "lg4", status(StatusFailed)))
-	testutil.WaitFor(t, waitTimeout, func() error {
-		if n := lagging.Stats().Health.Suppressed; n == 0 {
-			return fmt.Errorf("lg1 has held back no silence verdict")
-		}
-		return nil
-	})
+	testutil.WaitFor(t, waitTimeout, expect([]*Cluster{lagging, b, c}, "lg4", status(StatusFailed)))
 	if n := lagging.Stats().SilenceVerdicts; n != 0 {
 		t.Errorf("lg1, degraded, reached %d silence verdicts", n)
 	}
-	for _, o := range []*Cluster{b, c} {
-		if n := o.Stats().SilenceVerdicts; n != 1 {
-			t.Errorf("%s: %d silence verdicts, want 1", o.conf.NodeName, n)
+	testutil.WaitFor(t, waitTimeout, func() error {
+		cause, by, err := events.failCause("lg4")
+		if err != nil {
+			return err
 		}
+		if cause != CausePeer || (by != "lg2" && by != "lg3") {
+			t.Fatalf("lg1 failed lg4 with cause %q by %q, want a healthy peer's verdict (cause %q by lg2 or lg3)", cause, by, CausePeer)
+		}
+		return nil
+	})
+	// b and c each reach the verdict, or one takes the other's.
+	own := uint64(0)
+	for _, o := range []*Cluster{b, c} {
+		st := o.Stats()
+		own += st.SilenceVerdicts
+		if n := st.SilenceVerdicts + st.WatcherVerdicts; n != 1 {
+			t.Errorf("%s: %d silence verdicts and %d taken from peers, want 1 in all", o.conf.NodeName, st.SilenceVerdicts, st.WatcherVerdicts)
+		}
+	}
+	if own == 0 {
+		t.Errorf("neither healthy observer reached a silence verdict of its own")
 	}
 }

@@ -123,8 +123,8 @@ const (
 	// msgSilent names the peers whose heartbeats the sender has missed
 	// for a while: it witnesses their silence (see agent/detector).
 	msgSilent byte = 9
-	// msgVerdict names a peer the sender, one of its watchers, has failed
-	// on silence (see agent/detector).
+	// msgVerdict names a peer the sender has failed on silence: as one of
+	// its watchers, or in a small cluster (see agent/detector).
 	msgVerdict byte = 10
 	// msgMove is a leaveIntent naming the node's new address, sent before
 	// it moves there (see move.go).

@@ -7,14 +7,17 @@ import (
 )
 
 // Watched heartbeats (agent/detector: Plan picks each node's watchers on
-// the watch ring) carry silence verdicts past FastHeartbeatPeers. A
-// watcher that fails a node tells every peer (msgVerdict); each takes the
-// verdict unless it heard from the node itself within half the timeout. A
-// node that hears of a verdict about itself is alive, and heartbeats every
-// peer at once: each takes it back as soon as that heartbeat arrives.
+// the watch ring) carry silence verdicts past FastHeartbeatPeers. A node
+// that fails a peer on silence, a watcher or in a small cluster any peer,
+// tells every peer (msgVerdict); each takes the verdict unless it heard
+// from the node itself within half the watch timeout, so a node that is
+// degraded or has no witness yet does not lag behind the others. A node
+// that hears of a verdict about itself is alive, and heartbeats every peer
+// at once: each takes it back as soon as that heartbeat arrives.
 
-// handleVerdict takes a watcher's verdict that name is failed. A verdict
-// about this node is refuted with a heartbeat to every peer.
+// handleVerdict takes a peer's verdict that name is failed: a watcher's,
+// or in a small cluster (the node heartbeats this one fast) any peer's. A
+// verdict about this node is refuted with a heartbeat to every peer.
 func (c *Cluster) handleVerdict(from, name string, now time.Time) {
 	if name == c.conf.NodeName {
 		c.refute(from, now)
@@ -26,17 +29,21 @@ func (c *Cluster) handleVerdict(from, name string, now time.Time) {
 		c.mu.Unlock()
 		return
 	}
+	cause := CauseWatcher
+	if fast := c.conf.Profile.FastHeartbeatInterval; fast > 0 && p.live.Period() <= fast {
+		cause = CausePeer // judged on fast heartbeats: a small cluster's
+	}
 	switch outcome, heard := c.det.WatcherVerdict(&p.live, now); outcome {
 	case detector.VerdictRefused:
 		c.mu.Unlock()
-		c.logger.Info("a watcher failed a node this node still hears; keeping it alive",
-			"peer", name, "watcher", from, "last_heartbeat", heard.Round(time.Millisecond))
+		c.logger.Info("a peer failed a node this node still hears; keeping it alive",
+			"peer", name, "by", from, "cause", cause, "last_heartbeat", heard.Round(time.Millisecond))
 	case detector.VerdictTaken:
 		c.watcherVerdicts.Add(1)
 		c.recountLocked()
-		ev := c.goneEventLocked(name, p, now, CauseWatcher, from)
+		ev := c.goneEventLocked(name, p, now, cause, from)
 		c.mu.Unlock()
-		c.logger.Info("a watcher failed a node on silence; failing it ahead of memberlist", "peer", name, "watcher", from)
+		c.logger.Info("a peer failed a node on silence; failing it ahead of memberlist", "peer", name, "by", from, "cause", cause)
 		c.reportGone(ev)
 	default:
 		c.mu.Unlock()
@@ -61,7 +68,7 @@ func (c *Cluster) refute(from string, now time.Time) {
 	}
 	c.mu.Unlock()
 	c.logger.Warn("a peer failed this node on silence; heartbeating every peer so that they take it back",
-		"watcher", from, "peers", len(sends))
+		"by", from, "peers", len(sends))
 	c.sendHeartbeats(sends)
 }
 
@@ -76,12 +83,9 @@ func (c *Cluster) sendHeartbeats(sends []detector.Send) {
 }
 
 // sendVerdicts tells every peer heartbeated (targets), the subject
-// included, about the verdicts reached on watch heartbeats.
+// included, about the round's verdicts.
 func (c *Cluster) sendVerdicts(verdicts []detector.Verdict, targets []detector.Target) {
 	for _, v := range verdicts {
-		if !v.Watched {
-			continue
-		}
 		msg := encodeNames(msgVerdict, c.conf.NodeName, []string{v.Name})
 		for _, hp := range targets {
 			if err := c.ml.Load().SendBestEffort(memberNode(hp.Name, hp.Addr, hp.Port), msg); err != nil {

@@ -269,21 +269,36 @@ type WatcherOutcome int
 const (
 	// VerdictIgnored: p is not alive here, or is leaving.
 	VerdictIgnored WatcherOutcome = iota
-	// VerdictRefused: this node heard p within half the watch silence
-	// timeout: it stays alive.
+	// VerdictRefused: this node heard p within half the longer silence
+	// timeout (RefuseWithin): it stays alive.
 	VerdictRefused
-	// VerdictTaken: p is failed on the watcher's word: publish a failure.
+	// VerdictTaken: p is failed on the other node's word: publish a
+	// failure.
 	VerdictTaken
 )
 
-// WatcherVerdict takes a watcher's verdict, at now, that p is failed. It
-// returns how long ago p was last heard.
+// RefuseWithin is how recently this node must have heard a peer to keep
+// it alive against another node's verdict: half the longer of the silence
+// and watch silence timeouts, the time in which a live node that reaches
+// this node has surely been heard.
+func (t Timing) RefuseWithin() time.Duration {
+	return max(t.SilenceTimeout, t.WatchSilenceTimeout) / 2
+}
+
+// WatcherVerdict takes another node's verdict, at now, that p is failed
+// on silence: a watcher's, or in a small cluster any peer's. It returns
+// how long ago p was last heard (memberlist's report that p is alive
+// counts, as in Silence).
 func (d *Detector) WatcherVerdict(p *Peer, now time.Time) (WatcherOutcome, time.Duration) {
 	if !p.state.IsAlive() || p.leaving {
 		return VerdictIgnored, 0
 	}
-	heard := now.Sub(p.heardAt)
-	if heard < d.t.WatchSilenceTimeout/2 {
+	last := p.heardAt
+	if p.since.After(last) {
+		last = p.since
+	}
+	heard := now.Sub(last)
+	if heard < d.t.RefuseWithin() {
 		return VerdictRefused, heard
 	}
 	p.failOnSilence(now)
@@ -334,8 +349,8 @@ type Verdict struct {
 	// found it silent too.
 	Silent  time.Duration
 	Witness string
-	// Watched is set when it was judged on watch heartbeats: the verdict
-	// must be told to every peer.
+	// Watched is set when it was judged on watch heartbeats. Every verdict
+	// is told to every peer.
 	Watched bool
 }
 

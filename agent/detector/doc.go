@@ -41,6 +41,13 @@
 // and the others hear everyone. memberlist decides for them, and in a
 // cluster of two.
 //
+// A node that reaches a verdict tells every peer, as a watcher does (see
+// below). A peer that has not reached its own, because it is degraded
+// (see Local health) or has no witness yet, takes it unless it heard the
+// node itself within RefuseWithin: one healthy pair of observers decides
+// for everyone, and a late observer does not lag the cluster by the
+// rounds it needs to recover.
+//
 // The verdict is this node's (Silenced): memberlist holds the peer alive
 // until its own suspicion runs out, and then confirms. If the peer's
 // heartbeats resume first, it is alive again at once. Peers failed on
@@ -92,7 +99,8 @@
 // which peers do not judge on silence, so they leave it to memberlist
 // until it recovers (no wire change: heartbeats have always carried the
 // period); and the phi threshold it shows peers suspect at widens by the
-// score. memberlist's verdicts are not held back: tried, holding them as
+// score. It still takes its peers' verdicts: they are healthy nodes'
+// judgement, not its own. memberlist's verdicts are not held back: tried, holding them as
 // overrules made a 200-node cluster in one process worse, every held
 // verdict becoming a request to re-advertise (docs/PERFORMANCE.md). Only
 // timings that issue verdicts of their own act on it (Timing.Judges).
