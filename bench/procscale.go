@@ -85,6 +85,7 @@ type procCluster struct {
 	killed  map[string]time.Time            // killed agents, when
 	joins   map[string]map[string]time.Time // subject -> observer -> join event time
 	fails   map[string]map[string]time.Time // subject -> observer -> fail event time
+	causes  map[string]map[string]string    // subject -> observer -> the fail event's cause
 	fps     []FalsePositive
 	changed chan struct{} // closed and replaced on every recorded event
 	// formation is how long starting the agents and forming took.
@@ -170,6 +171,10 @@ func (c *procCluster) record(observer string, ev apitypes.Event) {
 		}
 		if _, seen := c.fails[subject][observer]; !seen {
 			c.fails[subject][observer] = ev.Time
+			if c.causes[subject] == nil {
+				c.causes[subject] = map[string]string{}
+			}
+			c.causes[subject][observer] = ev.Cause
 		}
 	default:
 		return
@@ -213,6 +218,20 @@ func (c *procCluster) waitVerdict(subject string, verdicts map[string]map[string
 			return time.Time{}, c.ctx.Err()
 		}
 	}
+}
+
+// lastObserver returns the agent whose fail event about subject came last,
+// and that event's cause: who held detection back, and on whose verdict.
+func (c *procCluster) lastObserver(subject string) (observer, cause string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var last time.Time
+	for o, t := range c.fails[subject] {
+		if t.After(last) {
+			last, observer = t, o
+		}
+	}
+	return observer, c.causes[subject][observer]
 }
 
 // kill SIGKILLs a and returns when it happened.
@@ -322,7 +341,9 @@ func RunProcScale(ctx context.Context, label string, plan ProcScalePlan, logger 
 			return fail(fmt.Errorf("detection trial %d: %w", trial+1, err))
 		}
 		res.Detect = append(res.Detect, last.Sub(killed))
-		log.Info("trial", "n", trial+1, "join", res.Join[trial].Round(time.Millisecond), "detect", res.Detect[trial].Round(time.Millisecond))
+		slowest, cause := c.lastObserver(victim.name)
+		log.Info("trial", "n", trial+1, "join", res.Join[trial].Round(time.Millisecond), "detect", res.Detect[trial].Round(time.Millisecond),
+			"last_observer", slowest, "its_cause", cause)
 	}
 	c.mu.Lock()
 	res.FalsePositives = append([]FalsePositive(nil), c.fps...)
@@ -343,6 +364,7 @@ func startProcCluster(ctx context.Context, plan ProcScalePlan, log *slog.Logger)
 		plan: plan, dir: dir, key: NewKey(), logger: log, ctx: cctx, stop: stop,
 		live: map[string]bool{}, killed: map[string]time.Time{},
 		joins: map[string]map[string]time.Time{}, fails: map[string]map[string]time.Time{},
+		causes:  map[string]map[string]string{},
 		changed: make(chan struct{}),
 	}
 	log.Info("starting agent processes")
