@@ -320,8 +320,9 @@ func TestContenders(t *testing.T) {
 	if err != nil || len(cs) != 2 || cs[0].Label != "lan" || cs[1].Label != "memberlist DefaultLANConfig" {
 		t.Fatalf("both: %v, %v", cs, err)
 	}
-	if cs[0].Profile.ProbeInterval >= cs[1].Profile.ProbeInterval {
-		t.Errorf("lan probes every %v, DefaultLANConfig every %v: the profiles are mixed up", cs[0].Profile.ProbeInterval, cs[1].Profile.ProbeInterval)
+	if cs[0].Profile.Name != "lan" || cs[0].Profile.SilenceTimeout == 0 || cs[1].Profile.SilenceTimeout != 0 {
+		t.Errorf("lan (%s) judges silence after %v, DefaultLANConfig (%s) after %v: the profiles are mixed up",
+			cs[0].Profile.Name, cs[0].Profile.SilenceTimeout, cs[1].Profile.Name, cs[1].Profile.SilenceTimeout)
 	}
 	if cs, err := Contenders([]string{" memberlist-lan"}); err != nil || len(cs) != 1 || cs[0].Profile.Name != "memberlist-lan" {
 		t.Errorf("one: %v, %v", cs, err)
