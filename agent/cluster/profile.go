@@ -152,11 +152,12 @@ var profiles = map[string]Profile{
 		},
 	},
 	// memberlist-lan: memberlist's DefaultLANConfig, the timings Serf and
-	// Consul ship (a probe a second, suspicion 4·log10(N) s, compression
-	// on), with lan's heartbeats and detector. Slower to fail a dead Pi
-	// (about 6 s at N = 10 against lan's 3 s) and a fifth of lan's probe
-	// traffic: for a busy or lossy Wi-Fi where lan is too eager, and the
-	// baseline rpi-bench measures lan against.
+	// Consul ship (a probe a second, suspicion 4·log10(N) s, gossip every
+	// 200 ms, compression on), with lan's slow heartbeat rounds for phi but
+	// none of its verdicts: lan without the detector. Slower to fail a dead
+	// Pi (about 6 s at N = 10 against lan's 2.4 s) and a tenth of lan's
+	// bandwidth at 10 nodes: for a busy or lossy Wi-Fi where lan is too
+	// eager, and the baseline rpi-bench measures lan against.
 	"memberlist-lan": {
 		Name:                    "memberlist-lan",
 		ProbeInterval:           time.Second,
