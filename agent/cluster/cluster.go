@@ -231,10 +231,15 @@ type peer struct {
 	// live is the node's liveness as the detector judges it: its state
 	// (alive, failed or left, and how this node came to hold it so), phi
 	// and heartbeats (agent/detector).
-	live     detector.Peer
-	addr     string
-	port     int
-	httpPort int
+	live detector.Peer
+	// heldForceLeave is a peer's signed force-leave of this node, which
+	// arrived while it was failed here on silence and memberlist had not
+	// confirmed yet: applied when memberlist does, dropped if the node
+	// comes back (reap.go).
+	heldForceLeave []byte
+	addr           string
+	port           int
+	httpPort       int
 	// seenAt is when a reap sweep first saw the record of a node
 	// memberlist has not reported (state Unknown).
 	seenAt time.Time

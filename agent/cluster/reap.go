@@ -251,6 +251,17 @@ func (c *Cluster) handleForceLeave(signed []byte) {
 	now := time.Now()
 	c.mu.Lock()
 	from, p := c.peers[f.From], c.peers[f.Name]
+	if from != nil && from.state().IsAlive() && p != nil && p.state() == detector.Silenced {
+		// Failed here on silence, not yet confirmed by memberlist: the
+		// sender's memberlist has confirmed (it refuses otherwise), and
+		// this node's will in a moment. Dropping it now would keep the
+		// node listed, since memberlist often hands over the force-leave
+		// before the dead message that came in the same packet.
+		p.heldForceLeave = signed
+		c.mu.Unlock()
+		c.logger.Debug("a peer force-left a node memberlist has not confirmed failed here yet; held until it does", "peer", f.Name, "from", f.From)
+		return
+	}
 	if from == nil || !from.state().IsAlive() || p == nil || (p.state() != detector.Failed && p.state() != detector.Left) {
 		alive := p != nil && (p.state().IsAlive() || p.state() == detector.Silenced)
 		c.mu.Unlock()

@@ -195,3 +195,38 @@ func confirmedFailed(observers []*Cluster, name string) func() error {
 		return nil
 	}
 }
+
+// A force-leave that reaches a node holding the target failed on its own
+// silence verdict, before its memberlist confirms (memberlist hands over a
+// force-leave ahead of the dead message that came in the same packet), is
+// held and applied once memberlist confirms: the node does not stay listed.
+func TestForceLeaveHeldUntilMemberlistConfirms(t *testing.T) {
+	nodes := formCluster(t,
+		startNode(t, "hf1", "127.0.30.41", silenceProfile),
+		startNode(t, "hf2", "127.0.30.42", silenceProfile),
+		startNode(t, "hf3", "127.0.30.43", silenceProfile),
+		startNode(t, "hf4", "127.0.30.44", silenceProfile))
+	a, b := nodes[0], nodes[1]
+	for _, o := range nodes[:3] {
+		heard(t, o, "hf4")
+	}
+	nodes[3].Shutdown()
+	testutil.WaitFor(t, waitTimeout, expect(nodes[:3], "hf4", status(StatusFailed)))
+	b.mu.Lock()
+	silenced := b.peers["hf4"].state() == detector.Silenced
+	b.mu.Unlock()
+	if !silenced {
+		t.Fatal("hf2 holds hf4 failed with memberlist's agreement already: the force-leave would not arrive ahead of it")
+	}
+	body := fmt.Appendf(nil, `{"f":%q,"n":%q,"v":%d}`, "hf1", "hf4", nowVersion())
+	b.handleMsg(append([]byte{msgForceLeave}, seal(a.key, identity.PurposeForceLeave, body)...))
+	if _, ok := b.Member("hf4"); !ok {
+		t.Fatal("hf2 removed hf4 before its memberlist confirmed the failure")
+	}
+	testutil.WaitFor(t, waitTimeout, func() error {
+		if m, ok := b.Member("hf4"); ok {
+			return fmt.Errorf("hf2 still lists hf4 as %s (memberlist confirms the failure within 3 s)", m.Status)
+		}
+		return nil
+	})
+}

@@ -151,6 +151,7 @@ func (c *Cluster) handleNodeJoin(n *memberlist.Node) {
 	// Until its first heartbeat says otherwise, expect the period this
 	// node's own view of the cluster size gives.
 	expect := detector.HeartbeatPeriod(c.det.Timing(), int(c.numAlive.Load())-1)
+	p.heldForceLeave = nil // back: a force-leave held for it is stale
 	if c.det.Joined(&p.live, expect, now) == detector.Withdrawn {
 		c.setAddrLocked(p, n)
 		c.mu.Unlock()
@@ -211,7 +212,12 @@ func (c *Cluster) handleNodeLeave(n *memberlist.Node) {
 		c.mu.Unlock()
 		c.reportGone(ev)
 	default: // never reported, or failed here first (on silence)
+		held := p.heldForceLeave
+		p.heldForceLeave = nil
 		c.mu.Unlock()
+		if held != nil {
+			c.handleForceLeave(held) // memberlist confirms: now it applies
+		}
 	}
 }
 
@@ -388,6 +394,7 @@ func (c *Cluster) handleHeartbeat(hb heartbeat, now time.Time) {
 	case detector.HeartbeatOverruled:
 		c.askReadvertiseLocked(hb.name) // alive still: ask again
 	case detector.HeartbeatRevived:
+		p.heldForceLeave = nil // back: a force-leave held for it is stale
 		if r := p.pending; r != nil {
 			c.applyLocked(p, *r, p.pendingSigned, now)
 			p.pending, p.pendingSigned = nil, nil
