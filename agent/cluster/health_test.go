@@ -161,13 +161,17 @@ func (t *lagTransport) Shutdown() error {
 // silence verdict of its own, while its healthy peers fail a dead node on
 // silence as before and tell it: it takes their verdict (cause peer) at
 // once instead of lagging the cluster until it recovers or memberlist
-// decides (3 s in silenceProfile).
+// decides.
 func TestLaggingNodeHoldsItsVerdicts(t *testing.T) {
 	lt := newLagTransport(t, "127.0.1.204", 4*silenceTimeout(t)/detector.MinSilenceRounds)
-	lagging := startNode(t, "lg1", "127.0.1.204", silenceProfile, func(c *Config) { c.Transport = lt })
-	b := startNode(t, "lg2", "127.0.1.205", silenceProfile)
-	c := startNode(t, "lg3", "127.0.1.206", silenceProfile)
-	victim := startNode(t, "lg4", "127.0.1.207", silenceProfile)
+	// Probes slow enough that the lag does not fail lg1's own: memberlist
+	// (30 s of suspicion here) cannot decide within the test, so lg1's
+	// verdict can only be its own or its peers'.
+	calmProbes := withProfile(func(p *Profile) { p.ProbeInterval, p.ProbeTimeout = time.Second, 500*time.Millisecond })
+	lagging := startNode(t, "lg1", "127.0.1.204", silenceProfile, calmProbes, func(c *Config) { c.Transport = lt })
+	b := startNode(t, "lg2", "127.0.1.205", silenceProfile, calmProbes)
+	c := startNode(t, "lg3", "127.0.1.206", silenceProfile, calmProbes)
+	victim := startNode(t, "lg4", "127.0.1.207", silenceProfile, calmProbes)
 	formCluster(t, lagging, b, c, victim)
 	for _, o := range []*Cluster{lagging, b, c} {
 		heard(t, o, "lg4")
