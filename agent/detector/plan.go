@@ -67,13 +67,7 @@ func (r *Plan) Next(t Timing, self string, peers []Target, gen uint64, accused [
 	// gets heartbeats, but until memberlist confirms (seconds later) it must
 	// not push a cluster at the limit into watch rounds, whose silence
 	// timeout is longer.
-	alive := 0
-	for _, hp := range peers {
-		if hp.Alive {
-			alive++
-		}
-	}
-	if FastHeartbeats(t, alive) {
+	if FastHeartbeats(t, alivePeers(peers, t.FastHeartbeatPeers)) {
 		r.fastAt = now
 		r.setWatchers(nil, now, 0)
 		r.ring = nil
@@ -288,4 +282,18 @@ func Watchers(nodes []string, name string, k int) []string {
 		out = append(out, w.name)
 	}
 	return out
+}
+
+// alivePeers counts the alive peers, up to one past limit: enough to
+// decide on fast rounds without walking a large cluster every round.
+func alivePeers(peers []Target, limit int) int {
+	alive := 0
+	for _, hp := range peers {
+		if hp.Alive {
+			if alive++; alive > limit {
+				break
+			}
+		}
+	}
+	return alive
 }
